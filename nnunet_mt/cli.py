@@ -1,0 +1,79 @@
+"""``nnunet_mt`` command line: demo-data, merge, trainer-path."""
+import argparse
+import os
+import sys
+from typing import Callable, List, Optional
+
+from nnunet_mt.errors import InputError
+
+
+def run_guarded(prog: str, action: Callable[[], None]) -> int:
+    """Runs action; bad input becomes one line on stderr and exit code 2 (no traceback)."""
+    try:
+        action()
+    except InputError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _demo_data(args) -> None:
+    from nnunet_mt.demo_data import DEMO_DATASETS, write_dataset
+    raw_dir = args.output or os.environ.get("nnUNet_raw")
+    if not raw_dir:
+        raise InputError("no output folder: pass -o RAW_DIR or set nnUNet_raw")
+    os.makedirs(raw_dir, exist_ok=True)
+    for ds in DEMO_DATASETS:
+        path = write_dataset(ds, raw_dir, args.seed)
+        print(f"{path}: {ds.n_train} training + {ds.n_test} test cases, {ds.modality}, role: {ds.role}")
+
+
+def _merge(args) -> None:
+    from nnunet_mt.merge import SourceSpec, merge_datasets
+    merge_datasets([SourceSpec.parse(d) for d in args.d], args.o, args.n, alpha=args.alpha,
+                   overwrite=args.overwrite)
+
+
+def _trainer_path(args) -> None:
+    from nnunet_mt._startup import TRAINER_DIR
+    print(TRAINER_DIR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet_mt", description="Multi-task training for nnU-Net v2.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="write the synthetic demo datasets (Dataset011-015) into nnUNet_raw")
+    p.add_argument("-o", "--output", help="raw folder (default: $nnUNet_raw)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
+    p.set_defaults(func=_demo_data)
+
+    p = sub.add_parser("merge", help="merge nnU-Net raw datasets into one multi-task dataset")
+    p.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]",
+                   help="source dataset ids or folder names; ':1,2' picks the foreground labels of a "
+                        "multi-label source, e.g. -d 11 12 13:1,2")
+    p.add_argument("-o", type=int, required=True, metavar="ID", help="id of the merged dataset, e.g. 500")
+    p.add_argument("-n", default="MultiTask", metavar="NAME", help="name of the merged dataset (default MultiTask)")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="sampling exponent: each case of a source with n cases has weight n**-alpha "
+                        "(0.5 = the paper's 1/sqrt(n), 0 = uniform per case, 1 = uniform per source)")
+    p.add_argument("--labels", choices=["binary"], default="binary",
+                   help="every source's foreground becomes label 1 (the paper's setting)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser("trainer-path", help="print the folder to add to nnUNet_extTrainer by hand")
+    p.set_defaults(func=_trainer_path)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(f"nnunet_mt {args.command}", lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Merge several nnU-Net raw datasets into one multi-task dataset (Karimi & Gholipour, sec. III-C).
+
+Every source's structure of interest becomes foreground label 1. Case ids get the prefix
+``D<source id>_`` so they cannot collide. Images are hard-linked (copied where the file system cannot
+link); labels are rewritten. The merged dataset.json records every case's source under the key
+``nnunet_mt`` so training, evaluation and OOD reports can group by source. Nothing is written to the
+source datasets; the merged dataset appears only when complete (built in a hidden folder, then renamed).
+"""
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_mt.errors import InputError
+
+PROVENANCE_KEY = "nnunet_mt"
+
+
+@dataclass
+class SourceSpec:
+    """One ``-d`` argument: a dataset id or folder name, optionally with ``:label,label`` foreground."""
+    dataset: str
+    foreground: Optional[Tuple[int, ...]] = None
+
+    @classmethod
+    def parse(cls, text: str) -> "SourceSpec":
+        name, _, labels = text.partition(":")
+        if not labels:
+            return cls(name)
+        try:
+            return cls(name, tuple(int(v) for v in labels.split(",") if v != ""))
+        except ValueError:
+            raise InputError(f"-d {text}: foreground labels must be integers, e.g. -d 13:1,2")
+
+
+@dataclass
+class Source:
+    spec: SourceSpec
+    folder: str
+    dataset_json: dict
+    foreground: Tuple[int, ...] = ()
+    train: Dict[str, dict] = field(default_factory=dict)  # case id -> {"images": [...], "label": path}
+    test: Dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.folder)
+
+    @property
+    def dataset_id(self) -> int:
+        return int(self.name[len("Dataset"):len("Dataset") + 3])
+
+    @property
+    def prefix(self) -> str:
+        return f"D{self.dataset_id:03d}_"
+
+
+def _resolve_folder(dataset: str, raw_dir: str) -> str:
+    candidates, pattern = [], dataset
+    if dataset.isdigit():
+        pattern = f"Dataset{int(dataset):03d}_*"
+        candidates = [d for d in sorted(os.listdir(raw_dir)) if d.startswith(pattern[:-1])]
+    elif os.path.isdir(os.path.join(raw_dir, dataset)):
+        candidates = [dataset]
+    if len(candidates) != 1:
+        what = "no" if not candidates else "more than one"
+        raise InputError(f"{os.path.join(raw_dir, pattern)}: {what} nnU-Net raw dataset matches '{dataset}'")
+    return os.path.join(raw_dir, candidates[0])
+
+
+def _load_dataset_json(folder: str) -> dict:
+    path = os.path.join(folder, "dataset.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: missing dataset.json")
+    try:
+        with open(path) as f:
+            dataset_json = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: invalid JSON ({e})")
+    if not isinstance(dataset_json, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for key, kind in (("channel_names", dict), ("labels", dict), ("file_ending", str)):
+        if not isinstance(dataset_json.get(key), kind):
+            raise InputError(f"{path}: key '{key}' missing or not a {kind.__name__}")
+    return dataset_json
+
+
+def _list_cases(folder: str, split: str, file_ending: str, n_channels: int) -> Dict[str, dict]:
+    """Cases of imagesTr/labelsTr (split='Tr') or imagesTs/labelsTs (split='Ts'): id -> images, label."""
+    image_dir = os.path.join(folder, f"images{split}")
+    if not os.path.isdir(image_dir):
+        if split == "Tr":
+            raise InputError(f"{image_dir}: missing training image folder")
+        return {}
+    by_case: Dict[str, List[str]] = {}
+    for fname in sorted(os.listdir(image_dir)):
+        if not fname.endswith(file_ending):
+            continue
+        stem = fname[:-len(file_ending)]
+        case, _, channel = stem.rpartition("_")
+        if not (len(channel) == 4 and channel.isdigit() and case):
+            raise InputError(f"{os.path.join(image_dir, fname)}: image name must end in _XXXX{file_ending}")
+        by_case.setdefault(case, []).append(os.path.join(image_dir, fname))
+    cases = {}
+    for case, images in by_case.items():
+        if len(images) != n_channels:
+            raise InputError(f"{image_dir}: case '{case}' has {len(images)} channel files, dataset.json "
+                             f"declares {n_channels}")
+        label = os.path.join(folder, f"labels{split}", case + file_ending)
+        if not os.path.isfile(label):
+            if split == "Ts":
+                return {}  # test images without labels cannot be evaluated: leave the test split out
+            raise InputError(f"{images[0]}: image without label (expected {label})")
+        cases[case] = {"images": images, "label": label}
+    if split == "Tr" and not cases:
+        raise InputError(f"{image_dir}: no training images ending in {file_ending}")
+    return cases
+
+
+def load_source(spec: SourceSpec, raw_dir: str) -> Source:
+    folder = _resolve_folder(spec.dataset, raw_dir)
+    dataset_json = _load_dataset_json(folder)
+    path = os.path.join(folder, "dataset.json")
+    labels = dataset_json["labels"]
+    if any(isinstance(v, (list, tuple)) for v in labels.values()):
+        raise InputError(f"{path}: region-based labels are not supported by merge")
+    try:
+        foreground_declared = sorted(int(v) for k, v in labels.items() if k != "ignore" and int(v) != 0)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: label values must be integers")
+    if spec.foreground is None:
+        if len(foreground_declared) != 1:
+            raise InputError(f"{path}: {len(foreground_declared)} foreground labels {foreground_declared}; say which "
+                             f"make the foreground, e.g. -d {spec.dataset}:{','.join(map(str, foreground_declared))}")
+        foreground = tuple(foreground_declared)
+    else:
+        unknown = sorted(set(spec.foreground) - set(foreground_declared))
+        if unknown or not spec.foreground:
+            raise InputError(f"{path}: foreground labels {unknown or '(none)'} are not foreground labels of this "
+                             f"dataset ({foreground_declared})")
+        foreground = tuple(sorted(spec.foreground))
+    n_channels = len(dataset_json["channel_names"])
+    source = Source(spec, folder, dataset_json, foreground)
+    source.train = _list_cases(folder, "Tr", dataset_json["file_ending"], n_channels)
+    source.test = _list_cases(folder, "Ts", dataset_json["file_ending"], n_channels)
+    return source
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+        return "linked"
+    except OSError:
+        shutil.copyfile(src, dst)
+        return "copied"
+
+
+def _binary_label(src: str, dst: str, declared: Sequence[int], foreground: Sequence[int]) -> None:
+    """Writes dst = (label in foreground) as uint8 with src's geometry; checks values against declared."""
+    try:
+        image = sitk.ReadImage(src)
+    except RuntimeError as e:
+        raise InputError(f"{src}: unreadable label file ({str(e).strip().splitlines()[-1]})")
+    array = sitk.GetArrayViewFromImage(image)
+    values = np.unique(array)
+    undeclared = sorted(set(values.tolist()) - set(declared))
+    if undeclared:
+        raise InputError(f"{src}: label values {undeclared[:5]} are not declared in dataset.json")
+    out = sitk.GetImageFromArray(np.isin(array, foreground).astype(np.uint8))
+    out.CopyInformation(image)
+    sitk.WriteImage(out, dst, useCompression=True)
+
+
+def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str = "MultiTask",
+                   raw_dir: Optional[str] = None, alpha: float = 0.5, overwrite: bool = False,
+                   log=print) -> str:
+    """Creates ``Dataset{output_id:03d}_{output_name}`` in raw_dir (default $nnUNet_raw); returns its path."""
+    raw_dir = raw_dir or os.environ.get("nnUNet_raw")
+    if not raw_dir or not os.path.isdir(raw_dir):
+        raise InputError(f"{raw_dir or '$nnUNet_raw'}: nnU-Net raw folder not found (set nnUNet_raw)")
+    if len(specs) == 0:
+        raise InputError("merge needs at least one source dataset (-d)")
+    sources = [load_source(s, raw_dir) for s in specs]
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise InputError(f"{raw_dir}: a source dataset is listed twice ({names})")
+    n_channels = {s.name: len(s.dataset_json["channel_names"]) for s in sources}
+    if len(set(n_channels.values())) != 1:
+        raise InputError(f"{raw_dir}: sources have different numbers of channels {n_channels}")
+    if not 1 <= output_id <= 999:
+        raise InputError(f"-o {output_id}: dataset id must be between 1 and 999")
+
+    out_name = f"Dataset{output_id:03d}_{output_name}"
+    final = os.path.join(raw_dir, out_name)
+    clashing = [d for d in os.listdir(raw_dir) if d.startswith(f"Dataset{output_id:03d}_")]
+    if clashing and not overwrite:
+        raise InputError(f"{os.path.join(raw_dir, clashing[0])}: output dataset exists (use --overwrite)")
+    if any(os.path.join(raw_dir, c) in [s.folder for s in sources] for c in clashing):
+        raise InputError(f"{final}: output dataset would replace one of its sources")
+
+    file_ending = sources[0].dataset_json["file_ending"]
+    if any(s.dataset_json["file_ending"] != file_ending for s in sources):
+        file_ending = ".nii.gz"  # images of other formats are converted, not linked
+    tmp = os.path.join(raw_dir, f".{out_name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cases: Dict[str, dict] = {}
+    how = set()
+    try:
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            os.makedirs(os.path.join(tmp, sub))
+        for source in sources:
+            declared = [int(v) for v in source.dataset_json["labels"].values()]
+            for split, split_cases in (("Tr", source.train), ("Ts", source.test)):
+                for case, files in split_cases.items():
+                    new_id = source.prefix + case
+                    for channel, image in enumerate(sorted(files["images"])):
+                        dst = os.path.join(tmp, f"images{split}", f"{new_id}_{channel:04d}{file_ending}")
+                        if image.endswith(file_ending):
+                            how.add(_link_or_copy(image, dst))
+                        else:
+                            sitk.WriteImage(sitk.ReadImage(image), dst, useCompression=True)
+                            how.add("converted")
+                    _binary_label(files["label"], os.path.join(tmp, f"labels{split}", new_id + file_ending),
+                                  declared, source.foreground)
+                    cases[new_id] = {"source": source.name, "original_id": case,
+                                     "split": "train" if split == "Tr" else "test"}
+            log(f"  {source.name}: {len(source.train)} training and {len(source.test)} test cases, "
+                f"foreground labels {list(source.foreground)} -> 1")
+        channel_names = _merged_channel_names(sources)
+        dataset_json = {
+            "channel_names": channel_names,
+            "labels": {"background": 0, "foreground": 1},
+            "numTraining": sum(len(s.train) for s in sources),
+            "file_ending": file_ending,
+            "name": output_name,
+            "description": "nnunet-mt multi-task merge of " + ", ".join(names),
+            PROVENANCE_KEY: {
+                "alpha": alpha,
+                "labels": "binary",
+                "sources": {s.name: {"dataset_id": s.dataset_id, "folder": s.folder,
+                                     "channel_names": s.dataset_json["channel_names"],
+                                     "foreground_labels": list(s.foreground),
+                                     "num_training": len(s.train), "num_test": len(s.test)} for s in sources},
+                "cases": cases,
+            },
+        }
+        with open(os.path.join(tmp, "dataset.json"), "w") as f:
+            json.dump(dataset_json, f, indent=2)
+        for c in clashing:
+            shutil.rmtree(os.path.join(raw_dir, c))
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"Wrote {final}: {dataset_json['numTraining']} training cases from {len(sources)} datasets "
+        f"(images {' / '.join(sorted(how))}), channel normalization {channel_names}")
+    return final
+
+
+def _merged_channel_names(sources: Sequence[Source]) -> Dict[str, str]:
+    """Keeps the sources' channel names where they agree (e.g. all CT); per-image z-score where they differ.
+
+    nnU-Net normalizes each channel with one scheme for all cases; a channel that mixes CT and MR cannot
+    use CT's global HU statistics, so it gets nnU-Net's per-image z-score (see documentation/recipe.md).
+    """
+    merged = {}
+    for channel in sources[0].dataset_json["channel_names"]:
+        names = {str(s.dataset_json["channel_names"].get(channel, "")).strip() for s in sources}
+        merged[channel] = names.pop() if len(names) == 1 else "zscore"
+    return merged
+
+
+def case_sources(dataset_json: dict, case_ids: Sequence[str]) -> List[str]:
+    """Source dataset of each case id; cases of a dataset that was not merged belong to the dataset itself."""
+    recorded = dataset_json.get(PROVENANCE_KEY, {}).get("cases", {})
+    own_name = dataset_json.get("name", "dataset")
+    return [recorded.get(c, {}).get("source", own_name) for c in case_ids]

@@ -1,0 +1,231 @@
+"""nnUNetTrainerMultiTask: the fixed training recipe of Karimi & Gholipour (sec. III-B, III-C).
+
+Each override replaces one piece of nnU-Net's default recipe:
+- network: residual 3D U-Net, 14 first-stage features, no deep supervision (``build_network_architecture``);
+- patch 96^3 (smaller for the CPU variants), written into the plans so prediction uses it (``__init__``);
+- loss: negative soft Dice of the foreground probability maps, no cross-entropy (``_build_loss``);
+- Adam at 1e-4, x0.9 after every 2000 iterations without loss decrease (``configure_optimizers``);
+- stop when the evaluated loss did not decrease for two consecutive evaluations (``run_training``);
+- augmentation: random patch location, flips, 90-degree rotations, Gaussian noise (``get_training_transforms``);
+- cases drawn with probability proportional to n_source ** -0.5 (``get_dataloaders``).
+"""
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.rot90 import Rot90Transform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.helpers import softmax_helper_dim1
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnunet_mt.merge import PROVENANCE_KEY, case_sources
+from nnunet_mt.network import build_residual_unet
+from nnunet_mt.sampling import case_sampling_probabilities, source_shares
+from nnunet_mt.schedule import has_converged, plateau_learning_rate
+
+__all__ = [
+    "nnUNetTrainerMultiTask", "nnUNetTrainerMultiTask_5epochs", "nnUNetTrainerMultiTaskDropout",
+    "nnUNetTrainerMultiTaskFineTune", "nnUNetTrainerMultiTaskCPU", "nnUNetTrainerMultiTaskCPU_2epochs",
+    "nnUNetTrainerMultiTaskDropoutCPU", "nnUNetTrainerMultiTaskDropoutCPU_2epochs",
+]
+
+
+class PaperLRSchedule:
+    """Sets the learning rate at each epoch start from the logged training losses (see schedule.py).
+
+    nnU-Net calls ``step(epoch)`` at every epoch start; the rate depends only on the loss history,
+    which nnU-Net's checkpoints already hold.
+    """
+
+    def __init__(self, trainer: "nnUNetTrainerMultiTask"):
+        self.trainer = trainer
+
+    def step(self, epoch: int) -> None:
+        t = self.trainer
+        losses = t.logger.get_value("train_losses", step=None)[:epoch]
+        lr = plateau_learning_rate(losses, t.initial_lr, t.epochs_per_window, t.lr_decay)
+        for group in t.optimizer.param_groups:
+            group["lr"] = lr
+
+
+class nnUNetTrainerMultiTask(nnUNetTrainer):
+    patch_size_voxels: Tuple[int, int, int] = (96, 96, 96)
+    patch_batch_size = 2
+    paper_initial_lr = 1e-4
+    lr_decay = 0.9
+    iterations_per_window = 2000  # the paper's LR and evaluation interval, in training iterations
+    convergence_patience = 2  # evaluations without decrease before stopping
+    max_epochs = 1000  # budget cap; the convergence rule usually stops far earlier
+    iterations_per_epoch = 250
+    val_iterations_per_epoch = 50
+    dropout_p = 0.0
+    default_sampling_alpha = 0.5
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        # The patch and batch size belong to the recipe, not to nnU-Net's planner. Writing them into the
+        # plans makes nnU-Net save them in the results folder's plans.json, which prediction reads.
+        plans["configurations"][configuration]["patch_size"] = list(self.patch_size_voxels)
+        plans["configurations"][configuration]["batch_size"] = self.patch_batch_size
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.paper_initial_lr
+        self.num_epochs = self.max_epochs
+        self.num_iterations_per_epoch = self.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        self.enable_deep_supervision = False
+        self.oversample_foreground_percent = 0.0  # patches from random locations, as in the paper
+        self.epochs_per_window = max(1, round(self.iterations_per_window / self.num_iterations_per_epoch))
+        self.sampling_alpha = dataset_json.get(PROVENANCE_KEY, {}).get("alpha", self.default_sampling_alpha)
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = False) -> nn.Module:
+        return build_residual_unet(num_input_channels, num_output_channels, configuration_manager.patch_size,
+                                   dropout_p=cls.dropout_p)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # the network has no deep supervision outputs
+
+    def _build_loss(self):
+        return MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1,
+                                           batch_dice=self.configuration_manager.batch_dice,
+                                           do_bg=False, smooth=1e-5, ddp=self.is_ddp)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr)
+        return optimizer, PaperLRSchedule(self)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        # no spatial resampling transform: the loader cuts the final patch directly
+        mirror_axes = (0, 1, 2)
+        self.inference_allowed_mirroring_axes = mirror_axes
+        return None, False, self.configuration_manager.patch_size, mirror_axes
+
+    def rotation_axes(self) -> Tuple[int, ...]:
+        """Axes between which 90-degree rotations keep the geometry: those with equal spacing and patch size."""
+        spacing = np.asarray(self.configuration_manager.spacing, dtype=float)
+        patch = self.configuration_manager.patch_size
+        axes = [a for a in range(3) if sum(np.isclose(spacing[a], spacing, rtol=0.1) &
+                                           (np.asarray(patch) == patch[a])) >= 2]
+        return tuple(axes)
+
+    @staticmethod
+    def paper_training_transforms(mirror_axes: Sequence[int], rotation_axes: Sequence[int]) -> BasicTransform:
+        """Flips, 90-degree rotations, additive Gaussian noise (no elastic deformation, no scaling)."""
+        transforms: List[BasicTransform] = []
+        if len(rotation_axes) >= 2:
+            transforms.append(RandomTransform(Rot90Transform(num_axis_combinations=1,
+                                                             allowed_axes=set(rotation_axes)), apply_probability=0.5))
+        transforms.append(MirrorTransform(allowed_axes=tuple(mirror_axes)))
+        transforms.append(RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1,
+                                                                 synchronize_channels=True), apply_probability=0.5))
+        transforms.append(RemoveLabelTansform(-1, 0))
+        return ComposeTransforms(transforms)
+
+    def sampling_probabilities_for(self, case_ids: Sequence[str]) -> np.ndarray:
+        return case_sampling_probabilities(case_sources(self.dataset_json, case_ids), self.sampling_alpha)
+
+    def get_dataloaders(self):
+        # nnU-Net's version hard-codes sampling_probabilities=None; this one passes the 1/sqrt(n) weights.
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        _, _, patch_size, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        train_transforms = self.paper_training_transforms(mirror_axes, self.rotation_axes())
+        val_transforms = self.get_validation_transforms(None)
+        loaders = []
+        for dataset, transforms in ((dataset_tr, train_transforms), (dataset_val, val_transforms)):
+            probabilities = self.sampling_probabilities_for(dataset.identifiers)
+            loaders.append(nnUNetDataLoader(dataset, self.batch_size, patch_size, patch_size, self.label_manager,
+                                            oversample_foreground_percent=self.oversample_foreground_percent,
+                                            sampling_probabilities=probabilities, transforms=transforms))
+        shares = source_shares(case_sources(self.dataset_json, dataset_tr.identifiers),
+                               loaders[0].sampling_probabilities)
+        self.print_to_log_file("Sampling shares per source dataset (alpha=%s): %s" % (
+            self.sampling_alpha, {k: round(v, 3) for k, v in shares.items()}))
+        n_proc = get_allowed_n_proc_DA()
+        if n_proc == 0:
+            return SingleThreadedAugmenter(loaders[0], None), SingleThreadedAugmenter(loaders[1], None)
+        pin = self.device.type == "cuda"
+        train = NonDetMultiThreadedAugmenter(loaders[0], None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
+                                             pin_memory=pin, wait_time=0.002)
+        val = NonDetMultiThreadedAugmenter(loaders[1], None, num_processes=max(1, n_proc // 2),
+                                           num_cached=max(3, n_proc // 4), pin_memory=pin, wait_time=0.002)
+        return train, val
+
+    def converged(self) -> bool:
+        return has_converged(self.logger.get_value("val_losses", step=None), self.epochs_per_window,
+                             self.convergence_patience)
+
+    def run_training(self):
+        # nnU-Net's loop, plus the paper's stop once the evaluated loss stops decreasing
+        self.on_train_start()
+        while self.current_epoch < self.num_epochs and not self.converged():
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            train_outputs = [self.train_step(next(self.dataloader_train))
+                             for _ in range(self.num_iterations_per_epoch)]
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs = [self.validation_step(next(self.dataloader_val))
+                               for _ in range(self.num_val_iterations_per_epoch)]
+                self.on_validation_epoch_end(val_outputs)
+            self.on_epoch_end()
+        if self.converged():
+            self.print_to_log_file(f"Converged after {self.current_epoch} epochs: the evaluated loss did not "
+                                   f"decrease for {self.convergence_patience} consecutive evaluations.")
+        self.on_train_end()
+
+
+class nnUNetTrainerMultiTask_5epochs(nnUNetTrainerMultiTask):
+    max_epochs = 5
+
+
+class nnUNetTrainerMultiTaskDropout(nnUNetTrainerMultiTask):
+    """Dropout p=0.1 after every convolution, for the MC-dropout uncertainty baseline."""
+    dropout_p = 0.1
+
+
+class nnUNetTrainerMultiTaskFineTune(nnUNetTrainerMultiTask):
+    """Transfer learning (deep fine-tuning): start from ``-pretrained_weights``, half the learning rate,
+    all layers trained."""
+    paper_initial_lr = 0.5e-4
+
+
+class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
+    """The same recipe sized for a few CPU cores: 48^3 patches, 50 iterations per epoch, 40 epochs."""
+    patch_size_voxels = (48, 48, 48)
+    iterations_per_epoch = 50
+    val_iterations_per_epoch = 10
+    max_epochs = 40
+
+
+class nnUNetTrainerMultiTaskCPU_2epochs(nnUNetTrainerMultiTaskCPU):
+    """Smoke-test budget: 32^3 patches, 2 epochs of 5 iterations."""
+    patch_size_voxels = (32, 32, 32)
+    iterations_per_epoch = 5
+    val_iterations_per_epoch = 2
+    max_epochs = 2
+
+
+class nnUNetTrainerMultiTaskDropoutCPU(nnUNetTrainerMultiTaskCPU):
+    dropout_p = 0.1
+
+
+class nnUNetTrainerMultiTaskDropoutCPU_2epochs(nnUNetTrainerMultiTaskCPU_2epochs):
+    dropout_p = 0.1

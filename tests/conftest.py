@@ -1,0 +1,46 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)  # the venv's console scripts (nnUNetv2_*, nnunet_mt)
+TRAINER = "nnUNetTrainerMultiTaskCPU_2epochs"
+
+
+def run(cmd, env, check=True, timeout=900):
+    """Runs a real command line; returns CompletedProcess with text output."""
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def nnunet_env(root):
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
+               nnUNet_results=str(root / "res"), nnUNet_def_n_proc="1",
+               PATH=BIN + os.pathsep + env.get("PATH", ""))
+    env.pop("nnUNet_n_proc_DA", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def demo_raw(tmp_path_factory):
+    """Demo datasets in a fresh nnUNet_raw; returns (root, env)."""
+    root = tmp_path_factory.mktemp("nnunet")
+    env = nnunet_env(root)
+    run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env)
+    return root, env
+
+
+@pytest.fixture(scope="session")
+def trained(demo_raw):
+    """demo-data -> merge -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train, through the real commands."""
+    root, env = demo_raw
+    run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env)
+    run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
+    train_env = dict(env, nnUNet_n_proc_DA="0")
+    run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"], train_env)
+    return root, env
