@@ -21,7 +21,7 @@ def _model_dir(root):
 def _trainer(root, fold):
     from nnunet_mt import trainer as trainers
     model = _model_dir(root)
-    plans = json.load(open(model / "plans.json"))
+    plans = dict(json.load(open(model / "plans.json")), continue_training=False)  # as nnUNetv2_train sets it
     dataset_json = json.load(open(model / "dataset.json"))
     return getattr(trainers, TRAINER)(plans, "3d_fullres", fold, dataset_json, torch.device("cpu"))
 

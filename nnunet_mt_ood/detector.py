@@ -1,0 +1,38 @@
+"""Nearest-neighbour OOD detector on spectral signatures (Karimi & Gholipour, eq. 1-2), scikit-learn style."""
+import numpy as np
+
+
+def _pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances, shape (len(a), len(b))."""
+    return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
+
+
+class SpectralOODDetector:
+    """OODM(x) = distance from x's signature to the nearest training signature; OOD when OODM > tau,
+    tau = mean + c * std (population std, ddof 0) of the leave-one-out OODM of the training signatures."""
+
+    def __init__(self, c: float = 2.5):
+        self.c = c
+
+    def fit(self, train_signatures) -> "SpectralOODDetector":
+        train = np.asarray(train_signatures, dtype=np.float64)
+        if train.ndim != 2 or len(train) < 3:
+            raise ValueError(f"need at least 3 training signatures (rows) to fit tau, got shape {train.shape}")
+        distances = _pairwise_distances(train, train)
+        np.fill_diagonal(distances, np.inf)
+        self.train_signatures_ = train
+        self.train_scores_ = distances.min(1)  # leave-one-out OODM
+        self.threshold_ = float(self.train_scores_.mean() + self.c * self.train_scores_.std())
+        return self
+
+    def nearest(self, signatures) -> np.ndarray:
+        """Index of the nearest training signature for each row."""
+        return _pairwise_distances(np.atleast_2d(signatures), self.train_signatures_).argmin(1)
+
+    def score(self, signatures) -> np.ndarray:
+        """OODM of each signature (row): distance to the nearest training signature."""
+        return _pairwise_distances(np.atleast_2d(np.asarray(signatures, float)), self.train_signatures_).min(1)
+
+    def predict(self, signatures) -> np.ndarray:
+        """True where the signature is out of distribution (OODM > threshold_)."""
+        return self.score(signatures) > self.threshold_

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import torch
+
+from nnunet_mt_ood import SpectralOODDetector, spectral_signature
+
+
+def test_signature_known_answer_diagonal_features():
+    # F (voxels x channels) with orthogonal columns of norms 4, 2, 1 -> singular values 4, 2, 1
+    f = np.zeros((3, 2, 2, 2))
+    f[0, 0, 0, 0], f[1, 0, 0, 1], f[2, 1, 1, 1] = 4.0, 2.0, 1.0
+    log_s = np.log([4.0, 2.0, 1.0])
+    np.testing.assert_allclose(spectral_signature(f), log_s / np.linalg.norm(log_s), atol=1e-12)
+
+
+def test_signature_matches_numpy_svd_and_torch_input():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(14, 6, 7, 8)) * rng.uniform(0.1, 5, size=(14, 1, 1, 1))
+    s = np.linalg.svd(f.reshape(14, -1).T, compute_uv=False)
+    expected = np.log(s) / np.linalg.norm(np.log(s))
+    np.testing.assert_allclose(spectral_signature(f), expected, atol=1e-9)
+    np.testing.assert_allclose(spectral_signature(torch.from_numpy(f).float()), expected, atol=1e-5)
+
+
+def test_zero_channels_give_finite_signature():
+    f = np.zeros((4, 5, 5, 5))
+    f[0] = 1.0
+    sig = spectral_signature(f)
+    assert np.all(np.isfinite(sig)) and np.linalg.norm(sig) == pytest.approx(1.0)
+    assert np.all(np.isfinite(spectral_signature(np.zeros((3, 4, 4, 4)))))
+
+
+def test_leave_one_out_threshold_by_hand():
+    train = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [3.0, 4.0]])
+    # nearest other point: 1, 1, 2, 4 -> mean 2, population std sqrt(1.5)
+    det = SpectralOODDetector(c=2.5).fit(train)
+    np.testing.assert_allclose(det.train_scores_, [1, 1, 2, 4])
+    assert det.threshold_ == pytest.approx(2 + 2.5 * np.sqrt(1.5))
+    np.testing.assert_allclose(det.score([[3.0, 10.0], [0.5, 0.0]]), [6.0, 0.5])
+    assert det.predict([[3.0, 10.0], [0.5, 0.0]]).tolist() == [True, False]
+    assert det.nearest([[3.0, 10.0]]).tolist() == [3]
+
+
+def test_fewer_than_three_training_signatures_is_an_error():
+    with pytest.raises(ValueError, match="at least 3"):
+        SpectralOODDetector().fit(np.zeros((2, 14)))
