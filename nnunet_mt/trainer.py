@@ -208,11 +208,11 @@ class nnUNetTrainerMultiTaskFineTune(nnUNetTrainerMultiTask):
 
 
 class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
-    """The same recipe sized for a few CPU cores: 48^3 patches, 50 iterations per epoch, 40 epochs."""
+    """The same recipe sized for a few CPU cores: 48^3 patches, 50 iterations per epoch, 20 epochs."""
     patch_size_voxels = (48, 48, 48)
     iterations_per_epoch = 50
     val_iterations_per_epoch = 10
-    max_epochs = 40
+    max_epochs = 20
 
 
 class nnUNetTrainerMultiTaskCPU_2epochs(nnUNetTrainerMultiTaskCPU):

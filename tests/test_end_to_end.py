@@ -18,8 +18,11 @@ def _model_dir(root):
     return root / "res" / "Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres"
 
 
-def _trainer(root, fold):
+def _trainer(root, fold, monkeypatch):
+    """An in-process trainer on the trained model's plans (nnU-Net reads its folders from the environment)."""
     from nnunet_mt import trainer as trainers
+    for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res")):
+        monkeypatch.setenv(var, str(root / sub))
     model = _model_dir(root)
     plans = dict(json.load(open(model / "plans.json")), continue_training=False)  # as nnUNetv2_train sets it
     dataset_json = json.load(open(model / "dataset.json"))
@@ -63,9 +66,9 @@ def test_checkpoint_holds_the_paper_recipe(trained):
     assert "Sampling shares per source dataset" in log
 
 
-def test_trainer_uses_dice_loss_only(trained):
+def test_trainer_uses_dice_loss_only(trained, monkeypatch):
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    trainer = _trainer(trained[0], fold=0)
+    trainer = _trainer(trained[0], fold=0, monkeypatch=monkeypatch)
     trainer.initialize()
     assert type(trainer.loss) is MemoryEfficientSoftDiceLoss and trainer.loss.do_bg is False
     assert isinstance(trainer.optimizer, torch.optim.Adam)
@@ -99,7 +102,7 @@ def test_real_loader_draws_with_sqrt_weights(trained, monkeypatch):
     from nnunet_mt.merge import case_sources
     from nnunet_mt.sampling import case_sampling_probabilities, source_shares
     monkeypatch.setenv("nnUNet_n_proc_DA", "2")  # worker processes, as in real training
-    trainer = _trainer(trained[0], fold=1)
+    trainer = _trainer(trained[0], fold=1, monkeypatch=monkeypatch)
     trainer.initialize()
     train_loader, val_loader = trainer.get_dataloaders()
     try:
