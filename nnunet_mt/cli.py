@@ -1,4 +1,4 @@
-"""``nnunet_mt`` command line: demo-data, merge, trainer-path."""
+"""``nnunet_mt`` command line: demo-data, merge, evaluate, trainer-path."""
 import argparse
 import os
 import sys
@@ -37,6 +37,11 @@ def _merge(args) -> None:
                    overwrite=args.overwrite)
 
 
+def _evaluate(args) -> None:
+    from nnunet_mt.evaluate import evaluate_folder
+    evaluate_folder(args.ref, args.pred, args.prob, args.d, args.o, args.np, args.n_bins, args.roi, args.plots)
+
+
 def _trainer_path(args) -> None:
     from nnunet_mt._startup import TRAINER_DIR
     print(TRAINER_DIR)
@@ -64,6 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every source's foreground becomes label 1 (the paper's setting)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
     p.set_defaults(func=_merge)
+
+    p = sub.add_parser("evaluate", help="DSC, HD95, ASSD, ECE, MCE of a prediction folder, per source dataset")
+    p.add_argument("-ref", required=True, metavar="LABELS_DIR", help="reference segmentations (e.g. labelsTs)")
+    p.add_argument("-pred", required=True, metavar="PRED_DIR", help="nnUNetv2_predict output folder")
+    p.add_argument("-prob", metavar="PROB_DIR", help="folder with nnU-Net's .npz probabilities "
+                   "(--save_probabilities; usually PRED_DIR) for ECE and MCE")
+    p.add_argument("-d", metavar="DATASET", help="dataset id or name whose dataset.json groups cases by source "
+                   "(default: the dataset.json nnUNetv2_predict wrote into PRED_DIR)")
+    p.add_argument("-o", metavar="metrics.json", help="output JSON (default PRED_DIR/metrics.json); .csv and .md "
+                   "are written beside it")
+    p.add_argument("-np", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--n-bins", type=int, default=10, help="calibration bins (default 10)")
+    p.add_argument("--roi", choices=["box", "image"], default="box",
+                   help="voxels counted for ECE/MCE: bounding box of reference | prediction grown by 5 voxels "
+                        "(default), or the whole image")
+    p.add_argument("--plots", metavar="DIR", help="write a reliability diagram PNG per source dataset")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("trainer-path", help="print the folder to add to nnUNet_extTrainer by hand")
     p.set_defaults(func=_trainer_path)

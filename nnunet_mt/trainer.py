@@ -7,7 +7,8 @@ Each override replaces one piece of nnU-Net's default recipe:
 - Adam at 1e-4, x0.9 after every 2000 iterations without loss decrease (``configure_optimizers``);
 - stop when the evaluated loss did not decrease for two consecutive evaluations (``run_training``);
 - augmentation: random patch location, flips, 90-degree rotations, Gaussian noise (``get_training_transforms``);
-- cases drawn with probability proportional to n_source ** -0.5 (``get_dataloaders``).
+- cases drawn with probability proportional to n_source ** -0.5 (``get_dataloaders``);
+- after training, the spectral signatures of the training images for OOD detection (``on_train_end``).
 """
 from typing import List, Sequence, Tuple
 
@@ -72,6 +73,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     val_iterations_per_epoch = 50
     dropout_p = 0.0
     default_sampling_alpha = 0.5
+    fit_ood_after_training = True  # spectral signatures of the training images, saved in the fold folder
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -192,6 +194,13 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         self.on_train_end()
 
 
+    def on_train_end(self):
+        super().on_train_end()
+        if self.fit_ood_after_training and self.local_rank == 0:
+            from nnunet_mt_ood.fit import fit_after_training
+            fit_after_training(self)
+
+
 class nnUNetTrainerMultiTask_5epochs(nnUNetTrainerMultiTask):
     max_epochs = 5
 
@@ -208,16 +217,16 @@ class nnUNetTrainerMultiTaskFineTune(nnUNetTrainerMultiTask):
 
 
 class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
-    """The same recipe sized for a few CPU cores: 48^3 patches, 50 iterations per epoch, 20 epochs."""
-    patch_size_voxels = (48, 48, 48)
-    iterations_per_epoch = 50
-    val_iterations_per_epoch = 10
-    max_epochs = 20
+    """The same recipe sized for 2 CPU cores (about 10 minutes on the demo data): 32^3 patches,
+    25 epochs of 40 iterations (0.5 s each)."""
+    patch_size_voxels = (32, 32, 32)
+    iterations_per_epoch = 40
+    val_iterations_per_epoch = 5
+    max_epochs = 25
 
 
 class nnUNetTrainerMultiTaskCPU_2epochs(nnUNetTrainerMultiTaskCPU):
     """Smoke-test budget: 32^3 patches, 2 epochs of 5 iterations."""
-    patch_size_voxels = (32, 32, 32)
     iterations_per_epoch = 5
     val_iterations_per_epoch = 2
     max_epochs = 2

@@ -1,20 +1,248 @@
-"""``nnunet_mt_ood`` command line."""
+"""``nnunet_mt_ood`` command line: fit (training images' scores), score (prediction + OOD report), evaluate."""
 import argparse
+import csv
+import io
+import json
+import os
 import sys
 from typing import List, Optional
 
+import numpy as np
+
+from nnunet_mt.cli import run_guarded
+from nnunet_mt.errors import InputError
+from nnunet_mt_ood.features import LAYERS
+from nnunet_mt_ood.fit import METHODS
+
+
+def _device(name: str):
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("-device cuda: no CUDA device available (use -device cpu)")
+    return torch.device(name)
+
+
+def _model_dir(args) -> str:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    try:
+        dataset_name = maybe_convert_to_dataset_name(args.d)
+    except RuntimeError as e:
+        raise InputError(f"-d {args.d}: {str(e).splitlines()[0]}")
+    model_dir = get_output_folder(dataset_name, args.tr, args.p, args.c)
+    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
+    checkpoint = os.path.join(fold_dir, args.chk)
+    if not os.path.isfile(checkpoint):
+        raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train first)")
+    return model_dir
+
+
+def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",)):
+    from nnunet_mt_ood.fit import predictor_options
+    from nnunet_mt_ood.predictor import SpectralPredictor
+    device = _device(args.device)
+    predictor = SpectralPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=use_mirroring,
+                                  perform_everything_on_device=device.type == "cuda", device=device,
+                                  verbose=False, allow_tqdm=False)
+    fold = args.f if args.f == "all" else int(args.f)
+    predictor.initialize_from_trained_model_folder(model_dir, (fold,), args.chk)
+    try:
+        predictor.enable_signatures(**predictor_options(methods, args.layer, args.mc_samples))
+    except ValueError as e:
+        raise InputError(f"{model_dir}: {e}")
+    return predictor
+
+
+def _fit(args) -> None:
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunet_mt.merge import case_sources
+    from nnunet_mt_ood.fit import compute_training_results, save_fit, training_cases
+    model_dir = _model_dir(args)
+    # features come from the un-mirrored pass only; softmax scores depend on test-time mirroring
+    tta = bool({"msp", "entropy"} & set(args.method)) and not args.disable_tta
+    predictor = _predictor(args, model_dir, use_mirroring=tta, methods=args.method)
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    base = os.path.join(str(nnUNet_preprocessed), predictor.plans_manager.dataset_name)
+    folder = os.path.join(base, predictor.configuration_manager.data_identifier)
+    case_ids = training_cases(base, folder, args.f)
+    results = compute_training_results(predictor, folder, case_ids)
+    model = {"trainer": args.tr, "plans": args.p, "configuration": args.c, "fold": args.f, "checkpoint": args.chk,
+             "dataset": predictor.plans_manager.dataset_name}
+    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
+    for method in args.method:
+        meta = save_fit(fold_dir, method, args.layer, results, case_ids,
+                        case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples)
+        where = f", {meta['layer']} layer" if meta["layer"] else ""
+        print(f"{method}: {len(case_ids)} training images{where}, {meta['n_channels']} values each; "
+              f"tau = {meta['tau']:.5f} (C = {meta['C']})")
+    print(f"wrote {fold_dir}")
+
+
+def _check_inputs(input_dir: str, dataset_json: dict) -> None:
+    """One-line errors for inputs nnU-Net would choke on: channel count, unreadable headers, bad directions."""
+    import SimpleITK as sitk
+    if not os.path.isdir(input_dir):
+        raise InputError(f"{input_dir}: input folder not found")
+    ending = dataset_json["file_ending"]
+    n_channels = len(dataset_json["channel_names"])
+    cases = {}
+    for fname in sorted(os.listdir(input_dir)):
+        if fname.endswith(ending):
+            case, _, channel = fname[:-len(ending)].rpartition("_")
+            cases.setdefault(case, []).append(os.path.join(input_dir, fname))
+    if not cases:
+        raise InputError(f"{input_dir}: no images ending in {ending}")
+    for case, files in cases.items():
+        if len(files) != n_channels:
+            raise InputError(f"{files[0]}: case '{case}' has {len(files)} channel files, the model expects "
+                             f"{n_channels}")
+        for path in files:
+            if not ending.endswith((".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")):
+                continue
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(path)
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError as e:
+                raise InputError(f"{path}: unreadable image ({str(e).strip().splitlines()[-1]})")
+            if reader.GetDimension() != 3:
+                raise InputError(f"{path}: {reader.GetDimension()}D image, the model needs 3D")
+            d = np.asarray(reader.GetDirection()).reshape(3, 3)
+            if not np.allclose(d @ d.T, np.eye(3), atol=1e-4):
+                raise InputError(f"{path}: non-orthonormal direction cosines in the header")
+
+
+def _score(args) -> None:
+    from nnunet_mt_ood.fit import load_detectors, method_input
+    model_dir = _model_dir(args)
+    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
+    detectors = load_detectors(fold_dir, args.method, args.layer, args.C)
+    with open(os.path.join(model_dir, "dataset.json")) as f:
+        _check_inputs(args.i, json.load(f))
+    predictor = _predictor(args, model_dir, use_mirroring=not args.disable_tta, methods=args.method)
+    os.makedirs(args.o, exist_ok=True)
+    if args.npp == 0 and args.nps == 0:  # nnUNetv2_predict's sequential mode
+        predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
+                                                overwrite=True)
+    else:
+        predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities, overwrite=True,
+                                     num_processes_preprocessing=max(args.npp, 1),
+                                     num_processes_segmentation_export=max(args.nps, 1))
+    cases = sorted(predictor.results)
+    if not cases:
+        raise InputError(f"{args.i}: no case was predicted")
+    rows = [{"case": c} for c in cases]
+    methods = {}
+    for method, (detector, meta) in detectors.items():
+        values = np.stack([np.atleast_1d(method_input(method, predictor.results[c], args.layer)) for c in cases])
+        if values.shape[1] != meta["n_channels"]:
+            raise InputError(f"{fold_dir}: the {method} fit has {meta['n_channels']} values per image, this "
+                             f"network gives {values.shape[1]} (refit with nnunet_mt_ood fit)")
+        scores, flags = detector.score(values), detector.predict(values)
+        for row, s, o in zip(rows, scores, flags):
+            row[f"{method}_score"], row[f"{method}_is_ood"] = float(s), bool(o)
+        if method == "spectral":
+            for row, n in zip(rows, detector.nearest(values)):
+                row["nearest_training_case"], row["nearest_source"] = meta["case_ids"][n], meta["sources"][n]
+        methods[method] = {"tau": detector.threshold_, "C": detector.c, "layer": meta["layer"],
+                           "train_scores": detector.train_scores_.tolist(), "train_case_ids": meta["case_ids"],
+                           "train_sources": meta["sources"]}
+        if meta.get("tta") is not None and meta["tta"] != (not args.disable_tta):
+            methods[method]["warning"] = "fitted with a different test-time mirroring setting"
+        if method == "mcdropout" and meta.get("mc_samples") != args.mc_samples:
+            methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
+    report = {"model": next(iter(detectors.values()))[1]["model"], "spectral_layer": args.layer,
+              "methods": methods, "cases": rows}
+    _write_atomic(os.path.join(args.o, "ood_scores.json"), json.dumps(report, indent=1))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(os.path.join(args.o, "ood_scores.csv"), buffer.getvalue())
+    for method, info in methods.items():
+        flagged = sum(r[f"{method}_is_ood"] for r in rows)
+        print(f"\n{method}: tau = {info['tau']:.5f}, {flagged} of {len(rows)} cases flagged OOD")
+    print("\n| case | " + " | ".join(f"{m} score | OOD" for m in methods) + " | nearest training case |")
+    print("|---|" + "---|---|" * len(methods) + "---|")
+    for r in rows:
+        cells = " | ".join(f"{r[f'{m}_score']:.5f} | {'yes' if r[f'{m}_is_ood'] else 'no'}" for m in methods)
+        nearest = f"{r['nearest_training_case']} ({r['nearest_source']})" if "nearest_source" in r else "-"
+        print(f"| {r['case']} | {cells} | {nearest} |")
+    print(f"wrote {os.path.join(args.o, 'ood_scores.json')} and .csv")
+    if args.plot and "spectral" in detectors:
+        from nnunet_mt_ood.plots import plot_oodm_histogram, plot_signatures
+        detector, meta = detectors["spectral"]
+        test = np.stack([predictor.results[c][f"signature_{args.layer}"] for c in cases])
+        p1 = plot_signatures(detector.train_signatures_, meta["sources"], test, detector.predict(test),
+                             os.path.join(args.o, "ood_signatures.png"))
+        p2 = plot_oodm_histogram(detector.train_scores_, detector.score(test), detector.threshold_,
+                                 os.path.join(args.o, "ood_histogram.png"))
+        print(f"wrote {p1} and {p2}")
+
+
+def _evaluate(args) -> None:
+    from nnunet_mt_ood.report import evaluate_scores
+    evaluate_scores(args.scores, args.ood, args.id, args.o)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    with open(path + ".partial", "w") as f:
+        f.write(text)
+    os.replace(path + ".partial", path)
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", required=True, help="dataset name or id the model was trained on")
+    p.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
+    p.add_argument("-tr", default="nnUNetTrainer", help="trainer class (default nnUNetTrainer)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-f", required=True, help="one fold (signatures belong to one model), e.g. 0 or all")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
+    p.add_argument("--layer", choices=LAYERS, default="last",
+                   help="feature map: 'last' (input of the segmentation head, the paper's) or 'bottleneck'")
+    p.add_argument("--method", nargs="+", choices=METHODS, default=["spectral"],
+                   help="OOD methods (several allowed): spectral (the paper's), mahalanobis (pooled bottleneck "
+                        "features), msp (1 - mean max softmax), entropy (mean softmax entropy), mcdropout "
+                        "(10 dropout passes, foreground entropy; needs a dropout model)")
+    p.add_argument("--mc_samples", type=int, default=10, help="dropout passes of mcdropout (default 10)")
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding window step, as nnUNetv2_predict")
+    p.add_argument("--disable_tta", action="store_true", help="no mirroring, as nnUNetv2_predict")
+    p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="as nnUNetv2_predict (default cuda)")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog="nnunet_mt_ood",
-        description="Out-of-distribution detection for nnU-Net v2 models. The fit and score commands "
-                    "arrive with the spectral OOD feature; see documentation/roadmap.md.")
+    parser = argparse.ArgumentParser(prog="nnunet_mt_ood", description="Spectral out-of-distribution detection "
+                                     "for nnU-Net v2 models (Karimi & Gholipour).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fit", help="spectral signatures of the fold's training images and the threshold tau")
+    _model_arguments(p)
+    p.add_argument("-C", type=float, default=2.5, help="tau = mean + C * std of leave-one-out scores (2.5)")
+    p.set_defaults(func=_fit)
+    p = sub.add_parser("score", help="nnUNetv2_predict plus ood_scores.json/.csv in the output folder")
+    p.add_argument("-i", required=True, help="input folder, as nnUNetv2_predict")
+    p.add_argument("-o", required=True, help="output folder, as nnUNetv2_predict")
+    _model_arguments(p)
+    p.add_argument("-C", type=float, default=None, help="override the fitted C")
+    p.add_argument("--save_probabilities", action="store_true", help="as nnUNetv2_predict")
+    p.add_argument("-npp", type=int, default=3, help="preprocessing processes, as nnUNetv2_predict")
+    p.add_argument("-nps", type=int, default=3, help="export processes, as nnUNetv2_predict")
+    p.add_argument("--plot", action="store_true", help="write ood_signatures.png and ood_histogram.png")
+    p.set_defaults(func=_score)
+    p = sub.add_parser("evaluate", help="accuracy, sensitivity, specificity (at tau) and ROC AUC per method")
+    p.add_argument("scores", nargs="+", metavar="SCORES.json", help="ood_scores.json files of one model")
+    p.add_argument("--ood", nargs="+", required=True, metavar="CASE_OR_PATTERN",
+                   help="truly OOD cases: case ids, glob patterns (e.g. 'hippocampus*') or a CSV of case ids")
+    p.add_argument("--id", nargs="+", metavar="CASE_OR_PATTERN",
+                   help="in-distribution cases (default: every case not matched by --ood)")
+    p.add_argument("-o", metavar="PREFIX", help="output prefix (default: ood_evaluation beside the first file); "
+                   "writes PREFIX.json, .md and .png")
+    p.set_defaults(func=_evaluate)
+    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    build_parser().parse_args(argv)
-    build_parser().print_help()
-    return 0
+    args = build_parser().parse_args(argv)
+    return run_guarded(f"nnunet_mt_ood {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

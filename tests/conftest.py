@@ -6,6 +6,7 @@ import pytest
 
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts (nnUNetv2_*, nnunet_mt)
 TRAINER = "nnUNetTrainerMultiTaskCPU_2epochs"
+CASES = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
 
 
 def run(cmd, env, check=True, timeout=900):
@@ -44,3 +45,16 @@ def trained(demo_raw):
     train_env = dict(env, nnUNet_n_proc_DA="0")
     run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"], train_env)
     return root, env
+
+
+@pytest.fixture(scope="session")
+def predicted(trained, tmp_path_factory):
+    """nnUNetv2_predict (with --save_probabilities) on a CT, an MR and an anisotropic MR test case."""
+    root, env = trained
+    inputs = tmp_path_factory.mktemp("inputs")
+    for case in CASES:
+        os.link(root / "raw/Dataset500_MultiTask/imagesTs" / f"{case}_0000.nii.gz", inputs / f"{case}_0000.nii.gz")
+    out = root / "pred"
+    run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(inputs), "-o", str(out), "-d", "500", "-c", "3d_fullres",
+         "-f", "0", "-tr", TRAINER, "-npp", "0", "-nps", "0", "-device", "cpu", "--save_probabilities"], env)
+    return root, out

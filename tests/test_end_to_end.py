@@ -8,10 +8,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import BIN, TRAINER, run
+from conftest import CASES, TRAINER
 
 pytestmark = pytest.mark.slow
-CASES = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
 
 
 def _model_dir(root):
@@ -27,18 +26,6 @@ def _trainer(root, fold, monkeypatch):
     plans = dict(json.load(open(model / "plans.json")), continue_training=False)  # as nnUNetv2_train sets it
     dataset_json = json.load(open(model / "dataset.json"))
     return getattr(trainers, TRAINER)(plans, "3d_fullres", fold, dataset_json, torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def predicted(trained, tmp_path_factory):
-    root, env = trained
-    inputs = tmp_path_factory.mktemp("inputs")
-    for case in CASES:
-        os.link(root / "raw/Dataset500_MultiTask/imagesTs" / f"{case}_0000.nii.gz", inputs / f"{case}_0000.nii.gz")
-    out = root / "pred"
-    run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(inputs), "-o", str(out), "-d", "500", "-c", "3d_fullres",
-         "-f", "0", "-tr", TRAINER, "-npp", "0", "-nps", "0", "-device", "cpu"], env)
-    return root, out
 
 
 def test_predictions_have_input_geometry_and_binary_labels(predicted):

@@ -1,0 +1,67 @@
+"""`nnunet_mt_ood score` vs `nnUNetv2_predict` on the same model and cases: wall time and peak memory.
+
+    .venv/bin/python benchmarks/bench_ood_overhead.py [--root demo_output] [--repeats 3] [--device cpu]
+
+Defaults to the model and test images that `make demo` leaves in demo_output/. The two commands run
+alternately as separate processes (-npp 0 -nps 0, so each is one process); peak memory is the
+process's maximum resident set size (os.wait4). Prints a Markdown table with the ratios.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.path.dirname(sys.executable)
+
+
+def measure(cmd, env):
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024  # s, MiB
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="demo_output", help="folder with nnUNet_raw/_preprocessed/_results")
+    parser.add_argument("--images", help="input folder (default: the merged demo dataset's imagesTs)")
+    parser.add_argument("-d", default="500")
+    parser.add_argument("-tr", default="nnUNetTrainerMultiTaskCPU")
+    parser.add_argument("-c", default="3d_fullres")
+    parser.add_argument("-f", default="0")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    root = os.path.abspath(args.root)
+    env = dict(os.environ, nnUNet_raw=f"{root}/nnUNet_raw", nnUNet_preprocessed=f"{root}/nnUNet_preprocessed",
+               nnUNet_results=f"{root}/nnUNet_results", nnUNet_def_n_proc="1")
+    images = args.images or f"{root}/nnUNet_raw/Dataset500_MultiTask/imagesTs"
+    common = ["-i", images, "-d", args.d, "-c", args.c, "-tr", args.tr, "-f", args.f, "-npp", "0", "-nps", "0",
+              "-device", args.device]
+    out = tempfile.mkdtemp()
+    runs = {"nnUNetv2_predict": [], "nnunet_mt_ood score": []}
+    try:
+        for r in range(args.repeats):
+            runs["nnUNetv2_predict"].append(measure([f"{BIN}/nnUNetv2_predict", *common, "-o", f"{out}/a{r}"], env))
+            runs["nnunet_mt_ood score"].append(
+                measure([f"{BIN}/nnunet_mt_ood", "score", *common, "-o", f"{out}/b{r}"], env))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    n_cases = len([f for f in os.listdir(images) if f.endswith(".nii.gz")])
+    print(f"{n_cases} images from {images}; {args.repeats} alternating repeats; best wall time, largest peak RSS")
+    print("| command | wall time (s) | peak RSS (MiB) |\n|---|---|---|")
+    best = {k: (min(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
+    for k, (t, m) in best.items():
+        print(f"| {k} | {t:.1f} | {m:.0f} |")
+    (t0, m0), (t1, m1) = best["nnUNetv2_predict"], best["nnunet_mt_ood score"]
+    print(f"| ratio score / predict | {t1 / t0:.3f} | {m1 / m0:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

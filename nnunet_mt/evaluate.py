@@ -1,0 +1,203 @@
+"""``nnunet_mt evaluate``: DSC, HD95, ASSD, ECE and MCE of an nnU-Net prediction folder, per source dataset.
+
+Reads the folders with nnU-Net's own image readers; spacing (mm) comes from the image headers.
+Foreground = reference labels > 0 (the merged datasets are binary); the foreground probability of
+nnU-Net's ``--save_probabilities`` output is 1 - p(background).
+"""
+import csv
+import io
+import json
+import os
+from multiprocessing import get_context
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from nnunet_mt.errors import InputError
+from nnunet_mt.merge import case_sources
+from nnunet_mt.metrics import (DEFAULT_ROI_MARGIN, calibration_histogram, default_roi, dice, ece_from_histogram,
+                               hd95_and_assd, mce_from_histogram)
+
+METRICS = ("dice", "hd95", "assd", "ece", "mce")
+HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE", "mce": "MCE"}
+
+
+def _reader(file_ending: str, example: str):
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+    return determine_reader_writer_from_file_ending(file_ending, example, verbose=False)()
+
+
+def _read_seg(reader, path: str):
+    try:
+        seg, props = reader.read_seg(path)
+    except Exception as e:  # nnU-Net's readers raise assorted errors on broken files
+        raise InputError(f"{path}: unreadable segmentation ({str(e).strip().splitlines()[-1] if str(e) else e!r})")
+    return seg[0], np.asarray(props["spacing"], dtype=float)
+
+
+def evaluate_case(case: str, ref_path: str, pred_path: str, prob_path: Optional[str], file_ending: str,
+                  n_bins: int = 10, roi: str = "box") -> dict:
+    """Metrics of one case; distances in mm. Raises InputError on mismatching files."""
+    reader = _reader(file_ending, ref_path)
+    ref, ref_spacing = _read_seg(reader, ref_path)
+    pred, pred_spacing = _read_seg(reader, pred_path)
+    if ref.shape != pred.shape:
+        raise InputError(f"{pred_path}: shape {pred.shape} differs from the reference's {ref.shape}")
+    if not np.allclose(ref_spacing, pred_spacing, rtol=1e-4):
+        raise InputError(f"{pred_path}: spacing {tuple(pred_spacing)} differs from the reference's "
+                         f"{tuple(ref_spacing)}")
+    ref_fg, pred_fg = ref > 0, pred > 0
+    hd, sd = hd95_and_assd(pred_fg, ref_fg, ref_spacing)
+    result = {"case": case, "dice": dice(pred_fg, ref_fg), "hd95": hd, "assd": sd,
+              "ref_voxels": int(ref_fg.sum()), "pred_voxels": int(pred_fg.sum())}
+    if prob_path is not None:
+        try:
+            probabilities = np.load(prob_path)["probabilities"]
+        except Exception as e:
+            raise InputError(f"{prob_path}: unreadable probabilities file ({e})")
+        if probabilities.shape[1:] != ref.shape:
+            raise InputError(f"{prob_path}: probabilities of shape {probabilities.shape[1:]} do not match the "
+                             f"segmentation {ref.shape}")
+        if np.mean((probabilities.argmax(0) > 0) == pred_fg) < 0.99:
+            raise InputError(f"{prob_path}: probabilities do not match the segmentation {pred_path}")
+        fg_prob = 1.0 - probabilities[0].astype(np.float64)
+        region = np.ones(ref.shape, bool) if roi == "image" else default_roi(fg_prob, ref_fg)
+        histogram = calibration_histogram(fg_prob, ref_fg, n_bins, region)
+        result.update(ece=ece_from_histogram(histogram), mce=mce_from_histogram(histogram),
+                      calibration_histogram=histogram.tolist())
+    return result
+
+
+def _evaluate_star(args):
+    return evaluate_case(*args)
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """mean and std (ddof 0) over the finite values; inf values counted apart."""
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    return {"mean": float(finite.mean()) if len(finite) else float("nan"),
+            "std": float(finite.std()) if len(finite) else float("nan"),
+            "n": int(len(v)), "n_inf": int(np.sum(np.isinf(v)))}
+
+
+def _cell(stats: dict, metric: str) -> str:
+    if stats["n"] == 0 or (np.isnan(stats["mean"]) and stats["n_inf"] == 0):
+        return "-"
+    digits = 3 if metric in ("dice", "ece", "mce") else 2
+    text = f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
+    return text + (f" ({stats['n_inf']} inf)" if stats["n_inf"] else "")
+
+
+def markdown_table(groups: Dict[str, Dict[str, dict]], metrics: Sequence[str]) -> str:
+    """The paper's table layout: one row per source dataset, mean +- std per metric."""
+    lines = ["| source | n | " + " | ".join(HEADERS[m] for m in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for source, stats in groups.items():
+        n = stats[metrics[0]]["n"]
+        lines.append(f"| {source} | {n} | " + " | ".join(_cell(stats[m], m) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _load_dataset_json(dataset: Optional[str], pred_dir: str) -> dict:
+    """dataset.json of -d (raw folder) if given, else the one nnUNetv2_predict copies into its output."""
+    if dataset is not None:
+        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+        from nnunetv2.paths import nnUNet_raw
+        try:
+            name = maybe_convert_to_dataset_name(dataset)
+        except RuntimeError as e:
+            raise InputError(f"-d {dataset}: {e}")
+        path = os.path.join(str(nnUNet_raw), name, "dataset.json")
+    else:
+        path = os.path.join(pred_dir, "dataset.json")
+        if not os.path.isfile(path):
+            return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read dataset.json ({e})")
+
+
+def evaluate_folder(ref_dir: str, pred_dir: str, prob_dir: Optional[str] = None, dataset: Optional[str] = None,
+                    output: Optional[str] = None, num_processes: int = 1, n_bins: int = 10, roi: str = "box",
+                    plots: Optional[str] = None, log=print) -> dict:
+    """Evaluates every reference case; writes JSON (per case + per source), CSV and Markdown; returns the JSON."""
+    for d in (ref_dir, pred_dir, prob_dir):
+        if d is not None and not os.path.isdir(d):
+            raise InputError(f"{d}: folder not found")
+    dataset_json = _load_dataset_json(dataset, pred_dir)
+    file_ending = dataset_json.get("file_ending", ".nii.gz")
+    cases = sorted(f[:-len(file_ending)] for f in os.listdir(ref_dir) if f.endswith(file_ending))
+    if not cases:
+        raise InputError(f"{ref_dir}: no reference files ending in {file_ending}")
+    jobs = []
+    for case in cases:
+        pred = os.path.join(pred_dir, case + file_ending)
+        if not os.path.isfile(pred):
+            raise InputError(f"{pred}: prediction missing for reference case '{case}'")
+        prob = None
+        if prob_dir is not None:
+            prob = os.path.join(prob_dir, case + ".npz")
+            if not os.path.isfile(prob):
+                raise InputError(f"{prob}: probabilities missing for case '{case}' (predict with "
+                                 f"--save_probabilities)")
+        jobs.append((case, os.path.join(ref_dir, case + file_ending), pred, prob, file_ending, n_bins, roi))
+
+    from tqdm import tqdm
+    per_case = []
+    with tqdm(total=len(jobs), desc="evaluating") as bar:  # closed (own line) before any error message
+        if num_processes > 1:
+            with get_context("spawn").Pool(num_processes) as pool:
+                for result in pool.imap(_evaluate_star, jobs):
+                    per_case.append(result)
+                    bar.update()
+        else:
+            for job in jobs:
+                per_case.append(evaluate_case(*job))
+                bar.update()
+
+    sources = case_sources(dataset_json, cases) if dataset_json.get("nnunet_mt") else ["all"] * len(cases)
+    metrics = [m for m in METRICS if m in per_case[0]]
+    groups: Dict[str, List[dict]] = {}
+    for source, result in zip(sources, per_case):
+        result["source"] = source
+        groups.setdefault(source, []).append(result)
+    if len(groups) > 1:
+        groups["all"] = per_case
+    summary = {s: {m: summarize([r[m] for r in rs]) for m in metrics} for s, rs in groups.items()}
+    table = markdown_table(summary, metrics)
+    report = {"reference": os.path.abspath(ref_dir), "prediction": os.path.abspath(pred_dir),
+              "probabilities": os.path.abspath(prob_dir) if prob_dir else None, "n_bins": n_bins,
+              "calibration_region": roi if roi == "image" else f"box+{DEFAULT_ROI_MARGIN}",
+              "per_source": summary, "per_case": per_case}
+
+    output = output or os.path.join(pred_dir, "metrics.json")
+    stem = output[:-5] if output.endswith(".json") else output
+    _write_atomic(output, json.dumps(report, indent=1, default=float))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["case", "source"] + metrics)
+    for r in per_case:
+        writer.writerow([r["case"], r["source"]] + [r[m] for m in metrics])
+    _write_atomic(stem + ".csv", buffer.getvalue())
+    _write_atomic(stem + ".md", table + "\n")
+    if plots and "ece" in metrics:
+        from nnunet_mt.plots import reliability_diagram_from_histogram
+        os.makedirs(plots, exist_ok=True)
+        for source, rs in groups.items():
+            histogram = np.sum([np.asarray(r["calibration_histogram"]) for r in rs], axis=0)
+            png = reliability_diagram_from_histogram(histogram, os.path.join(plots, f"reliability_{source}.png"),
+                                                     title=f"{source} ({len(rs)} cases)")
+            log(f"wrote {png}")
+    log(table)
+    log(f"wrote {output}, {stem}.csv, {stem}.md")
+    return report

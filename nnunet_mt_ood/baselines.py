@@ -1,0 +1,93 @@
+"""Baseline OOD scores and detectors (scikit-learn style): Mahalanobis on pooled features, thresholded
+uncertainty scores (MC-dropout entropy, max-softmax, mean entropy). numpy in, numbers out."""
+from typing import Optional
+
+import numpy as np
+
+ENTROPY_EPS = 1e-12  # p log p with p clipped here: 0 log 0 = 0
+
+
+def voxel_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """-sum_c p_c log p_c per voxel (nats); probabilities: (classes, *spatial)."""
+    p = np.clip(probabilities.astype(np.float64), ENTROPY_EPS, 1.0)
+    return -np.sum(p * np.log(p), axis=0)
+
+
+def mean_entropy(probabilities: np.ndarray) -> float:
+    """Mean voxel entropy over the whole image (Hendrycks & Gimpel's reference, per image)."""
+    return float(voxel_entropy(probabilities).mean())
+
+
+def max_softmax_score(probabilities: np.ndarray) -> float:
+    """1 - mean over voxels of the largest class probability (higher = more uncertain)."""
+    return float(1.0 - probabilities.max(0).astype(np.float64).mean())
+
+
+def foreground_entropy(mean_probabilities: np.ndarray) -> float:
+    """MC-dropout image score: mean voxel entropy of the mean probability map over its predicted
+    foreground (argmax > 0); over the whole image when nothing is predicted (documented fallback)."""
+    entropy = voxel_entropy(mean_probabilities)
+    foreground = mean_probabilities.argmax(0) > 0
+    return float(entropy[foreground].mean() if foreground.any() else entropy.mean())
+
+
+def ledoit_wolf_covariance(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrinkage covariance of samples x (n, p): (1 - s) S + s mu I, s estimated."""
+    x = np.asarray(x, dtype=np.float64)
+    n, p = x.shape
+    x = x - x.mean(0)
+    emp = x.T @ x / n
+    mu = np.trace(emp) / p
+    x2 = x ** 2
+    delta_ = np.sum(emp ** 2)
+    beta = (np.sum(x2.T @ x2) / n - delta_) / (p * n)
+    delta = (delta_ - 2 * mu * np.trace(emp) + p * mu ** 2) / p
+    shrinkage = 0.0 if delta == 0 else min(beta, delta) / delta
+    return (1 - shrinkage) * emp + shrinkage * mu * np.eye(p)
+
+
+class ThresholdDetector:
+    """OOD when a scalar score > tau = mean + c * std (ddof 0) of the training images' scores."""
+
+    def __init__(self, c: float = 2.5):
+        self.c = c
+
+    def fit(self, train_scores) -> "ThresholdDetector":
+        s = np.asarray(train_scores, dtype=np.float64).ravel()
+        if len(s) < 3:
+            raise ValueError(f"need at least 3 training scores to fit tau, got {len(s)}")
+        self.train_scores_ = s
+        self.threshold_ = float(s.mean() + self.c * s.std())
+        return self
+
+    def score(self, scores) -> np.ndarray:
+        return np.asarray(scores, dtype=np.float64).ravel()
+
+    def predict(self, scores) -> np.ndarray:
+        return self.score(scores) > self.threshold_
+
+
+class MahalanobisDetector:
+    """Mahalanobis distance of pooled features (one vector per image) to a Gaussian fitted on the
+    training images with Ledoit-Wolf shrinkage (Lee et al. 2018); tau as ThresholdDetector, on the
+    training images' own distances."""
+
+    def __init__(self, c: float = 2.5):
+        self.c = c
+
+    def fit(self, train_features) -> "MahalanobisDetector":
+        x = np.asarray(train_features, dtype=np.float64)
+        if x.ndim != 2 or len(x) < 3:
+            raise ValueError(f"need at least 3 training feature vectors (rows), got shape {x.shape}")
+        self.mean_ = x.mean(0)
+        self.precision_ = np.linalg.pinv(ledoit_wolf_covariance(x))
+        self.train_scores_ = self.score(x)
+        self.threshold_ = float(self.train_scores_.mean() + self.c * self.train_scores_.std())
+        return self
+
+    def score(self, features) -> np.ndarray:
+        d = np.atleast_2d(np.asarray(features, dtype=np.float64)) - self.mean_
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision_, d), 0))
+
+    def predict(self, features) -> np.ndarray:
+        return self.score(features) > self.threshold_

@@ -1,0 +1,36 @@
+"""OOD detection quality: confusion counts at a threshold and ROC AUC over all thresholds (numpy only)."""
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def detection_counts(flagged: Sequence[bool], is_ood: Sequence[bool]) -> Dict[str, float]:
+    """tp/fp/tn/fn (OOD = positive), accuracy, sensitivity (OOD found), specificity (in-distribution kept)."""
+    flagged, is_ood = np.asarray(flagged, bool), np.asarray(is_ood, bool)
+    tp, fn = int(np.sum(flagged & is_ood)), int(np.sum(~flagged & is_ood))
+    fp, tn = int(np.sum(flagged & ~is_ood)), int(np.sum(~flagged & ~is_ood))
+    n = tp + fp + tn + fn
+    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "accuracy": (tp + tn) / n if n else float("nan"),
+            "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "specificity": tn / (tn + fp) if tn + fp else float("nan")}
+
+
+def roc_auc(scores: Sequence[float], is_ood: Sequence[bool]) -> float:
+    """Area under the ROC curve, higher score = more OOD; ties count one half (Mann-Whitney U)."""
+    scores, is_ood = np.asarray(scores, float), np.asarray(is_ood, bool)
+    n_pos, n_neg = int(is_ood.sum()), int((~is_ood).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # average ranks for ties
+    return float((ranks[is_ood].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(scores: Sequence[float], is_ood: Sequence[bool]) -> Tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) for every distinct threshold, from (0, 0) to (1, 1)."""
+    scores, is_ood = np.asarray(scores, float), np.asarray(is_ood, bool)
+    thresholds = np.unique(scores)[::-1]
+    tpr = [0.0] + [float(np.mean(scores[is_ood] >= t)) if is_ood.any() else 0.0 for t in thresholds]
+    fpr = [0.0] + [float(np.mean(scores[~is_ood] >= t)) if (~is_ood).any() else 0.0 for t in thresholds]
+    return np.asarray(fpr), np.asarray(tpr)

@@ -1,0 +1,129 @@
+"""The channel Gram matrix F^T F (and channel sums) of a whole image's feature map, streamed during
+sliding-window prediction.
+
+nnU-Net assembles a volume's logits as the Gaussian-weighted average of the windows' outputs. The
+feature map F is assembled the same way (un-mirrored pass only), but never as a whole: windows come in
+order of their start along the first axis, so once a window starting further along arrives, every
+plane before that start is final. Those planes are divided by their weights, cropped to the image
+(the padding nnU-Net adds to images smaller than the patch is left out), folded into F^T F (float64)
+and dropped. Memory: one slab of C x patch_x x Y x Z float32 plus its weights, instead of
+C x X x Y x Z.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+LAYERS = ("last", "bottleneck")
+
+
+def feature_module(network: nn.Module, layer: str) -> Tuple[nn.Module, bool]:
+    """(module, use_input) whose forward gives the requested features of an nnU-Net U-Net.
+
+    last: the input of the final segmentation head (the last decoder stage's output);
+    bottleneck: the output of the deepest encoder stage.
+    """
+    decoder, encoder = getattr(network, "decoder", None), getattr(network, "encoder", None)
+    if layer == "last" and decoder is not None and hasattr(decoder, "seg_layers"):
+        return decoder.seg_layers[-1], True
+    if layer == "bottleneck" and encoder is not None and hasattr(encoder, "stages"):
+        return encoder.stages[-1], False
+    raise ValueError(f"the network ({type(network).__name__}) has no '{layer}' feature layer "
+                     f"(supported: {', '.join(LAYERS)} of nnU-Net's U-Nets)")
+
+
+class GramAccumulator:
+    """Streams F^T F over the windows of one sliding-window pass (see module docstring)."""
+
+    def __init__(self, patch_size: Sequence[int], gaussian: Optional[torch.Tensor]):
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.gaussian = gaussian  # (px, py, pz) or None for uniform weights
+        self.gram: Optional[torch.Tensor] = None
+
+    def begin(self, image_shape: Sequence[int], padded_shape: Sequence[int]) -> None:
+        """image_shape: spatial shape before nnU-Net's padding; padded_shape: the shape windows tile."""
+        self.padded_shape = tuple(int(s) for s in padded_shape)
+        offset = [(p - s) // 2 for p, s in zip(self.padded_shape, image_shape)]
+        self.crop = tuple(slice(o, o + int(s)) for o, s in zip(offset, image_shape))
+        self.gram = None
+        self.buffer = self.weight = None
+        self.start = 0
+        self.voxels = 0
+
+    def add(self, features: torch.Tensor, window: Tuple[slice, ...]) -> None:
+        """features: (C, *patch) of the window at spatial slices `window` of the padded volume."""
+        features = features.float()
+        if features.shape[1:] != self.patch_size:  # lower-resolution layer: nearest upsampling to the patch grid
+            features = nn.functional.interpolate(features[None], size=self.patch_size, mode="nearest")[0]
+        x0 = window[0].start
+        if self.buffer is None:
+            self._new_buffer(features.shape[0], x0, features.device)
+        elif x0 > self.start:
+            self._finalize(x0 - self.start)
+            self._shift(x0)
+        rows = slice(x0 - self.start, x0 - self.start + self.patch_size[0])
+        g = self.gaussian if self.gaussian is not None else torch.ones(self.patch_size, device=features.device)
+        self.buffer[(slice(None), rows, *window[1:])] += features * g
+        self.weight[(rows, *window[1:])] += g
+
+    def finish(self) -> torch.Tensor:
+        """F^T F (C x C, float64) of the image's assembled features."""
+        if self.buffer is not None:
+            self._finalize(self.buffer.shape[1])
+            self.buffer = self.weight = None
+        return self.gram
+
+    def _new_buffer(self, channels: int, x0: int, device) -> None:
+        rows = min(self.patch_size[0], self.padded_shape[0] - x0)
+        self.buffer = torch.zeros((channels, rows, *self.padded_shape[1:]), dtype=torch.float32, device=device)
+        self.weight = torch.zeros((rows, *self.padded_shape[1:]), dtype=torch.float32, device=device)
+        self.start = x0
+        if self.gram is None:
+            self.gram = torch.zeros((channels, channels), dtype=torch.float64, device=device)
+            self.channel_sums = torch.zeros(channels, dtype=torch.float64, device=device)
+
+    def _shift(self, x0: int) -> None:
+        keep = self.buffer[:, x0 - self.start:].clone()
+        keep_w = self.weight[x0 - self.start:].clone()
+        self._new_buffer(self.buffer.shape[0], x0, self.buffer.device)
+        self.buffer[:, :keep.shape[1]] = keep
+        self.weight[:keep_w.shape[0]] = keep_w
+
+    def _finalize(self, n_rows: int) -> None:
+        """Folds planes [start, start + n_rows) into the Gram matrix, cropped to the image."""
+        lo, hi = max(self.start, self.crop[0].start), min(self.start + n_rows, self.crop[0].stop)
+        if hi <= lo:
+            return
+        rows = slice(lo - self.start, hi - self.start)
+        weight = self.weight[(rows, *self.crop[1:])]
+        f = (self.buffer[(slice(None), rows, *self.crop[1:])] / weight).reshape(self.buffer.shape[0], -1).double()
+        self.gram += f @ f.T
+        self.channel_sums += f.sum(1)
+        self.voxels += f.shape[1]
+
+
+class FeatureCapture:
+    """Forward hook that passes the first call's features after each ``arm()`` to a callback.
+
+    nnU-Net calls the network 1 + (number of mirror combinations) times per window, un-mirrored first;
+    arming before each window keeps exactly the un-mirrored pass.
+    """
+
+    def __init__(self, network: nn.Module, layer: str, callback):
+        module, self.use_input = feature_module(network, layer)
+        self.callback = callback
+        self.armed = False
+        self.handle = module.register_forward_hook(self._hook)
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def _hook(self, module, inputs, output):
+        if self.armed:
+            self.armed = False
+            features = inputs[0] if self.use_input else output
+            assert features.shape[0] == 1, "nnU-Net's sliding window predicts one window per call"
+            self.callback(features[0].detach())
+
+    def remove(self) -> None:
+        self.handle.remove()

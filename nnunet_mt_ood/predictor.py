@@ -1,0 +1,180 @@
+"""nnU-Net's predictor, collecting what the OOD methods need in the same pass.
+
+Each override wraps one step of ``nnUNetPredictor`` and then calls it unchanged, so segmentations and
+probabilities are exactly nnU-Net's:
+- ``predict_from_data_iterator`` and ``_manage_input_and_output_lists``: note which case is being
+  predicted (the first in nnU-Net's multiprocessing path, the second in its sequential path);
+- ``_internal_get_sliding_window_slicers``: remembers the windows, in nnU-Net's order;
+- ``_internal_predict_sliding_window_return_logits``: starts the feature accumulators (again after
+  nnU-Net's out-of-memory fallback to the CPU);
+- ``_internal_maybe_mirror_and_predict``: arms the feature hooks for the window's un-mirrored pass;
+- ``predict_sliding_window_return_logits``: finishes the image's Gram matrices and channel sums;
+- ``predict_logits_from_preprocessed_data``: stores the case's results (signature, pooled features,
+  softmax scores, MC-dropout score).
+"""
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+from torch.nn.modules.dropout import _DropoutNd
+
+from nnunet_mt.network import DropoutConv3d
+from nnunet_mt_ood.baselines import foreground_entropy, max_softmax_score, mean_entropy
+from nnunet_mt_ood.features import FeatureCapture, GramAccumulator
+from nnunet_mt_ood.signatures import signature_from_gram
+
+
+class SpectralPredictor(nnUNetPredictor):
+    """``nnUNetPredictor`` plus ``results``: {case id: {name: value}} of the predicted cases.
+
+    Per feature layer L: ``signature_L`` (spectral signature) and ``pooled_L`` (channel means); with
+    softmax scores: ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``.
+    """
+
+    def enable_signatures(self, layer: str = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
+                          mc_dropout_samples: int = 0) -> "SpectralPredictor":
+        """Call after initialization (needs the network). Raises ValueError for a layer the network lacks."""
+        if len(self.configuration_manager.patch_size) != 3:
+            raise ValueError("OOD scores need a 3D configuration (3d_fullres, 3d_lowres, ...)")
+        self.layer = layer
+        self.results: Dict[str, dict] = {}
+        self.softmax_scores = softmax_scores
+        self.mc_dropout_samples = mc_dropout_samples
+        if mc_dropout_samples and not self._dropout_modules():
+            raise ValueError("MC-dropout needs a network with dropout (train it with nnUNetTrainerMultiTaskDropout)")
+        self._current_case: Optional[str] = None
+        self._pending_cases: list = []
+        self._collecting = True
+        self._captures = {}
+        self._accumulators: Dict[str, GramAccumulator] = {}
+        self._grams: Dict[str, tuple] = {}
+        for name in dict.fromkeys([layer, *layers]):
+            self._captures[name] = FeatureCapture(self.network, name, lambda f, n=name: self._on_features(n, f))
+        return self
+
+    def remove_hooks(self) -> None:
+        for capture in self._captures.values():
+            capture.remove()
+
+    # --- bookkeeping around nnU-Net's own steps ---------------------------------------------------
+    def predict_from_data_iterator(self, data_iterator, *args, **kwargs):
+        def tracked(iterator):
+            for item in iterator:
+                ofile = item.get("ofile") if isinstance(item, dict) else None
+                self._current_case = os.path.basename(ofile) if ofile else None
+                yield item
+        return super().predict_from_data_iterator(tracked(data_iterator), *args, **kwargs)
+
+    def _manage_input_and_output_lists(self, *args, **kwargs):
+        inputs, outputs, previous_stage = super()._manage_input_and_output_lists(*args, **kwargs)
+        self._pending_cases = [os.path.basename(o) for o in outputs] if outputs is not None else []
+        return inputs, outputs, previous_stage
+
+    def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+        if len(self.list_of_parameters) != 1:
+            raise ValueError("OOD scores belong to one model: predict with a single fold")
+        logits = super().predict_logits_from_preprocessed_data(data)
+        case = self._current_case
+        if case is None and self._pending_cases:  # sequential path: cases come in list order
+            case = self._pending_cases.pop(0)
+        if case is not None:
+            self.results[case] = self.last_results(data, logits)
+        return logits
+
+    def _internal_get_sliding_window_slicers(self, image_size):
+        self._slicers = super()._internal_get_sliding_window_slicers(image_size)
+        return self._slicers
+
+    def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
+        if self._collecting:
+            gaussian = compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
+                                        value_scaling_factor=10, device=self.device).float() \
+                if self.use_gaussian else None
+            self._windows = {}
+            for name in self._captures:
+                self._accumulators[name] = GramAccumulator(self.configuration_manager.patch_size, gaussian)
+                self._accumulators[name].begin(self._image_shape, data.shape[1:])
+                self._windows[name] = 0
+        return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
+
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        if self._collecting:
+            for capture in self._captures.values():
+                capture.arm()
+        return super()._internal_maybe_mirror_and_predict(x)
+
+    @torch.inference_mode()
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+        self._image_shape = tuple(input_image.shape[1:])
+        logits = super().predict_sliding_window_return_logits(input_image)
+        for name, acc in self._accumulators.items():
+            gram = acc.finish()
+            self._grams[name] = (gram.cpu().numpy(), acc.channel_sums.cpu().numpy(), acc.voxels)
+        return logits
+
+    def _on_features(self, layer: str, features: torch.Tensor) -> None:
+        window = self._slicers[self._windows[layer]][1:]
+        self._windows[layer] += 1
+        self._accumulators[layer].add(features, window)
+
+    # --- MC dropout ---------------------------------------------------------------------------------
+    def _dropout_modules(self):
+        return [m for m in self.network.modules()
+                if (isinstance(m, DropoutConv3d) and m.dropout_p > 0) or (isinstance(m, _DropoutNd) and m.p > 0)]
+
+    @torch.inference_mode()
+    def mc_dropout_mean_probabilities(self, data: torch.Tensor, samples: int) -> np.ndarray:
+        """Mean softmax of `samples` sliding-window passes with dropout active (all else in eval mode),
+        without mirroring; (classes, *spatial) in the preprocessed grid."""
+        padded, revert = pad_nd_image(data, self.configuration_manager.patch_size, "constant", {"value": 0}, True,
+                                      None)
+        slicers = self._internal_get_sliding_window_slicers(padded.shape[1:])
+        dropout = self._dropout_modules()
+        mirroring, self.use_mirroring, self._collecting = self.use_mirroring, False, False
+        total = None
+        try:
+            self.network.eval()
+            for m in dropout:
+                m.train()
+            for _ in range(samples):
+                logits = self._internal_predict_sliding_window_return_logits(
+                    padded, slicers, self.perform_everything_on_device and self.device.type == "cuda")
+                probabilities = torch.softmax(logits[(slice(None), *revert[1:])].float(), 0).cpu()
+                total = probabilities if total is None else total + probabilities
+        finally:
+            self.network.eval()
+            self.use_mirroring, self._collecting = mirroring, True
+        return (total / samples).numpy()
+
+    # --- results ------------------------------------------------------------------------------------
+    def last_signature(self, layer: Optional[str] = None) -> np.ndarray:
+        """Signature of the image of the last sliding-window pass."""
+        return signature_from_gram(self._grams[layer or self.layer][0])
+
+    def last_results(self, data: torch.Tensor, logits: torch.Tensor) -> dict:
+        results = {}
+        for name, (gram, sums, voxels) in self._grams.items():
+            results[f"signature_{name}"] = signature_from_gram(gram)
+            results[f"pooled_{name}"] = sums / max(voxels, 1)
+        if self.softmax_scores:
+            probabilities = torch.softmax(logits.float(), 0).numpy()
+            results["msp"] = max_softmax_score(probabilities)
+            results["entropy"] = mean_entropy(probabilities)
+        if self.mc_dropout_samples:
+            results["mcdropout"] = foreground_entropy(self.mc_dropout_mean_probabilities(data,
+                                                                                       self.mc_dropout_samples))
+        return results
+
+    def image_results(self, data: torch.Tensor) -> dict:
+        """Results for one preprocessed image (c, x, y, z) with the network's current weights."""
+        logits = self.predict_sliding_window_return_logits(data)
+        return self.last_results(data, logits.cpu())
+
+    def image_signature(self, data: torch.Tensor) -> np.ndarray:
+        """Signature of one preprocessed image (c, x, y, z) with the network's current weights."""
+        self.predict_sliding_window_return_logits(data)
+        return self.last_signature()

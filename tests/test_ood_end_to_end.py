@@ -1,0 +1,169 @@
+"""Spectral OOD on the end-to-end model: streaming equals brute force, fit after training, score CLI."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import BIN, CASES, TRAINER, run
+
+pytestmark = pytest.mark.slow
+
+
+def _fold_dir(root):
+    return root / "res" / "Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_0"
+
+
+def _brute_force_signature(predictor, data):
+    """Assemble the whole feature map explicitly (Gaussian-weighted windows, un-mirrored), then numpy SVD."""
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+    from nnunet_mt_ood.features import feature_module
+    patch = predictor.configuration_manager.patch_size
+    padded, revert = pad_nd_image(data, patch, "constant", {"value": 0}, True, None)
+    windows = predictor._internal_get_sliding_window_slicers(padded.shape[1:])
+    gaussian = compute_gaussian(tuple(patch), sigma_scale=1. / 8, value_scaling_factor=10,
+                                device=torch.device("cpu")).float()
+    module, use_input = feature_module(predictor.network, "last")
+    captured = []
+    handle = module.register_forward_hook(lambda m, i, o: captured.append((i[0] if use_input else o)[0]))
+    features = weights = None
+    with torch.no_grad():
+        for sl in windows:
+            captured.clear()
+            predictor.network(padded[sl][None])
+            f = captured[0].float()
+            if features is None:
+                features = torch.zeros((f.shape[0], *padded.shape[1:]))
+                weights = torch.zeros(padded.shape[1:])
+            features[(slice(None), *sl[1:])] += f * gaussian
+            weights[sl[1:]] += gaussian
+    handle.remove()
+    full = (features / weights)[(slice(None), *revert[1:])].reshape(features.shape[0], -1).double().numpy()
+    s = np.linalg.svd(full.T, compute_uv=False)
+    return np.log(s) / np.linalg.norm(np.log(s)), len(windows)
+
+
+def test_streamed_signature_equals_brute_force(trained):
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunet_mt_ood.predictor import SpectralPredictor
+    root, _ = trained
+    predictor = SpectralPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"),
+                                  allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(_fold_dir(root).parent), (0,), "checkpoint_final.pth")
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    predictor.enable_signatures("last")
+    folder = str(root / "pre/Dataset500_MultiTask/nnUNetPlans_3d_fullres")
+    case = "D011_liverct_000"  # 48^3 with a 32^3 patch: 8 overlapping windows, 8 network calls each (mirroring)
+    data = torch.from_numpy(np.asarray(infer_dataset_class(folder)(folder, [case]).load_case(case)[0])).float()
+    streamed = predictor.image_signature(data)
+    expected, n_windows = _brute_force_signature(predictor, data)
+    assert n_windows == 8
+    np.testing.assert_allclose(streamed, expected, atol=1e-4)
+    assert predictor._accumulator.voxels == 48 ** 3
+
+
+def test_training_fits_signatures_next_to_checkpoint(trained):
+    from nnunet_mt_ood import SpectralOODDetector
+    fold = _fold_dir(trained[0])
+    meta = json.load(open(fold / "spectral_signatures_last.json"))
+    signatures = np.load(fold / "spectral_signatures_last.npz")["signatures"]
+    split = json.load(open(trained[0] / "pre/Dataset500_MultiTask/splits_final.json"))[0]["train"]
+    assert meta["case_ids"] == split and signatures.shape == (len(split), 14)
+    assert meta["layer"] == "last" and meta["C"] == 2.5 and meta["model"]["trainer"] == TRAINER
+    assert set(meta["sources"]) == {"Dataset011_LiverCT", "Dataset012_CorticalPlateMR", "Dataset013_ProstateMR"}
+    np.testing.assert_allclose(np.linalg.norm(signatures, axis=1), 1.0)
+    assert meta["tau"] == pytest.approx(SpectralOODDetector(2.5).fit(signatures).threshold_)
+
+
+def test_fit_command_reproduces_the_signatures_fitted_after_training(trained, tmp_path):
+    root, env = trained
+    fold = _fold_dir(root)
+    saved = {f: (fold / f).read_bytes() for f in ("spectral_signatures_last.npz", "spectral_signatures_last.json")}
+    auto = np.load(fold / "spectral_signatures_last.npz")["signatures"]
+    try:
+        r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", "-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
+                 "-device", "cpu"], env)
+        refit = np.load(fold / "spectral_signatures_last.npz")["signatures"]
+        np.testing.assert_allclose(refit, auto, atol=1e-6)  # from checkpoint_final.pth vs the in-memory network
+        assert "spectral: 51 training images, last layer, 14 values each" in r.stdout
+        run([os.path.join(BIN, "nnunet_mt_ood"), "fit", "-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
+             "-device", "cpu", "--layer", "bottleneck"], env)
+        bottleneck = json.load(open(fold / "spectral_signatures_bottleneck.json"))
+        assert bottleneck["layer"] == "bottleneck" and bottleneck["n_channels"] == 14 * 8  # 4 stages: 14 * 2**3
+    finally:
+        for f, content in saved.items():
+            (fold / f).write_bytes(content)
+        for f in ("spectral_signatures_bottleneck.npz", "spectral_signatures_bottleneck.json"):
+            (fold / f).unlink(missing_ok=True)
+
+
+def test_score_writes_nnunet_outputs_and_ood_report(predicted, tmp_path):
+    root, nnunet_out = predicted
+    _, env = root, dict(os.environ)
+    env = dict(env, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
+               nnUNet_results=str(root / "res"))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for case in CASES:
+        os.link(root / "raw/Dataset500_MultiTask/imagesTs" / f"{case}_0000.nii.gz", inputs / f"{case}_0000.nii.gz")
+    ood_case = "hippocampusmr_010"  # a held-out dataset
+    os.link(root / "raw/Dataset014_HippocampusMR/imagesTs" / f"{ood_case}_0000.nii.gz",
+            inputs / f"{ood_case}_0000.nii.gz")
+    out = tmp_path / "out"
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(inputs), "-o", str(out), "-d", "500",
+             "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-npp", "0", "-nps", "0", "-device", "cpu",
+             "--save_probabilities", "--plot"], env)
+    report = json.load(open(out / "ood_scores.json"))
+    rows = {row["case"]: row for row in report["cases"]}
+    assert set(rows) == set(CASES) | {ood_case}
+    for case in CASES:  # voxel for voxel what nnUNetv2_predict wrote
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(nnunet_out / f"{case}.nii.gz")))
+        np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_allclose(np.load(out / f"{case}.npz")["probabilities"],
+                                   np.load(nnunet_out / f"{case}.npz")["probabilities"])
+    meta = json.load(open(_fold_dir(root) / "spectral_signatures_last.json"))
+    tau = report["methods"]["spectral"]["tau"]
+    assert tau == pytest.approx(meta["tau"])
+    for row in rows.values():
+        assert row["spectral_is_ood"] == (row["spectral_score"] > tau)
+        assert row["nearest_training_case"] in meta["case_ids"]
+    assert "flagged OOD" in r.stdout and (out / "ood_histogram.png").is_file() and (out / "ood_signatures.png").is_file()
+    csv_header = open(out / "ood_scores.csv").readline().strip()
+    assert csv_header == "case,spectral_score,spectral_is_ood,nearest_training_case,nearest_source"
+
+
+def _score_refused(env, args, *needles):
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "score", *args], env, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), r.stderr
+
+
+def test_score_refusals(trained, tmp_path):
+    root, env = trained
+    base = ["-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-npp", "0", "-nps", "0", "-device", "cpu"]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    import nibabel
+    affine = np.eye(4)
+    affine[0, 1] = 0.5  # sheared: no orthonormal direction cosines
+    sheared = nibabel.Nifti1Image(np.zeros((40, 40, 40), np.float32), affine)
+    sheared.set_qform(None, code=0)
+    sheared.set_sform(affine, code=1)
+    nibabel.save(sheared, str(inputs / "skewed_0000.nii.gz"))
+    _score_refused(env, ["-i", str(inputs), "-o", str(tmp_path / "o"), *base], "skewed_0000.nii.gz",
+                   "orthonormal")
+    os.remove(inputs / "skewed_0000.nii.gz")
+    shutil.copyfile(root / "raw/Dataset500_MultiTask/imagesTs/D011_liverct_040_0000.nii.gz", inputs / "a_0000.nii.gz")
+    shutil.copyfile(inputs / "a_0000.nii.gz", inputs / "a_0001.nii.gz")
+    _score_refused(env, ["-i", str(inputs), "-o", str(tmp_path / "o"), *base], "2 channel files", "expects 1")
+    _score_refused(env, ["-i", str(inputs), "-o", str(tmp_path / "o"), *base, "--layer", "bottleneck"],
+                   "spectral_signatures_bottleneck.json", "nnunet_mt_ood fit")
+    _score_refused(env, ["-i", str(inputs), "-o", str(tmp_path / "o"), *base, "--method", "mcdropout"],
+                   "ood_fit_mcdropout.json", "--method mcdropout")
+    assert not (tmp_path / "o").exists()

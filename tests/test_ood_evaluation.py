@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from nnunet_mt_ood.evaluation import detection_counts, roc_auc, roc_curve
+
+
+def test_counts_by_hand():
+    flagged = [True, True, False, False, True, False]
+    is_ood = [True, False, False, True, True, False]
+    c = detection_counts(flagged, is_ood)
+    assert (c["tp"], c["fp"], c["tn"], c["fn"]) == (2, 1, 2, 1)
+    assert c["accuracy"] == pytest.approx(4 / 6) and c["sensitivity"] == pytest.approx(2 / 3)
+    assert c["specificity"] == pytest.approx(2 / 3)
+
+
+def test_auc_with_ties_by_hand_and_against_sklearn():
+    scores = [0.1, 0.4, 0.4, 0.8, 0.4, 0.9]
+    is_ood = [False, False, True, True, False, True]
+    # pairs (ood, id): 0.4 vs {0.1: 1, 0.4: .5, 0.4: .5}; 0.8 vs all: 3; 0.9 vs all: 3 -> 8 / 9
+    assert roc_auc(scores, is_ood) == pytest.approx(8 / 9)
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s = rng.integers(0, 5, 30).astype(float)  # many ties
+        y = rng.random(30) < 0.4
+        if y.any() and not y.all():
+            assert roc_auc(s, y) == pytest.approx(sklearn.roc_auc_score(y, s))
+
+
+def test_auc_extremes_and_curve():
+    assert roc_auc([1, 2, 3, 4], [False, False, True, True]) == 1.0
+    assert roc_auc([4, 3, 2, 1], [False, False, True, True]) == 0.0
+    assert np.isnan(roc_auc([1, 2], [True, True]))
+    fpr, tpr = roc_curve([1, 2, 3, 4], [False, False, True, True])
+    assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1
+    assert np.trapezoid(tpr, fpr) == pytest.approx(1.0)

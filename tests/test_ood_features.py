@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+from nnunet_mt_ood.features import GramAccumulator, feature_module
+from nnunet_mt.network import build_residual_unet
+
+
+def _windows(shape, patch, step=0.5):
+    steps = compute_steps_for_sliding_window(shape, patch, step)
+    return [tuple(slice(s, s + p) for s, p in zip((a, b, c), patch))
+            for a in steps[0] for b in steps[1] for c in steps[2]]
+
+
+@pytest.mark.parametrize("image_shape", [(13, 9, 7), (2, 9, 7)])  # second: smaller than the patch, padded
+def test_streamed_gram_equals_explicit_assembly(image_shape):
+    rng = np.random.default_rng(0)
+    patch = (4, 4, 4)
+    padded = tuple(max(s, p) for s, p in zip(image_shape, patch))
+    gaussian = compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=10,
+                                device=torch.device("cpu")).float()
+    acc = GramAccumulator(patch, gaussian)
+    acc.begin(image_shape, padded)
+    full = torch.zeros((5, *padded))
+    weight = torch.zeros(padded)
+    windows = _windows(padded, patch)
+    assert len(windows) > 4
+    for w in windows:
+        f = torch.from_numpy(rng.normal(size=(5, *patch))).float()
+        acc.add(f, w)
+        full[(slice(None), *w)] += f * gaussian
+        weight[w] += gaussian
+    offset = [(p - s) // 2 for p, s in zip(padded, image_shape)]
+    crop = tuple(slice(o, o + s) for o, s in zip(offset, image_shape))
+    f = (full / weight)[(slice(None), *crop)].reshape(5, -1).double()
+    np.testing.assert_allclose(acc.finish().numpy(), (f @ f.T).numpy(), rtol=1e-5)
+    assert acc.voxels == int(np.prod(image_shape))
+
+
+def test_feature_layers_of_our_network():
+    net = build_residual_unet(1, 2, (32, 32, 32))
+    module, use_input = feature_module(net, "last")
+    assert module is net.decoder.seg_layers[-1] and use_input and module.in_channels == 14
+    module, use_input = feature_module(net, "bottleneck")
+    assert module is net.encoder.stages[-1] and not use_input
+    with pytest.raises(ValueError, match="no 'last' feature layer"):
+        feature_module(torch.nn.Conv3d(1, 1, 1), "last")
+
+
+def test_feature_layers_of_nnunets_default_network():
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    net = PlainConvUNet(1, 4, [32, 64, 128, 256], torch.nn.Conv3d, 3, [1, 2, 2, 2], 2, 2, [2, 2, 2],
+                        conv_bias=True, norm_op=torch.nn.InstanceNorm3d, nonlin=torch.nn.LeakyReLU,
+                        deep_supervision=False)
+    seen = []
+    module, use_input = feature_module(net, "last")
+    handle = module.register_forward_hook(lambda m, i, o: seen.append((i[0] if use_input else o).shape))
+    with torch.no_grad():
+        net(torch.zeros(1, 1, 32, 32, 32))
+    handle.remove()
+    assert seen == [(1, 32, 32, 32, 32)]  # nnU-Net's default: 32 features at full resolution
