@@ -10,7 +10,6 @@ found with a k-d tree over the surface voxels only.
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 DEFAULT_ROI_MARGIN = 5  # voxels around the bounding box of reference | prediction, for ECE / MCE
@@ -30,15 +29,31 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(pred, ref).sum() / total)
 
 
+def _bounding_box(mask: np.ndarray):
+    """(lo, hi) voxel bounds of the True region, from per-axis projections (no index arrays)."""
+    lo, hi = [], []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        lo.append(present[0])
+        hi.append(present[-1] + 1)
+    return np.array(lo), np.array(hi)
+
+
 def surface_voxels(mask: np.ndarray) -> np.ndarray:
-    """(n, ndim) indices of the voxels on the object's surface (removed by erosion with a cross)."""
+    """(n, ndim) indices of the voxels on the object's surface: those that binary erosion with a cross
+    (border value 0) removes, i.e. with at least one of their 2 * ndim face neighbours outside."""
     if not mask.any():
         return np.zeros((0, mask.ndim), dtype=np.int64)
-    lo = np.argwhere(mask).min(0)
-    hi = np.argwhere(mask).max(0) + 1
+    lo, hi = _bounding_box(mask)
     crop = np.pad(mask[tuple(slice(a, b) for a, b in zip(lo, hi))], 1)
-    edge = crop & ~ndimage.binary_erosion(crop)
-    return np.argwhere(edge) - 1 + lo
+    inner = tuple(slice(1, -1) for _ in range(crop.ndim))
+    interior = crop[inner].copy()
+    for axis in range(crop.ndim):
+        for shift in (0, 2):
+            neighbour = list(inner)
+            neighbour[axis] = slice(shift, crop.shape[axis] - 2 + shift)
+            interior &= crop[tuple(neighbour)]
+    return np.argwhere(crop[inner] & ~interior) + lo
 
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
@@ -54,7 +69,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
     a, b = surface_voxels(pred) * scale, surface_voxels(ref) * scale
     if len(a) == 0 or len(b) == 0:
         return np.full(len(a), np.inf), np.full(len(b), np.inf)
-    return cKDTree(b).query(a)[0], cKDTree(a).query(b)[0]
+    return cKDTree(b).query(a, workers=-1)[0], cKDTree(a).query(b, workers=-1)[0]
 
 
 def _hd95_of(d_pred: np.ndarray, d_ref: np.ndarray) -> float:

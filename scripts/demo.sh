@@ -10,42 +10,45 @@ mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 
 step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
 
-step "1/6 demo datasets (Dataset011-013 in-distribution, 014-015 held out as OOD)"
+step "1/8 demo datasets (Dataset011-013 in-distribution, 014-015 held out as OOD)"
 nnunet_mt demo-data --seed 0
 
-step "2/6 merge 011, 012, 013 (prostate zones 1+2 = foreground) into Dataset500_MultiTask"
+step "2/8 merge 011, 012, 013 (prostate zones 1+2 = foreground) into Dataset500_MultiTask"
 nnunet_mt merge -d 11 12 13:1,2 -o 500 --overwrite
 
-step "3/6 nnUNetv2_plan_and_preprocess"
+step "3/8 nnUNetv2_plan_and_preprocess"
 nnUNetv2_plan_and_preprocess -d 500 -c 3d_fullres -np 1
 
-step "4/6 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
+step "4/8 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
 nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu
 
-step "5/6 nnunet_mt_ood score (= nnUNetv2_predict + spectral OOD): in-distribution test cases, held-out OOD datasets"
+step "5/8 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training)"
+nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mahalanobis msp entropy --disable_tta
+
+step "6/8 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution test cases, held-out OOD datasets"
 for pair in "Dataset500_MultiTask:id" "Dataset014_HippocampusMR:ood_hippocampus" "Dataset015_PancreasCT:ood_pancreas"; do
   ds=${pair%%:*}; name=${pair##*:}
   nnunet_mt_ood score -i "$nnUNet_raw/$ds/imagesTs" -o "$OUT/predictions/$name" -d 500 -c 3d_fullres -f 0 \
-    -tr "$TRAINER" -npp 0 -nps 0 -device cpu --save_probabilities --plot
+    -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --plot \
+    --method spectral mahalanobis msp entropy
 done
 
-step "6/6 nnunet_mt evaluate: DSC, HD95, ASSD, ECE, MCE per source dataset"
+step "7/8 nnunet_mt evaluate: DSC, HD95, ASSD, ECE, MCE per source dataset"
 nnunet_mt evaluate -ref "$nnUNet_raw/Dataset500_MultiTask/labelsTs" -pred "$OUT/predictions/id" \
   -prob "$OUT/predictions/id" --plots "$OUT/predictions/id/plots"
+
+step "8/8 nnunet_mt_ood evaluate: spectral OOD vs the uncertainty and feature baselines"
+nnunet_mt_ood evaluate "$OUT"/predictions/{id,ood_hippocampus,ood_pancreas}/ood_scores.json \
+  --ood 'hippocampus*' 'pancreas*' -o "$OUT/predictions/ood_evaluation"
 
 step "summary"
 model="$nnUNet_results/Dataset500_MultiTask/${TRAINER}__nnUNetPlans__3d_fullres"
 grep -h "Sampling shares" "$model"/fold_0/training_log_*.txt | tail -n 1
 grep -h "Spectral OOD" "$model"/fold_0/training_log_*.txt | tail -n 1
-python - "$OUT/predictions" <<'PY'
-import json, sys
-for name in ("id", "ood_hippocampus", "ood_pancreas"):
-    rows = json.load(open(f"{sys.argv[1]}/{name}/ood_scores.json"))["cases"]
-    flagged = sum(r["is_ood"] for r in rows)
-    print(f"spectral OOD, {name:16s}: {flagged} of {len(rows)} flagged OOD "
-          f"(OODM {min(r['oodm'] for r in rows):.4f} - {max(r['oodm'] for r in rows):.4f})")
-PY
+echo "Segmentation (in-distribution test cases):"
+cat "$OUT/predictions/id/metrics.md"
+echo "OOD detection (14 in-distribution test cases vs 8 held-out OOD cases):"
+cat "$OUT/predictions/ood_evaluation.md"
 echo "Training curves:      $model/fold_0/progress.png"
-echo "Segmentation metrics: $OUT/predictions/id/metrics.md"
 echo "Reliability diagrams: $OUT/predictions/id/plots/"
-echo "OOD figures:          $OUT/predictions/*/ood_histogram.png, ood_signatures.png"
+echo "OOD figures:          $OUT/predictions/ood_evaluation.png, $OUT/predictions/*/ood_histogram.png, ood_signatures.png"

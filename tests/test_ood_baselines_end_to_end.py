@@ -65,3 +65,33 @@ def test_evaluate_refuses_scores_of_another_model(dropout_model, tmp_path):
     b.write_text(json.dumps({"model": {"trainer": "Y"}, "methods": {}, "cases": []}))
     r = run([os.path.join(BIN, "nnunet_mt_ood"), "evaluate", str(a), str(b), "--ood", "x*"], env, check=False)
     assert r.returncode == 2 and "b.json" in r.stderr and "another model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_methods_work_for_nnunets_own_trainer(dropout_model, tmp_path, monkeypatch):
+    """A model folder of nnU-Net's plain nnUNetTrainer (its default PlainConvUNet with deep supervision),
+    written by nnU-Net's own trainer code (initialised weights: training it is too slow for CI)."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    root, env, _ = dropout_model
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+    pre = root / "pre" / "Dataset012_CorticalPlateMR"
+    plans = dict(load_json(str(pre / "nnUNetPlans.json")), continue_training=False)
+    trainer = nnUNetTrainer(plans, "3d_fullres", 0, load_json(str(pre / "dataset.json")), torch.device("cpu"))
+    trainer.initialize()
+    trainer.inference_allowed_mirroring_axes = (0, 1, 2)
+    save_json(trainer.plans_manager.plans, os.path.join(trainer.output_folder_base, "plans.json"))
+    save_json(trainer.dataset_json, os.path.join(trainer.output_folder_base, "dataset.json"))
+    trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
+    common = ["-d", "12", "-c", "3d_fullres", "-tr", "nnUNetTrainer", "-f", "0", "-device", "cpu", "--disable_tta"]
+    methods = ["spectral", "mahalanobis", "msp", "entropy"]
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", *methods], env)
+    assert "spectral: 6 training images, last layer, 32 values each" in r.stdout  # nnU-Net's 32 features
+    out = tmp_path / "out"
+    run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(root / "raw/Dataset014_HippocampusMR/imagesTs"),
+         "-o", str(out), *common, "--method", *methods, "-npp", "0", "-nps", "0"], env)
+    report = json.load(open(out / "ood_scores.json"))
+    assert set(report["methods"]) == set(methods) and len(report["cases"]) == 4
+    refused = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", "mcdropout"], env, check=False)
+    assert refused.returncode == 2 and "needs a network with dropout" in refused.stderr

@@ -63,7 +63,7 @@ def test_streamed_signature_equals_brute_force(trained):
     expected, n_windows = _brute_force_signature(predictor, data)
     assert n_windows == 8
     np.testing.assert_allclose(streamed, expected, atol=1e-4)
-    assert predictor._accumulator.voxels == 48 ** 3
+    assert predictor._accumulators["last"].voxels == 48 ** 3
 
 
 def test_training_fits_signatures_next_to_checkpoint(trained):
