@@ -1,7 +1,5 @@
 """Baseline OOD scores and detectors (scikit-learn style): Mahalanobis on pooled features, thresholded
 uncertainty scores (MC-dropout entropy, max-softmax, mean entropy). numpy in, numbers out."""
-from typing import Optional
-
 import numpy as np
 
 ENTROPY_EPS = 1e-12  # p log p with p clipped here: 0 log 0 = 0

@@ -1,6 +1,5 @@
 """demo-data -> merge -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train -> nnUNetv2_predict, for real."""
 import json
-import os
 from collections import Counter
 
 import numpy as np
