@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import case_sources
 from nnunet_mt.metrics import (DEFAULT_ROI_MARGIN, calibration_histogram, default_roi, dice, ece_from_histogram,
@@ -99,13 +100,6 @@ def markdown_table(groups: Dict[str, Dict[str, dict]], metrics: Sequence[str]) -
     return "\n".join(lines)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _load_dataset_json(dataset: Optional[str], pred_dir: str) -> dict:
     """dataset.json of -d (raw folder) if given, else the one nnUNetv2_predict copies into its output."""
     if dataset is not None:
@@ -182,14 +176,14 @@ def evaluate_folder(ref_dir: str, pred_dir: str, prob_dir: Optional[str] = None,
 
     output = output or os.path.join(pred_dir, "metrics.json")
     stem = output[:-5] if output.endswith(".json") else output
-    _write_atomic(output, json.dumps(report, indent=1, default=float))
+    write_text_atomic(output, json.dumps(report, indent=1, default=float))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["case", "source"] + metrics)
     for r in per_case:
         writer.writerow([r["case"], r["source"]] + [r[m] for m in metrics])
-    _write_atomic(stem + ".csv", buffer.getvalue())
-    _write_atomic(stem + ".md", table + "\n")
+    write_text_atomic(stem + ".csv", buffer.getvalue())
+    write_text_atomic(stem + ".md", table + "\n")
     if plots and "ece" in metrics:
         from nnunet_mt.plots import reliability_diagram_from_histogram
         os.makedirs(plots, exist_ok=True)

@@ -193,7 +193,6 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
                                    f"decrease for {self.convergence_patience} consecutive evaluations.")
         self.on_train_end()
 
-
     def on_train_end(self):
         super().on_train_end()
         if self.fit_ood_after_training and self.local_rank == 0:

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.cli import run_guarded
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.features import LAYERS
@@ -39,15 +40,15 @@ def _model_dir(args) -> str:
 
 def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",)):
     from nnunet_mt_ood.fit import predictor_options
-    from nnunet_mt_ood.predictor import SpectralPredictor
+    from nnunet_mt_ood.predictor import OODPredictor
     device = _device(args.device)
-    predictor = SpectralPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=use_mirroring,
+    predictor = OODPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                   perform_everything_on_device=device.type == "cuda", device=device,
                                   verbose=False, allow_tqdm=False)
     fold = args.f if args.f == "all" else int(args.f)
     predictor.initialize_from_trained_model_folder(model_dir, (fold,), args.chk)
     try:
-        predictor.enable_signatures(**predictor_options(methods, args.layer, args.mc_samples))
+        predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples))
     except ValueError as e:
         raise InputError(f"{model_dir}: {e}")
     return predictor
@@ -153,12 +154,12 @@ def _score(args) -> None:
             methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
     report = {"model": next(iter(detectors.values()))[1]["model"], "spectral_layer": args.layer,
               "methods": methods, "cases": rows}
-    _write_atomic(os.path.join(args.o, "ood_scores.json"), json.dumps(report, indent=1))
+    write_text_atomic(os.path.join(args.o, "ood_scores.json"), json.dumps(report, indent=1))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(os.path.join(args.o, "ood_scores.csv"), buffer.getvalue())
+    write_text_atomic(os.path.join(args.o, "ood_scores.csv"), buffer.getvalue())
     for method, info in methods.items():
         flagged = sum(r[f"{method}_is_ood"] for r in rows)
         print(f"\n{method}: tau = {info['tau']:.5f}, {flagged} of {len(rows)} cases flagged OOD")
@@ -183,12 +184,6 @@ def _score(args) -> None:
 def _evaluate(args) -> None:
     from nnunet_mt_ood.report import evaluate_scores
     evaluate_scores(args.scores, args.ood, args.id, args.o)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    with open(path + ".partial", "w") as f:
-        f.write(text)
-    os.replace(path + ".partial", path)
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:

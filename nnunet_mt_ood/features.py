@@ -37,7 +37,7 @@ class GramAccumulator:
 
     def __init__(self, patch_size: Sequence[int], gaussian: Optional[torch.Tensor]):
         self.patch_size = tuple(int(p) for p in patch_size)
-        self.gaussian = gaussian  # (px, py, pz) or None for uniform weights
+        self.gaussian = gaussian  # (px, py, pz) window weights; None: uniform
         self.gram: Optional[torch.Tensor] = None
 
     def begin(self, image_shape: Sequence[int], padded_shape: Sequence[int]) -> None:
@@ -62,7 +62,9 @@ class GramAccumulator:
             self._finalize(x0 - self.start)
             self._shift(x0)
         rows = slice(x0 - self.start, x0 - self.start + self.patch_size[0])
-        g = self.gaussian if self.gaussian is not None else torch.ones(self.patch_size, device=features.device)
+        if self.gaussian is None:
+            self.gaussian = torch.ones(self.patch_size, device=features.device)
+        g = self.gaussian
         self.buffer[(slice(None), rows, *window[1:])] += features * g
         self.weight[(rows, *window[1:])] += g
 

@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import case_sources
 from nnunet_mt_ood.baselines import MahalanobisDetector, ThresholdDetector
@@ -38,7 +39,7 @@ def fit_paths(fold_dir: str, method: str, layer: str) -> Tuple[str, str]:
 
 
 def predictor_options(methods: Sequence[str], layer: str, mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
-    """Keyword arguments of SpectralPredictor.enable_signatures for the requested methods."""
+    """Keyword arguments of OODPredictor.enable_ood for the requested methods."""
     return {"layer": layer, "layers": [MAHALANOBIS_LAYER] if "mahalanobis" in methods else [],
             "softmax_scores": bool({"msp", "entropy"} & set(methods)),
             "mc_dropout_samples": mc_samples if "mcdropout" in methods else 0}
@@ -91,12 +92,6 @@ def compute_training_results(predictor, preprocessed_folder: str, case_ids: Sequ
     return results
 
 
-def _write_json_atomic(path: str, content: dict) -> None:
-    with open(path + ".partial", "w") as f:
-        json.dump(content, f, indent=1)
-    os.replace(path + ".partial", path)
-
-
 def save_fit(fold_dir: str, method: str, layer: str, results: Sequence[dict], case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
              mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
@@ -117,7 +112,7 @@ def save_fit(fold_dir: str, method: str, layer: str, results: Sequence[dict], ca
             "tta": tta if method in ("msp", "entropy") else None}
     if method == "mcdropout":
         meta["mc_samples"] = mc_samples
-    _write_json_atomic(meta_path, meta)
+    write_text_atomic(meta_path, json.dumps(meta, indent=1))
     return meta
 
 
@@ -147,16 +142,16 @@ def load_detectors(fold_dir: str, methods: Sequence[str], layer: str, c=None) ->
 
 def fit_after_training(trainer, layer: str = "last") -> dict:
     """Spectral signatures of the fold's training images with the trained network, saved in its fold folder."""
-    from nnunet_mt_ood.predictor import SpectralPredictor
+    from nnunet_mt_ood.predictor import OODPredictor
     network = trainer.network.module if trainer.is_ddp else trainer.network
     network = getattr(network, "_orig_mod", network)
-    predictor = SpectralPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+    predictor = OODPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                   perform_everything_on_device=trainer.device.type == "cuda",
                                   device=trainer.device, verbose=False, allow_tqdm=False)
     predictor.manual_initialization(network, trainer.plans_manager, trainer.configuration_manager, None,
                                     trainer.dataset_json, type(trainer).__name__,
                                     trainer.inference_allowed_mirroring_axes)
-    predictor.enable_signatures(layer)
+    predictor.enable_ood(layer)
     try:
         case_ids = trainer.do_split()[0]
         results = compute_training_results(predictor, trainer.preprocessed_dataset_folder, case_ids)

@@ -28,15 +28,15 @@ from nnunet_mt_ood.features import FeatureCapture, GramAccumulator
 from nnunet_mt_ood.signatures import signature_from_gram
 
 
-class SpectralPredictor(nnUNetPredictor):
-    """``nnUNetPredictor`` plus ``results``: {case id: {name: value}} of the predicted cases.
+class OODPredictor(nnUNetPredictor):
+    """``nnUNetPredictor`` that also collects OOD inputs: ``results``: {case id: {name: value}} of the predicted cases.
 
     Per feature layer L: ``signature_L`` (spectral signature) and ``pooled_L`` (channel means); with
     softmax scores: ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``.
     """
 
-    def enable_signatures(self, layer: str = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
-                          mc_dropout_samples: int = 0) -> "SpectralPredictor":
+    def enable_ood(self, layer: str = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
+                          mc_dropout_samples: int = 0) -> "OODPredictor":
         """Call after initialization (needs the network). Raises ValueError for a layer the network lacks."""
         if len(self.configuration_manager.patch_size) != 3:
             raise ValueError("OOD scores need a 3D configuration (3d_fullres, 3d_lowres, ...)")

@@ -49,13 +49,13 @@ def _brute_force_signature(predictor, data):
 
 def test_streamed_signature_equals_brute_force(trained):
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    from nnunet_mt_ood.predictor import SpectralPredictor
+    from nnunet_mt_ood.predictor import OODPredictor
     root, _ = trained
-    predictor = SpectralPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"),
+    predictor = OODPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"),
                                   allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(_fold_dir(root).parent), (0,), "checkpoint_final.pth")
     predictor.network.load_state_dict(predictor.list_of_parameters[0])
-    predictor.enable_signatures("last")
+    predictor.enable_ood("last")
     folder = str(root / "pre/Dataset500_MultiTask/nnUNetPlans_3d_fullres")
     case = "D011_liverct_000"  # 48^3 with a 32^3 patch: 8 overlapping windows, 8 network calls each (mirroring)
     data = torch.from_numpy(np.asarray(infer_dataset_class(folder)(folder, [case]).load_case(case)[0])).float()
