@@ -1,19 +1,28 @@
-"""``nnunet_mt`` command line: demo-data, merge, evaluate, trainer-path."""
+"""``nnunet_mt`` command line: demo-data, merge, evaluate, experiment, trainer-path."""
 import argparse
 import os
 import sys
 from typing import Callable, List, Optional
 
 from nnunet_mt.errors import InputError
+from nnunet_mt.experiments.jobs import JobFailed
 
 
 def run_guarded(prog: str, action: Callable[[], None]) -> int:
-    """Runs action; bad input becomes one line on stderr and exit code 2 (no traceback)."""
+    """Runs action; bad input and file system errors (disk full, no permission) become one line on stderr and
+    exit code 2 (no traceback)."""
     try:
         action()
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions, a file where a folder should be: nothing to debug in our code
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except JobFailed as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -25,8 +34,17 @@ def _demo_data(args) -> None:
     raw_dir = args.output or os.environ.get("nnUNet_raw")
     if not raw_dir:
         raise InputError("no output folder: pass -o RAW_DIR or set nnUNet_raw")
+    from dataclasses import replace
+    known = {ds.dataset_id: ds for ds in DEMO_DATASETS}
+    wanted = args.d or sorted(known)
+    unknown = [d for d in wanted if d not in known]
+    if unknown:
+        raise InputError(f"-d {unknown[0]}: not a demo dataset (choose from {' '.join(map(str, sorted(known)))})")
+    if (args.n_train is not None and args.n_train < 5) or (args.n_test is not None and args.n_test < 1):
+        raise InputError("--n_train must be at least 5 (nnU-Net's 5-fold split) and --n_test at least 1")
     os.makedirs(raw_dir, exist_ok=True)
-    for ds in DEMO_DATASETS:
+    for ds in (known[d] for d in wanted):
+        ds = replace(ds, n_train=args.n_train or ds.n_train, n_test=args.n_test or ds.n_test)
         path = write_dataset(ds, raw_dir, args.seed)
         print(f"{path}: {ds.n_train} training + {ds.n_test} test cases, {ds.modality}, role: {ds.role}")
 
@@ -54,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="write the synthetic demo datasets (Dataset011-015) into nnUNet_raw")
     p.add_argument("-o", "--output", help="raw folder (default: $nnUNet_raw)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
+    p.add_argument("-d", type=int, nargs="+", metavar="ID", help="only these demo datasets (default: 11 12 13 14 15)")
+    p.add_argument("--n_train", type=int, help="training cases per dataset instead of the default (>= 5)")
+    p.add_argument("--n_test", type=int, help="test cases per dataset instead of the default")
     p.set_defaults(func=_demo_data)
 
     p = sub.add_parser("merge", help="merge nnU-Net raw datasets into one multi-task dataset")
@@ -87,13 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", metavar="DIR", help="write a reliability diagram PNG per source dataset")
     p.set_defaults(func=_evaluate)
 
+    from nnunet_mt.experiments.cli import add_parser, run_experiment
+    add_parser(sub)
+    sub.choices["experiment"].set_defaults(func=run_experiment)
+
     p = sub.add_parser("trainer-path", help="print the folder to add to nnUNet_extTrainer by hand")
     p.set_defaults(func=_trainer_path)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return run_guarded(f"nnunet_mt {args.command}", lambda: args.func(args))
 
 

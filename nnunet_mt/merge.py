@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mt.errors import InputError
+from nnunet_mt.validate import check_case
 
 PROVENANCE_KEY = "nnunet_mt"
 
@@ -59,7 +60,7 @@ class Source:
         return f"D{self.dataset_id:03d}_"
 
 
-def _resolve_folder(dataset: str, raw_dir: str) -> str:
+def resolve_folder(dataset: str, raw_dir: str) -> str:
     candidates, pattern = [], dataset
     if dataset.isdigit():
         pattern = f"Dataset{int(dataset):03d}_*"
@@ -72,7 +73,7 @@ def _resolve_folder(dataset: str, raw_dir: str) -> str:
     return os.path.join(raw_dir, candidates[0])
 
 
-def _load_dataset_json(folder: str) -> dict:
+def load_dataset_json(folder: str) -> dict:
     path = os.path.join(folder, "dataset.json")
     if not os.path.isfile(path):
         raise InputError(f"{path}: missing dataset.json")
@@ -115,15 +116,22 @@ def _list_cases(folder: str, split: str, file_ending: str, n_channels: int) -> D
             if split == "Ts":
                 return {}  # test images without labels cannot be evaluated: leave the test split out
             raise InputError(f"{images[0]}: image without label (expected {label})")
+        check_case(images, label)
         cases[case] = {"images": images, "label": label}
+    label_dir = os.path.join(folder, f"labels{split}")
+    if os.path.isdir(label_dir):
+        for fname in sorted(os.listdir(label_dir)):
+            if fname.endswith(file_ending) and fname[:-len(file_ending)] not in cases:
+                raise InputError(f"{os.path.join(label_dir, fname)}: label without image (no "
+                                 f"{fname[:-len(file_ending)]}_0000{file_ending} in {image_dir})")
     if split == "Tr" and not cases:
         raise InputError(f"{image_dir}: no training images ending in {file_ending}")
     return cases
 
 
 def load_source(spec: SourceSpec, raw_dir: str) -> Source:
-    folder = _resolve_folder(spec.dataset, raw_dir)
-    dataset_json = _load_dataset_json(folder)
+    folder = resolve_folder(spec.dataset, raw_dir)
+    dataset_json = load_dataset_json(folder)
     path = os.path.join(folder, "dataset.json")
     labels = dataset_json["labels"]
     if any(isinstance(v, (list, tuple)) for v in labels.values()):
@@ -147,6 +155,9 @@ def load_source(spec: SourceSpec, raw_dir: str) -> Source:
     source = Source(spec, folder, dataset_json, foreground)
     source.train = _list_cases(folder, "Tr", dataset_json["file_ending"], n_channels)
     source.test = _list_cases(folder, "Ts", dataset_json["file_ending"], n_channels)
+    both = sorted(set(source.train) & set(source.test))
+    if both:
+        raise InputError(f"{folder}: case id '{both[0]}' is both in imagesTr and imagesTs (duplicate case ids)")
     return source
 
 
@@ -159,8 +170,9 @@ def _link_or_copy(src: str, dst: str) -> str:
         return "copied"
 
 
-def _binary_label(src: str, dst: str, declared: Sequence[int], foreground: Sequence[int]) -> None:
-    """Writes dst = (label in foreground) as uint8 with src's geometry; checks values against declared."""
+def _binary_label(src: str, dst: str, declared: Sequence[int], foreground: Sequence[int]) -> bool:
+    """Writes dst = (label in foreground) as uint8 with src's geometry; checks values against declared.
+    Returns whether the label has any foreground."""
     try:
         image = sitk.ReadImage(src)
     except RuntimeError as e:
@@ -170,9 +182,11 @@ def _binary_label(src: str, dst: str, declared: Sequence[int], foreground: Seque
     undeclared = sorted(set(values.tolist()) - set(declared))
     if undeclared:
         raise InputError(f"{src}: label values {undeclared[:5]} are not declared in dataset.json")
-    out = sitk.GetImageFromArray(np.isin(array, foreground).astype(np.uint8))
+    binary = np.isin(array, foreground).astype(np.uint8)
+    out = sitk.GetImageFromArray(binary)
     out.CopyInformation(image)
     sitk.WriteImage(out, dst, useCompression=True)
+    return bool(binary.any())
 
 
 def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str = "MultiTask",
@@ -208,7 +222,7 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
     tmp = os.path.join(raw_dir, f".{out_name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     cases: Dict[str, dict] = {}
-    how = set()
+    how, empty = set(), []
     try:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             os.makedirs(os.path.join(tmp, sub))
@@ -224,8 +238,9 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
                         else:
                             sitk.WriteImage(sitk.ReadImage(image), dst, useCompression=True)
                             how.add("converted")
-                    _binary_label(files["label"], os.path.join(tmp, f"labels{split}", new_id + file_ending),
-                                  declared, source.foreground)
+                    if not _binary_label(files["label"], os.path.join(tmp, f"labels{split}", new_id + file_ending),
+                                         declared, source.foreground):
+                        empty.append(files["label"])
                     cases[new_id] = {"source": source.name, "original_id": case,
                                      "split": "train" if split == "Tr" else "test"}
             log(f"  {source.name}: {len(source.train)} training and {len(source.test)} test cases, "
@@ -256,6 +271,8 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if empty:  # allowed: nnU-Net trains on background-only cases too (see documentation/merge.md)
+        log(f"note: {len(empty)} label maps have no foreground, e.g. {empty[0]}")
     log(f"Wrote {final}: {dataset_json['numTraining']} training cases from {len(sources)} datasets "
         f"(images {' / '.join(sorted(how))}), channel normalization {channel_names}")
     return final

@@ -1,11 +1,10 @@
-"""``nnunet_mt_ood`` command line: fit (training images' scores), score (prediction + OOD report), evaluate."""
+"""``nnunet_mt_ood`` command line: fit (training images' scores), score (prediction + OOD report), collect
+(merge split score runs), evaluate."""
 import argparse
-import csv
-import io
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -57,21 +56,35 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",))
 def _fit(args) -> None:
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunet_mt.merge import case_sources
-    from nnunet_mt_ood.fit import compute_training_results, save_fit, training_cases
+    from nnunet_mt_ood.fit import compute_training_results, method_values, save_fit, training_cases
+    from nnunet_mt_ood.parts import check_part, load_fit_parts, part_share, save_fit_part
+    check_part(args.num_parts, args.part_id)
     model_dir = _model_dir(args)
+    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
     # features come from the un-mirrored pass only; softmax scores depend on test-time mirroring
     tta = bool({"msp", "entropy"} & set(args.method)) and not args.disable_tta
+    model = {"trainer": args.tr, "plans": args.p, "configuration": args.c, "fold": args.f, "checkpoint": args.chk}
+    settings = {"model": model, "methods": list(args.method), "layer": args.layer, "tta": tta,
+                "mc_samples": args.mc_samples, "step_size": args.step_size}
     predictor = _predictor(args, model_dir, use_mirroring=tta, methods=args.method)
-    predictor.network.load_state_dict(predictor.list_of_parameters[0])
     base = os.path.join(str(nnUNet_preprocessed), predictor.plans_manager.dataset_name)
     folder = os.path.join(base, predictor.configuration_manager.data_identifier)
     case_ids = training_cases(base, folder, args.f)
-    results = compute_training_results(predictor, folder, case_ids)
-    model = {"trainer": args.tr, "plans": args.p, "configuration": args.c, "fold": args.f, "checkpoint": args.chk,
-             "dataset": predictor.plans_manager.dataset_name}
-    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
+    model["dataset"] = predictor.plans_manager.dataset_name
+    if args.collect:
+        values = load_fit_parts(fold_dir, args.num_parts, case_ids, args.method, settings)
+    else:
+        share = part_share(case_ids, args.num_parts, args.part_id) if args.num_parts > 1 else case_ids
+        predictor.network.load_state_dict(predictor.list_of_parameters[0])
+        results = compute_training_results(predictor, folder, share)
+        values = {m: method_values(m, results, args.layer) for m in args.method}
+        if args.num_parts > 1:
+            path = save_fit_part(fold_dir, args.num_parts, args.part_id, share, values, settings)
+            print(f"part {args.part_id} of {args.num_parts}: {len(share)} of {len(case_ids)} training images; wrote "
+                  f"{path} (then: the same command with --collect instead of -part_id)")
+            return
     for method in args.method:
-        meta = save_fit(fold_dir, method, args.layer, results, case_ids,
+        meta = save_fit(fold_dir, method, args.layer, values[method], case_ids,
                         case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples)
         where = f", {meta['layer']} layer" if meta["layer"] else ""
         print(f"{method}: {len(case_ids)} training images{where}, {meta['n_channels']} values each; "
@@ -79,9 +92,9 @@ def _fit(args) -> None:
     print(f"wrote {fold_dir}")
 
 
-def _check_inputs(input_dir: str, dataset_json: dict) -> None:
+def _check_inputs(input_dir: str, dataset_json: dict) -> Dict[str, List[str]]:
     """One-line errors for inputs nnU-Net would choke on: channel count, unreadable headers, bad directions."""
-    import SimpleITK as sitk
+    from nnunet_mt.validate import check_case
     if not os.path.isdir(input_dir):
         raise InputError(f"{input_dir}: input folder not found")
     ending = dataset_json["file_ending"]
@@ -97,20 +110,8 @@ def _check_inputs(input_dir: str, dataset_json: dict) -> None:
         if len(files) != n_channels:
             raise InputError(f"{files[0]}: case '{case}' has {len(files)} channel files, the model expects "
                              f"{n_channels}")
-        for path in files:
-            if not ending.endswith((".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")):
-                continue
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(path)
-            try:
-                reader.ReadImageInformation()
-            except RuntimeError as e:
-                raise InputError(f"{path}: unreadable image ({str(e).strip().splitlines()[-1]})")
-            if reader.GetDimension() != 3:
-                raise InputError(f"{path}: {reader.GetDimension()}D image, the model needs 3D")
-            d = np.asarray(reader.GetDirection()).reshape(3, 3)
-            if not np.allclose(d @ d.T, np.eye(3), atol=1e-4):
-                raise InputError(f"{path}: non-orthonormal direction cosines in the header")
+        check_case(sorted(files))
+    return cases
 
 
 def _score(args) -> None:
@@ -118,15 +119,22 @@ def _score(args) -> None:
     model_dir = _model_dir(args)
     fold_dir = os.path.join(model_dir, f"fold_{args.f}")
     detectors = load_detectors(fold_dir, args.method, args.layer, args.C)
+    from nnunet_mt_ood.parts import check_part, part_name, part_share, write_scores
+    check_part(args.num_parts, args.part_id)
     with open(os.path.join(model_dir, "dataset.json")) as f:
-        _check_inputs(args.i, json.load(f))
+        inputs = _check_inputs(args.i, json.load(f))
+    share = part_share(inputs, args.num_parts, args.part_id)  # the cases nnUNetv2_predict's part would take
+    if not share:
+        raise InputError(f"{args.i}: {len(inputs)} cases, nothing left for part {args.part_id} of {args.num_parts}")
     predictor = _predictor(args, model_dir, use_mirroring=not args.disable_tta, methods=args.method)
     os.makedirs(args.o, exist_ok=True)
+    files = [sorted(inputs[c]) for c in share]
+    outputs = [os.path.join(args.o, c) for c in share]
     if args.npp == 0 and args.nps == 0:  # nnUNetv2_predict's sequential mode
-        predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
+        predictor.predict_from_files_sequential(files, outputs, save_probabilities=args.save_probabilities,
                                                 overwrite=True)
     else:
-        predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities, overwrite=True,
+        predictor.predict_from_files(files, outputs, save_probabilities=args.save_probabilities, overwrite=True,
                                      num_processes_preprocessing=max(args.npp, 1),
                                      num_processes_segmentation_export=max(args.nps, 1))
     cases = sorted(predictor.results)
@@ -154,12 +162,12 @@ def _score(args) -> None:
             methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
     report = {"model": next(iter(detectors.values()))[1]["model"], "spectral_layer": args.layer,
               "methods": methods, "cases": rows}
-    write_text_atomic(os.path.join(args.o, "ood_scores.json"), json.dumps(report, indent=1))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(os.path.join(args.o, "ood_scores.csv"), buffer.getvalue())
+    if args.num_parts > 1:
+        report["part"] = {"part_id": args.part_id, "num_parts": args.num_parts}
+        written = os.path.join(args.o, f"ood_scores.{part_name(args.part_id, args.num_parts)}.json")
+        write_text_atomic(written, json.dumps(report, indent=1))
+    else:
+        written = write_scores(args.o, report)
     for method, info in methods.items():
         flagged = sum(r[f"{method}_is_ood"] for r in rows)
         print(f"\n{method}: tau = {info['tau']:.5f}, {flagged} of {len(rows)} cases flagged OOD")
@@ -169,7 +177,8 @@ def _score(args) -> None:
         cells = " | ".join(f"{r[f'{m}_score']:.5f} | {'yes' if r[f'{m}_is_ood'] else 'no'}" for m in methods)
         nearest = f"{r['nearest_training_case']} ({r['nearest_source']})" if "nearest_source" in r else "-"
         print(f"| {r['case']} | {cells} | {nearest} |")
-    print(f"wrote {os.path.join(args.o, 'ood_scores.json')} and .csv")
+    print(f"wrote {written}" + (" and .csv" if args.num_parts == 1 else
+                                " (merge the parts with: nnunet_mt_ood collect OUTPUT_FOLDER)"))
     if args.plot and "spectral" in detectors:
         from nnunet_mt_ood.plots import plot_oodm_histogram, plot_signatures
         detector, meta = detectors["spectral"]
@@ -179,6 +188,11 @@ def _score(args) -> None:
         p2 = plot_oodm_histogram(detector.train_scores_, detector.score(test), detector.threshold_,
                                  os.path.join(args.o, "ood_histogram.png"))
         print(f"wrote {p1} and {p2}")
+
+
+def _collect(args) -> None:
+    from nnunet_mt_ood.parts import collect_scores
+    collect_scores(args.folder)
 
 
 def _evaluate(args) -> None:
@@ -205,6 +219,13 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="as nnUNetv2_predict (default cuda)")
 
 
+def _part_arguments(p: argparse.ArgumentParser, what: str, writes: str) -> None:
+    p.add_argument("-num_parts", type=int, default=1, help=f"split the {what} into this many parts, as "
+                   f"nnUNetv2_predict (default 1)")
+    p.add_argument("-part_id", type=int, default=0, help=f"which part this process computes (0 to num_parts - 1); "
+                   f"writes {writes}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet_mt_ood", description="Spectral out-of-distribution detection "
                                      "for nnU-Net v2 models (Karimi & Gholipour).")
@@ -212,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="spectral signatures of the fold's training images and the threshold tau")
     _model_arguments(p)
     p.add_argument("-C", type=float, default=2.5, help="tau = mean + C * std of leave-one-out scores (2.5)")
+    _part_arguments(p, "training images", "fold_X/ood_fit_parts/part_<i>_of_<K>.npz")
+    p.add_argument("--collect", action="store_true", help="merge the K parts (-num_parts K) and fit tau")
     p.set_defaults(func=_fit)
     p = sub.add_parser("score", help="nnUNetv2_predict plus ood_scores.json/.csv in the output folder")
     p.add_argument("-i", required=True, help="input folder, as nnUNetv2_predict")
@@ -222,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-npp", type=int, default=3, help="preprocessing processes, as nnUNetv2_predict")
     p.add_argument("-nps", type=int, default=3, help="export processes, as nnUNetv2_predict")
     p.add_argument("--plot", action="store_true", help="write ood_signatures.png and ood_histogram.png")
+    _part_arguments(p, "cases", "ood_scores.part_<i>_of_<K>.json (merge with nnunet_mt_ood collect)")
     p.set_defaults(func=_score)
+    p = sub.add_parser("collect", help="merge the ood_scores.part_<i>_of_<K>.json of a split score run")
+    p.add_argument("folder", help="the -o folder the parts were scored into")
+    p.set_defaults(func=_collect)
     p = sub.add_parser("evaluate", help="accuracy, sensitivity, specificity (at tau) and ROC AUC per method")
     p.add_argument("scores", nargs="+", metavar="SCORES.json", help="ood_scores.json files of one model")
     p.add_argument("--ood", nargs="+", required=True, metavar="CASE_OR_PATTERN",

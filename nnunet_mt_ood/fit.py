@@ -92,13 +92,18 @@ def compute_training_results(predictor, preprocessed_folder: str, case_ids: Sequ
     return results
 
 
-def save_fit(fold_dir: str, method: str, layer: str, results: Sequence[dict], case_ids: Sequence[str],
+def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarray:
+    """(n_cases, n_values) float64: what the method's detector is fitted on, one row per case."""
+    return np.stack([np.atleast_1d(method_input(method, r, layer)) for r in results]).astype(np.float64)
+
+
+def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
              mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
-    """Fits a method's threshold on the training results and writes its files; returns the JSON content."""
-    if len(results) < 3:
-        raise InputError(f"{fold_dir}: {len(results)} training images; tau needs at least 3")
-    values = np.stack([np.atleast_1d(method_input(method, r, layer)) for r in results]).astype(np.float64)
+    """Fits a method's threshold on the training values (see method_values) and writes its files; returns
+    the JSON content."""
+    if len(values) < 3:
+        raise InputError(f"{fold_dir}: {len(values)} training images; tau needs at least 3")
     detector = new_detector(method, c).fit(values)
     npz, meta_path = fit_paths(fold_dir, method, layer)
     if method in ("spectral", "mahalanobis"):
@@ -160,7 +165,7 @@ def fit_after_training(trainer, layer: str = "last") -> dict:
     model = {"trainer": type(trainer).__name__, "plans": trainer.plans_manager.plans_name,
              "configuration": trainer.configuration_name, "fold": trainer.fold, "checkpoint": "checkpoint_final.pth",
              "dataset": trainer.plans_manager.dataset_name}
-    meta = save_fit(trainer.output_folder, "spectral", layer, results, case_ids,
+    meta = save_fit(trainer.output_folder, "spectral", layer, method_values("spectral", results, layer), case_ids,
                     case_sources(trainer.dataset_json, case_ids), model)
     trainer.print_to_log_file(f"Spectral OOD: {len(case_ids)} training signatures ({layer} layer), "
                               f"tau = {meta['tau']:.5f} (C = {meta['C']})")

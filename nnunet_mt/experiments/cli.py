@@ -1,0 +1,112 @@
+"""``nnunet_mt experiment joint-vs-dedicated | transfer | ood``: argument parsing and the run/print switch."""
+import argparse
+import os
+import sys
+
+from nnunet_mt.errors import InputError
+
+KINDS = ("joint-vs-dedicated", "transfer", "ood")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("experiment", help="reproduce the paper's experiments (tables II-V) with real nnU-Net runs",
+                       description="Each experiment is a list of nnU-Net commands (merge, plan_and_preprocess, "
+                                   "train, predict, evaluate); finished steps are skipped on rerun.")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    k = kinds.add_parser("joint-vs-dedicated", help="table II: one joint model vs one model per dataset")
+    k.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]", help="source datasets, as for merge")
+    _common(k)
+    k = kinds.add_parser("transfer", help="table III: sequential deep fine-tuning vs the joint model")
+    k.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]", help="source datasets, as for merge")
+    k.add_argument("--chains", nargs="+", metavar="A,B[,C]", help="fine-tuning orders by dataset id, e.g. 12,13,11 "
+                   "(default: the paper's, each dataset first followed by the others in -d order)")
+    _common(k)
+    k = kinds.add_parser("ood", help="tables IV-V: spectral OOD detection vs uncertainty baselines")
+    k.add_argument("--train", nargs="+", required=True, metavar="DATASET[:LABELS]", help="in-distribution datasets")
+    k.add_argument("--ood", nargs="+", required=True, metavar="DATASET", help="held-out OOD datasets "
+                   "(their imagesTs, or imagesTr when they have no test split)")
+    k.add_argument("--methods", nargs="+", default=["spectral", "mcdropout"],
+                   choices=["spectral", "mcdropout", "mahalanobis", "msp", "entropy"],
+                   help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
+    k.add_argument("--mc_samples", type=int, default=10, help="dropout passes of mcdropout (default 10)")
+    _common(k)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", metavar="DIR", help="experiment folder for predictions, scores and tables "
+                   "(default $nnUNet_results/nnunet_mt_experiments/<experiment>_<datasets>_<trainer>)")
+    p.add_argument("-tr", default="nnUNetTrainerMultiTask", help="trainer (default nnUNetTrainerMultiTask; "
+                   "nnUNetTrainerMultiTaskCPU on a CPU)")
+    p.add_argument("--budget", type=int, metavar="EPOCHS", help="training length in epochs for every model; uses "
+                   "the trainer variant <tr>_<EPOCHS>epochs (default: the trainer's own budget and the paper's "
+                   "convergence rule)")
+    p.add_argument("--id", type=int, default=500, help="id of the joint dataset; the datasets of the dedicated "
+                   "models take the next ids (default 500)")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-f", default="0", help="fold (default 0)")
+    p.add_argument("-device", choices=["cuda", "cpu", "mps"], default="cuda", help="as nnUNetv2_train (default cuda)")
+    p.add_argument("-np", type=int, help="processes of nnUNetv2_plan_and_preprocess (-np and -npfp)")
+    p.add_argument("-npp", type=int, help="as nnUNetv2_predict (0 with -nps 0: no worker processes)")
+    p.add_argument("-nps", type=int, help="as nnUNetv2_predict")
+    p.add_argument("--disable_tta", action="store_true", help="predict without mirroring (8x faster), as "
+                   "nnUNetv2_predict")
+    p.add_argument("--parts", type=int, default=1, help="split each prediction into this many jobs (-num_parts)")
+    p.add_argument("--print-jobs", action="store_true", help="print the commands still to run, one per line in "
+                   "dependency order (e.g. for a cluster scheduler), instead of running them")
+    p.add_argument("--tables-only", action="store_true", help="only write the tables from finished steps")
+
+
+def _setup(args):
+    from nnunet_mt.experiments.protocols import Setup
+    folders = {}
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        folders[var] = os.environ.get(var)
+        if not folders[var]:
+            raise InputError(f"${var} is not set: an experiment reads and writes nnU-Net's folders")
+    if not os.path.isdir(folders["nnUNet_raw"]):
+        raise InputError(f"{folders['nnUNet_raw']}: nnUNet_raw folder not found")
+    if args.parts < 1 or (args.budget is not None and args.budget < 1):
+        raise InputError("--parts and --budget must be positive")
+    datasets = args.d if args.kind != "ood" else args.train + ["vs"] + args.ood
+    trainer = args.tr + (f"_{args.budget}epochs" if args.budget else "")
+    name = f"{args.kind}_{'-'.join(d.partition(':')[0] for d in datasets)}_{trainer}"
+    output = args.o or os.path.join(folders["nnUNet_results"], "nnunet_mt_experiments", name)
+    return Setup(raw=folders["nnUNet_raw"], preprocessed=folders["nnUNet_preprocessed"],
+                 results=folders["nnUNet_results"], output=os.path.abspath(output), trainer=args.tr,
+                 budget=args.budget, configuration=args.c, fold=args.f, device=args.device, npp=args.npp,
+                 nps=args.nps, num_processes=args.np, disable_tta=args.disable_tta, parts=args.parts, first_id=args.id)
+
+
+def run_experiment(args) -> None:
+    from nnunet_mt.experiments import protocols
+    from nnunet_mt.experiments.jobs import Job, format_jobs, run_jobs
+    from nnunet_mt.experiments.tables import segmentation_table
+    setup = _setup(args)
+    if args.kind == "joint-vs-dedicated":
+        jobs, rows = protocols.joint_vs_dedicated(setup, args.d)
+    elif args.kind == "transfer":
+        jobs, rows = protocols.transfer(setup, args.d, args.chains)
+    else:
+        jobs, result = protocols.ood(setup, args.train, args.ood, args.methods, mc_samples=args.mc_samples)
+    if args.print_jobs:
+        if args.kind != "ood":  # the last job writes the tables from the finished steps
+            argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print-jobs"] + ["--tables-only"]
+            jobs = jobs + [Job("write the tables", argv, [])]
+        sys.stdout.write(format_jobs(jobs))
+        return
+    if not args.tables_only:
+        os.makedirs(setup.output, exist_ok=True)
+        print(f"nnunet_mt experiment {args.kind}: {len(jobs)} steps, {sum(j.done() for j in jobs)} done already; "
+              f"results in {setup.output}", flush=True)
+        run_jobs(jobs, log=lambda m: print(m, flush=True))
+    if args.kind == "ood":
+        missing = [p for p in [result["evaluation"]] if not os.path.exists(p)]
+        if missing:
+            raise InputError(f"{missing[0]}: not written yet; run the experiment without --tables-only")
+        print(f"OOD detection table: {result['evaluation'][:-5]}.md, figure {result['evaluation'][:-5]}.png")
+        return
+    os.makedirs(setup.output, exist_ok=True)
+    title = {"joint-vs-dedicated": "Table II: one joint model vs a dedicated model per dataset",
+             "transfer": "Table III: sequential fine-tuning vs the joint model"}[args.kind]
+    stem = os.path.join(setup.output, "table_II" if args.kind == "joint-vs-dedicated" else "table_III")
+    segmentation_table(rows, stem, title + f" ({setup.trainer_name()})")

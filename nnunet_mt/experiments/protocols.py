@@ -1,0 +1,324 @@
+"""The paper's three protocols as job lists of real nnU-Net commands (see documentation/experiments.md).
+
+- joint vs dedicated (table II): one model on the merge of all sources, one model per source;
+- transfer (table III): train on A, deep-fine-tune on B at half the learning rate, then on C, vs the joint model;
+- ood (tables IV-V): spectral OOD detection vs uncertainty baselines on held-out datasets.
+
+Every dataset a model trains on is an ``nnunet_mt merge`` of its sources (a dedicated model's dataset is
+the merge of its one source), so joint and dedicated models see the same binary labels and the same test
+cases. Models live in ``$nnUNet_results`` (fine-tuned ones in the experiment folder, one results root per
+chain prefix), so a rerun, another experiment or a later ``nnUNetv2_predict`` reuses them.
+"""
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from nnunet_mt.errors import InputError
+from nnunet_mt.experiments.jobs import Job
+from nnunet_mt.merge import PROVENANCE_KEY, Source, SourceSpec, load_dataset_json, load_source, resolve_folder
+
+
+@dataclass
+class Setup:
+    """What every command of an experiment shares (nnU-Net's folders, trainer, budget, device)."""
+    raw: str
+    preprocessed: str
+    results: str
+    output: str  # the experiment's folder: predictions, scores, tables
+    trainer: str = "nnUNetTrainerMultiTask"
+    budget: Optional[int] = None  # epochs; None = the trainer's own cap and the paper's convergence rule
+    configuration: str = "3d_fullres"
+    fold: str = "0"
+    device: str = "cuda"
+    npp: Optional[int] = None  # nnUNetv2_predict -npp / -nps; None = nnU-Net's default
+    nps: Optional[int] = None
+    num_processes: Optional[int] = None  # nnUNetv2_plan_and_preprocess -np
+    disable_tta: bool = False  # no mirroring at prediction
+    parts: int = 1  # prediction split into this many independent jobs (-num_parts)
+    first_id: int = 500  # the joint dataset's id; dedicated datasets take the following ids
+    plans: str = "nnUNetPlans"
+
+    def trainer_name(self, dropout: bool = False, finetune: bool = False) -> str:
+        name = self.trainer + ("_dropout" if dropout else "") + ("_finetune" if finetune else "")
+        return name + (f"_{self.budget}epochs" if self.budget else "")
+
+
+@dataclass
+class Model:
+    """One trained model: dataset folder name, trainer and the results root it lives in."""
+    dataset: str  # e.g. Dataset500_MultiTask
+    trainer: str
+    results: str
+
+    def fold_dir(self, setup: Setup) -> str:
+        fold = setup.fold if setup.fold == "all" else f"fold_{setup.fold}"
+        return os.path.join(self.results, self.dataset, f"{self.trainer}__{setup.plans}__{setup.configuration}", fold)
+
+    def checkpoint(self, setup: Setup) -> str:
+        return os.path.join(self.fold_dir(setup), "checkpoint_final.pth")
+
+    def env(self, setup: Setup) -> Dict[str, str]:
+        return {} if self.results == setup.results else {"nnUNet_results": self.results}
+
+
+@dataclass
+class MergedDataset:
+    """A dataset made by ``nnunet_mt merge`` from sources; its training and test case ids are known in advance."""
+    dataset_id: int
+    name: str
+    sources: List[Source]
+
+    @property
+    def folder_name(self) -> str:
+        return f"Dataset{self.dataset_id:03d}_{self.name}"
+
+    @property
+    def label(self) -> str:
+        return "+".join(s.name.split("_", 1)[-1] for s in self.sources)
+
+    def cases(self, split: str) -> List[str]:
+        return sorted(s.prefix + c for s in self.sources for c in (s.train if split == "train" else s.test))
+
+
+def load_sources(raw: str, specs: Sequence[str]) -> List[Source]:
+    sources = [load_source(SourceSpec.parse(s), raw) for s in specs]
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise InputError(f"{raw}: a dataset is listed twice ({' '.join(specs)})")
+    return sources
+
+
+def merged_dataset(setup: Setup, dataset_id: int, name: str, sources: List[Source]) -> MergedDataset:
+    """The merged dataset with this id; refuses when the id already holds a merge of other sources."""
+    dataset = MergedDataset(dataset_id, name, sources)
+    existing = [d for d in os.listdir(setup.raw) if d.startswith(f"Dataset{dataset_id:03d}_")]
+    if existing:
+        path = os.path.join(setup.raw, existing[0], "dataset.json")
+        try:
+            with open(path) as f:
+                recorded = json.load(f).get(PROVENANCE_KEY, {})
+        except (OSError, json.JSONDecodeError):
+            recorded = {}
+        wanted = {s.name: list(s.foreground) for s in sources}
+        have = {k: v.get("foreground_labels") for k, v in recorded.get("sources", {}).items()}
+        if existing[0] != dataset.folder_name or have != wanted:
+            raise InputError(f"{os.path.join(setup.raw, existing[0])}: dataset id {dataset_id} is taken by another "
+                             f"dataset (wanted a merge of {', '.join(wanted)}); choose free ids with --id")
+    if not dataset.cases("test"):
+        raise InputError(f"{sources[0].folder}: no labelled test cases (imagesTs + labelsTs) to evaluate on")
+    return dataset
+
+
+def _spec(source: Source) -> str:
+    return f"{source.dataset_id}:" + ",".join(map(str, source.foreground))
+
+
+def prepare_jobs(setup: Setup, dataset: MergedDataset) -> List[Job]:
+    """merge -> plan_and_preprocess; done when the raw dataset.json and every preprocessed case exist."""
+    raw_json = os.path.join(setup.raw, dataset.folder_name, "dataset.json")
+    merge = Job(f"merge {', '.join(s.name for s in dataset.sources)} into {dataset.folder_name}",
+                ["nnunet_mt", "merge", "-d"] + [_spec(s) for s in dataset.sources] +
+                ["-o", str(dataset.dataset_id), "-n", dataset.name], [raw_json])
+    pre = os.path.join(setup.preprocessed, dataset.folder_name)
+    argv = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset.dataset_id), "-c", setup.configuration]
+    if setup.num_processes:
+        argv += ["-np", str(setup.num_processes), "-npfp", str(setup.num_processes)]
+    data_dir = os.path.join(pre, f"{setup.plans}_{setup.configuration}")
+    outputs = [os.path.join(pre, f"{setup.plans}.json")] + [os.path.join(data_dir, c + ".pkl")
+                                                            for c in dataset.cases("train")]
+    # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the 0 used on CPUs
+    env = {"nnUNet_n_proc_DA": "1"} if os.environ.get("nnUNet_n_proc_DA") == "0" else {}
+    return [merge, Job(f"plan and preprocess {dataset.folder_name}", argv, outputs, env)]
+
+
+def train_job(setup: Setup, model: Model, dataset: MergedDataset, pretrained: Optional[Model] = None) -> Job:
+    """nnUNetv2_train; resumes with --c when a checkpoint exists (fine-tuning starts from -pretrained_weights)."""
+    argv = ["nnUNetv2_train", str(dataset.dataset_id), setup.configuration, setup.fold, "-tr", model.trainer,
+            "-device", setup.device]
+    started = any(os.path.isfile(os.path.join(model.fold_dir(setup), f"checkpoint_{k}.pth")) for k in ("latest", "final"))
+    if pretrained is not None and not started:
+        argv += ["-pretrained_weights", pretrained.checkpoint(setup)]
+    else:
+        argv.append("--c")  # nnU-Net starts a new training when there is nothing to continue
+    title = f"train {model.trainer} on {dataset.folder_name}" + (
+        f" from {pretrained.dataset} ({pretrained.results})" if pretrained else "")
+    return Job(title, argv, [model.checkpoint(setup)], model.env(setup))
+
+
+def predict_jobs(setup: Setup, model: Model, input_dir: str, output_dir: str, cases: Sequence[str]) -> List[Job]:
+    """nnUNetv2_predict with probabilities, split into setup.parts independent jobs (-num_parts/-part_id)."""
+    jobs = []
+    cases = sorted(cases)
+    for part in range(setup.parts):
+        argv = ["nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", model.dataset, "-c",
+                setup.configuration, "-f", setup.fold, "-tr", model.trainer, "-p", setup.plans, "-device",
+                setup.device, "--save_probabilities", "--continue_prediction"]
+        if setup.parts > 1:  # nnU-Net's sequential mode (-npp 0 -nps 0) ignores -num_parts
+            argv += ["-num_parts", str(setup.parts), "-part_id", str(part),
+                     "-npp", str(max(1, setup.npp or 1)), "-nps", str(max(1, setup.nps or 1))]
+        else:
+            argv += (["-npp", str(setup.npp)] if setup.npp is not None else []) + \
+                    (["-nps", str(setup.nps)] if setup.nps is not None else [])
+        if setup.disable_tta:
+            argv.append("--disable_tta")
+        share = cases[part::setup.parts]
+        outputs = [os.path.join(output_dir, c + e) for c in share for e in (".nii.gz", ".npz")]
+        suffix = f" (part {part + 1}/{setup.parts})" if setup.parts > 1 else ""
+        jobs.append(Job(f"predict {os.path.basename(input_dir.rstrip('/'))} of {model.dataset} with "
+                        f"{model.trainer}{suffix}", argv, outputs, model.env(setup)))
+    return jobs
+
+
+def evaluate_job(labels_dir: str, prediction_dir: str) -> Job:
+    metrics = os.path.join(prediction_dir, "metrics.json")
+    return Job(f"evaluate {prediction_dir}", ["nnunet_mt", "evaluate", "-ref", labels_dir, "-pred", prediction_dir,
+                                              "-prob", prediction_dir, "-o", metrics], [metrics])
+
+
+def segmentation_jobs(setup: Setup, model: Model, dataset: MergedDataset, label: str) -> Tuple[List[Job], str]:
+    """Predicts and evaluates the test cases of a (single-source) dataset; returns the jobs and metrics.json."""
+    out = os.path.join(setup.output, "predictions", label, dataset.label)
+    raw = os.path.join(setup.raw, dataset.folder_name)
+    jobs = predict_jobs(setup, model, os.path.join(raw, "imagesTs"), out, dataset.cases("test"))
+    jobs.append(evaluate_job(os.path.join(raw, "labelsTs"), out))
+    return jobs, os.path.join(out, "metrics.json")
+
+
+def dedicated_datasets(setup: Setup, sources: List[Source]) -> List[MergedDataset]:
+    return [merged_dataset(setup, setup.first_id + 1 + i, s.name.split("_", 1)[-1], [s])
+            for i, s in enumerate(sources)]
+
+
+def joint_vs_dedicated(setup: Setup, specs: Sequence[str]) -> Tuple[List[Job], List[dict]]:
+    """Jobs of table II and the rows (method, dataset, metrics.json) its table is made of."""
+    sources = load_sources(setup.raw, specs)
+    joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
+    dedicated = dedicated_datasets(setup, sources)
+    trainer = setup.trainer_name()
+    jobs, rows = [], []
+    for dataset in [joint] + dedicated:
+        jobs += prepare_jobs(setup, dataset)
+    models = {d.folder_name: Model(d.folder_name, trainer, setup.results) for d in [joint] + dedicated}
+    for dataset in [joint] + dedicated:
+        jobs.append(train_job(setup, models[dataset.folder_name], dataset))
+    for method, model_of in (("dedicated", lambda d: models[d.folder_name]), ("joint", lambda d: models[joint.folder_name])):
+        for dataset in dedicated:
+            more, metrics = segmentation_jobs(setup, model_of(dataset), dataset, method)
+            jobs += more
+            rows.append({"method": method, "data": dataset.label, "metrics": metrics})
+    return jobs, rows
+
+
+def default_chains(n: int) -> List[Tuple[int, ...]]:
+    """The paper's chains: each dataset first, then the others in the given order."""
+    return [(first,) + tuple(i for i in range(n) if i != first) for first in range(n)]
+
+
+def parse_chain(text: str, specs: Sequence[str]) -> Tuple[int, ...]:
+    """'12,13,11' -> positions in specs (matched by dataset id or the text before ':')."""
+    keys = [s.partition(":")[0] for s in specs]
+    chain = []
+    for item in text.split(","):
+        matches = [i for i, k in enumerate(keys) if k == item or (k.isdigit() and item.isdigit() and int(k) == int(item))]
+        if not matches:
+            raise InputError(f"--chains {text}: '{item}' is not one of the datasets given with -d ({' '.join(keys)})")
+        chain.append(matches[0])
+    if len(set(chain)) != len(chain) or len(chain) < 2:
+        raise InputError(f"--chains {text}: a chain lists at least two different datasets")
+    return tuple(chain)
+
+
+def transfer(setup: Setup, specs: Sequence[str], chains: Optional[Sequence[str]] = None) -> Tuple[List[Job], List[dict]]:
+    """Jobs of table III: sequential deep fine-tuning chains vs the joint model."""
+    sources = load_sources(setup.raw, specs)
+    joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
+    dedicated = dedicated_datasets(setup, sources)
+    orders = [parse_chain(c, specs) for c in chains] if chains else default_chains(len(sources))
+    trainer, finetune = setup.trainer_name(), setup.trainer_name(finetune=True)
+    jobs: List[Job] = []
+    for dataset in [joint] + dedicated:
+        jobs += prepare_jobs(setup, dataset)
+    models: Dict[Tuple[int, ...], Model] = {}  # chain prefix -> model after its last step
+    metrics_of: Dict[Tuple[int, ...], str] = {}
+    train, evaluate, rows = [], [], []
+    for order in orders:
+        for step in range(1, len(order) + 1):
+            prefix = order[:step]
+            dataset = dedicated[prefix[-1]]
+            path = "-".join(dedicated[i].label for i in prefix)
+            if prefix not in models:
+                if step == 1:
+                    models[prefix] = Model(dataset.folder_name, trainer, setup.results)
+                    train.append(train_job(setup, models[prefix], dataset))
+                else:
+                    root = os.path.join(setup.output, "models", path)
+                    models[prefix] = Model(dataset.folder_name, finetune, root)
+                    train.append(train_job(setup, models[prefix], dataset, pretrained=models[prefix[:-1]]))
+                more, metrics = segmentation_jobs(setup, models[prefix], dataset, os.path.join("transfer", path))
+                evaluate += more
+                metrics_of[prefix] = metrics
+            rows.append({"method": " -> ".join(dedicated[i].label for i in prefix), "chain": path, "step": step,
+                         "data": dataset.label, "metrics": metrics_of[prefix]})
+    joint_model = Model(joint.folder_name, trainer, setup.results)
+    train.append(train_job(setup, joint_model, joint))
+    for dataset in dedicated:
+        more, metrics = segmentation_jobs(setup, joint_model, dataset, "joint")
+        evaluate += more
+        rows.append({"method": "joint", "chain": "joint", "step": 0, "data": dataset.label, "metrics": metrics})
+    return jobs + train + evaluate, rows
+
+
+def ood_input(raw: str, dataset: str) -> Tuple[str, str]:
+    """(name, image folder) of an OOD dataset: its imagesTs, or imagesTr when it has no test images.
+    Labels are not needed."""
+    folder = resolve_folder(dataset.partition(":")[0], raw)
+    ending = load_dataset_json(folder)["file_ending"]
+    for split in ("imagesTs", "imagesTr"):
+        images = os.path.join(folder, split)
+        if os.path.isdir(images) and any(f.endswith(ending) for f in os.listdir(images)):
+            return os.path.basename(folder), images
+    raise InputError(f"{folder}: no images in imagesTs or imagesTr to score")
+
+
+def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], methods: Sequence[str],
+        layer: str = "last", mc_samples: int = 10) -> Tuple[List[Job], dict]:
+    """Jobs of tables IV-V: train (or reuse) the joint model, fit, score in-distribution and OOD test images,
+    evaluate. Returns the jobs and the paths of the evaluation outputs."""
+    sources = load_sources(setup.raw, train_specs)
+    outliers = [ood_input(setup.raw, s) for s in ood_specs]
+    overlap = {s.name for s in sources} & {name for name, _ in outliers}
+    if overlap:
+        raise InputError(f"{setup.raw}: {sorted(overlap)[0]} is given both with --train and --ood")
+    joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
+    model = Model(joint.folder_name, setup.trainer_name(dropout="mcdropout" in methods), setup.results)
+    jobs = prepare_jobs(setup, joint) + [train_job(setup, model, joint)]
+    common = ["-d", joint.folder_name, "-c", setup.configuration, "-tr", model.trainer, "-p", setup.plans,
+              "-f", setup.fold, "-device", setup.device, "--layer", layer, "--mc_samples", str(mc_samples)]
+    if setup.disable_tta:
+        common.append("--disable_tta")
+    to_fit = [m for m in methods if not (m == "spectral" and layer == "last")]  # training fits spectral/last
+    if to_fit:
+        from nnunet_mt_ood.fit import fit_paths
+        outputs = [fit_paths(model.fold_dir(setup), m, layer)[0] for m in to_fit]
+        jobs.append(Job(f"fit {', '.join(to_fit)} on the training images of {joint.folder_name}",
+                        ["nnunet_mt_ood", "fit"] + common + ["--method"] + list(to_fit), outputs, model.env(setup)))
+    scores_dir = os.path.join(setup.output, "scores")
+    groups = [("in_distribution", os.path.join(setup.raw, joint.folder_name, "imagesTs"))]
+    groups += outliers
+    score_files, ood_lists = [], []
+    for name, input_dir in groups:
+        out = os.path.join(scores_dir, name)
+        argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method"] + list(methods) + \
+               ["--save_probabilities", "--plot"]
+        argv += (["-npp", str(setup.npp)] if setup.npp is not None else []) + \
+                (["-nps", str(setup.nps)] if setup.nps is not None else [])
+        jobs.append(Job(f"score {input_dir} with {', '.join(methods)}", argv, [os.path.join(out, "ood_scores.json")],
+                        model.env(setup)))
+        score_files.append(os.path.join(out, "ood_scores.json"))
+        if name != "in_distribution":
+            ood_lists.append(os.path.join(out, "ood_scores.csv"))
+    prefix = os.path.join(setup.output, "table_IV")
+    jobs.append(Job("evaluate OOD detection (table IV)", ["nnunet_mt_ood", "evaluate"] + score_files +
+                    ["--ood"] + ood_lists + ["-o", prefix], [prefix + ".json"]))
+    return jobs, {"evaluation": prefix + ".json", "scores": score_files, "model": model}

@@ -1,0 +1,84 @@
+"""Tables II/III (segmentation, mean +- std per training method and test dataset) from metrics.json files."""
+import csv
+import io
+import json
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.errors import InputError
+from nnunet_mt.evaluate import METRICS, summarize
+
+HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE", "mce": "MCE"}
+
+
+def _cell(stats: dict, metric: str) -> str:
+    if np.isnan(stats["mean"]):
+        return "-"
+    digits = 3 if metric in ("dice", "ece", "mce") else 2
+    text = f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return text + (f" ({stats['n_inf']} inf)" if stats["n_inf"] else "")
+
+
+def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -> List[dict]:
+    """rows: {"method", "data", "metrics": path to metrics.json, ...}; writes stem.md/.csv/.json and stem.png.
+
+    Each cell is the mean +- std (ddof 0) over the test cases; HD95/ASSD in mm; infinite distances (empty
+    prediction or reference) are left out of mean and std and counted.
+    """
+    table = []
+    for row in rows:
+        try:
+            with open(row["metrics"]) as f:
+                per_case = json.load(f)["per_case"]
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"{row['metrics']}: cannot read evaluation results ({e}); run the experiment first")
+        stats = {m: summarize([c[m] for c in per_case]) for m in METRICS if m in per_case[0]}
+        table.append({k: v for k, v in row.items() if k != "metrics"} | {"n_cases": len(per_case), **stats,
+                                                                        "metrics_file": row["metrics"]})
+    metrics = [m for m in METRICS if all(m in r for r in table)]
+    md = [f"**{title}**", "", "| training | test data | n | " + " | ".join(HEADERS[m] for m in metrics) + " |",
+          "|---|---|---|" + "---|" * len(metrics)]
+    previous = None
+    for r in table:
+        method = r["method"] if r["method"] != previous else ""
+        previous = r["method"]
+        md.append(f"| {method} | {r['data']} | {r['n_cases']} | " + " | ".join(_cell(r[m], m) for m in metrics) + " |")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["training", "test_data", "n_cases"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])
+    for r in table:
+        writer.writerow([r["method"], r["data"], r["n_cases"]] + [r[m][s] for m in metrics for s in ("mean", "std")])
+    write_text_atomic(stem + ".json", json.dumps(table, indent=1, default=float))
+    write_text_atomic(stem + ".csv", buffer.getvalue())
+    write_text_atomic(stem + ".md", "\n".join(md) + "\n")
+    png = plot_table(table, metrics, stem + ".png", title)
+    log("\n".join(md))
+    log(f"wrote {stem}.md, {stem}.csv, {stem}.json, {png}")
+    return table
+
+
+def plot_table(table: Sequence[dict], metrics: Sequence[str], path: str, title: str) -> str:
+    """One panel per metric: mean +- std as grouped bars, test datasets on the x axis, one bar per method."""
+    from nnunet_mt.plots import save_png, subplots
+    datasets = list(dict.fromkeys(r["data"] for r in table))
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    fig, axes = subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    width = 0.8 / len(methods)
+    by_key: Dict[tuple, dict] = {(r["method"], r["data"]): r for r in table}
+    for ax, metric in zip(axes[0], metrics):
+        for j, method in enumerate(methods):
+            xs, means, stds = [], [], []
+            for i, d in enumerate(datasets):
+                if (method, d) in by_key:
+                    xs.append(i + (j - (len(methods) - 1) / 2) * width)
+                    means.append(by_key[(method, d)][metric]["mean"])
+                    stds.append(by_key[(method, d)][metric]["std"])
+            ax.bar(xs, means, width, yerr=stds, label=method, capsize=2)
+        ax.set_xticks(range(len(datasets)))
+        ax.set_xticklabels(datasets, rotation=30, ha="right", fontsize=7)
+        ax.set_title(HEADERS[metric])
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return save_png(fig, path)

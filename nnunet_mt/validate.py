@@ -1,0 +1,67 @@
+"""Checks of raw image files before nnU-Net reads them; each failure is one InputError naming the file."""
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_mt.errors import InputError
+
+SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def image_header(path: str) -> sitk.ImageFileReader:
+    """The file's header (size, spacing, origin, direction); refuses unreadable, non-3D and sheared images."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        if "orthonormal" in str(e):  # ITK refuses sheared headers while reading them
+            raise InputError(f"{path}: non-orthonormal direction cosines in the header")
+        raise InputError(f"{path}: unreadable image ({str(e).strip().splitlines()[-1]})")
+    if reader.GetDimension() != 3:
+        raise InputError(f"{path}: {reader.GetDimension()}D image, nnU-Net's 3d configurations need 3D")
+    d = np.asarray(reader.GetDirection()).reshape(3, 3)
+    if not np.allclose(d @ d.T, np.eye(3), atol=1e-4):
+        raise InputError(f"{path}: non-orthonormal direction cosines in the header")
+    return reader
+
+
+def check_finite(path: str) -> None:
+    """Refuses images with NaN or infinite voxels, and files whose voxel data cannot be read in full.
+
+    NIfTI voxels are read with nibabel: SimpleITK's reader silently turns NaN into 0, nnU-Net's nibabel
+    reader keeps them.
+    """
+    try:
+        if path.endswith((".nii", ".nii.gz")):
+            import nibabel
+            array = np.asanyarray(nibabel.load(path).dataobj)
+        else:
+            image = sitk.ReadImage(path)
+            array = sitk.GetArrayFromImage(image)
+    except Exception as e:  # truncated or corrupt voxel data: nibabel and zlib raise various types
+        raise InputError(f"{path}: unreadable image data ({type(e).__name__}: {str(e).strip()[:120]})")
+    if array.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise InputError(f"{path}: {bad} NaN or infinite voxels")
+
+
+def check_case(images: Sequence[str], label: str = None) -> None:
+    """Every channel and the label are readable 3D images on the same grid (size, spacing, origin, direction)."""
+    if not all(p.endswith(SITK_ENDINGS) for p in list(images) + ([label] if label else [])):
+        return  # other formats (e.g. .png, .tif) are read by nnU-Net's own readers
+    first = image_header(images[0])
+    for path in list(images[1:]) + ([label] if label else []):
+        other = image_header(path)
+        what = "label" if path == label else "channel"
+        for name, a, b, tol in (("size", first.GetSize(), other.GetSize(), 0),
+                                ("spacing", first.GetSpacing(), other.GetSpacing(), 1e-4),
+                                ("origin", first.GetOrigin(), other.GetOrigin(), 1e-3),
+                                ("direction", first.GetDirection(), other.GetDirection(), 1e-4)):
+            if not np.allclose(a, b, atol=tol, rtol=0):
+                raise InputError(f"{path}: {what} {name} {tuple(np.round(b, 4))} differs from the image's "
+                                 f"{tuple(np.round(a, 4))} ({images[0]})")
+    for path in images:
+        check_finite(path)

@@ -1,0 +1,137 @@
+"""``nnunet_mt experiment``: the paper's three protocols end to end at a tiny budget, through nnU-Net's CLI."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import BIN, nnunet_env, run
+
+pytestmark = pytest.mark.slow
+TRAINER = "nnUNetTrainerMultiTaskCPU_2epochs"  # 2 epochs of 5 iterations
+FAST = ["-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0", "-np", "1", "--disable_tta"]
+
+
+@pytest.fixture(scope="module")
+def small_raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    env = dict(nnunet_env(root), nnUNet_n_proc_DA="0")
+    run([os.path.join(BIN, "nnunet_mt"), "demo-data", "-d", "12", "13", "14", "--n_train", "6", "--n_test", "2"], env)
+    return root, env
+
+
+def experiment(env, *args, check=True):
+    return run([os.path.join(BIN, "nnunet_mt"), "experiment", *args], env, check=check, timeout=1800)
+
+
+def _dice(ref, pred):
+    return 2 * np.sum(ref & pred) / (np.sum(ref) + np.sum(pred))
+
+
+@pytest.fixture(scope="module")
+def joint_vs_dedicated(small_raw):
+    root, env = small_raw
+    out = root / "exp_jvd"
+    result = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST)
+    return root, env, out, result
+
+
+def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
+    root, env, out, result = joint_vs_dedicated
+    table = json.loads((out / "table_II.json").read_text())
+    assert [(r["method"], r["data"]) for r in table] == [
+        ("dedicated", "CorticalPlateMR"), ("dedicated", "ProstateMR"), ("joint", "CorticalPlateMR"),
+        ("joint", "ProstateMR")]
+    for name in ("table_II.md", "table_II.csv", "table_II.png"):
+        assert (out / name).stat().st_size > 0
+    # three real models in nnU-Net's results layout: the joint one saw both sources, each dedicated one only its own
+    joint = json.loads((root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres" /
+                        "dataset.json").read_text())
+    assert sorted(joint["nnunet_mt"]["sources"]) == ["Dataset012_CorticalPlateMR", "Dataset013_ProstateMR"]
+    dedicated = json.loads((root / "raw/Dataset502_ProstateMR/dataset.json").read_text())
+    assert list(dedicated["nnunet_mt"]["sources"]) == ["Dataset013_ProstateMR"]
+    # independent check of one cell: Dice recomputed with numpy from the written segmentations and labels
+    for row in table:
+        pred_dir = out / "predictions" / row["method"] / row["data"]
+        ref_dir = root / "raw" / ("Dataset501_CorticalPlateMR" if row["data"] == "CorticalPlateMR" else
+                                  "Dataset502_ProstateMR") / "labelsTs"
+        dices = [_dice(sitk.GetArrayFromImage(sitk.ReadImage(str(ref_dir / f))) > 0,
+                       sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / f))) > 0)
+                 for f in sorted(os.listdir(ref_dir))]
+        assert row["n_cases"] == 2
+        assert row["dice"]["mean"] == pytest.approx(np.mean(dices), abs=1e-9)
+        assert row["dice"]["std"] == pytest.approx(np.std(dices), abs=1e-9)
+
+
+def test_rerun_is_idempotent(joint_vs_dedicated):
+    root, env, out, _ = joint_vs_dedicated
+    checkpoint = root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth"
+    before = checkpoint.stat().st_mtime_ns, (out / "table_II.csv").read_text()
+    result = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST)
+    assert "17 steps, 17 done already" in result.stdout
+    assert "$ " not in result.stdout  # no command ran
+    assert (checkpoint.stat().st_mtime_ns, (out / "table_II.csv").read_text()) == before
+    jobs = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--print-jobs")
+    assert jobs.stdout.splitlines() == ["# write the tables", "nnunet_mt experiment joint-vs-dedicated -d 12 13:1,2 "
+                                        f"-o {out} " + " ".join(FAST) + " --tables-only"]
+
+
+def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
+    """The printed job list, run by bash, finishes the experiment: the in-process run then has nothing left."""
+    root, env, _, _ = joint_vs_dedicated
+    out = root / "exp_transfer"
+    args = ["transfer", "-d", "12", "13:1,2", "-o", str(out), *FAST]
+    jobs = experiment(env, *args, "--print-jobs").stdout
+    commands = [line for line in jobs.splitlines() if not line.startswith("#")]
+    # joint and dedicated models are reused: only the two fine-tuning steps train
+    trainings = [c for c in commands if "nnUNetv2_train " in c]
+    assert len(trainings) == 2 and all("-pretrained_weights" in c and c.startswith("nnUNet_results=")
+                                       for c in trainings)
+    by_bash = subprocess.run(["bash", "-e", "-c", jobs], env=env, capture_output=True, text=True, timeout=1800)
+    assert by_bash.returncode == 0, by_bash.stderr[-3000:]
+    assert by_bash.stdout.count("Loading pretrained weights") == 2
+    by_hand = (out / "table_III.csv").read_text()
+    rerun = experiment(env, *args)
+    assert "$ " not in rerun.stdout
+    assert (out / "table_III.csv").read_text() == by_hand
+    table = json.loads((out / "table_III.json").read_text())
+    assert [(r["method"], r["data"]) for r in table] == [
+        ("CorticalPlateMR", "CorticalPlateMR"), ("CorticalPlateMR -> ProstateMR", "ProstateMR"),
+        ("ProstateMR", "ProstateMR"), ("ProstateMR -> CorticalPlateMR", "CorticalPlateMR"),
+        ("joint", "CorticalPlateMR"), ("joint", "ProstateMR")]
+    # the fine-tuned model lives in the experiment folder, started from the dedicated weights at half the rate
+    fold = out / "models/CorticalPlateMR-ProstateMR/Dataset502_ProstateMR" / \
+        f"{TRAINER}_finetune__nnUNetPlans__3d_fullres/fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.5e-4)
+
+
+def test_ood_experiment(joint_vs_dedicated):
+    root, env, _, _ = joint_vs_dedicated
+    out = root / "exp_ood"
+    experiment(env, "ood", "--train", "12", "13:1,2", "--ood", "14", "--methods", "spectral", "mcdropout",
+               "--mc_samples", "2", "-o", str(out), *FAST)
+    evaluation = json.loads((out / "table_IV.json").read_text())
+    assert set(evaluation["methods"]) == {"spectral", "mcdropout"}
+    assert evaluation["n_in_distribution"] == 4 and evaluation["n_ood"] == 2
+    assert (out / "table_IV.png").stat().st_size > 0
+    # the counts agree with the per-case flags of the scores files
+    cases = [c for name in ("in_distribution", "Dataset014_HippocampusMR")
+             for c in json.loads((out / "scores" / name / "ood_scores.json").read_text())["cases"]]
+    flagged_ood = sum(c["spectral_is_ood"] for c in cases if c["case"].startswith("hippocampus"))
+    assert evaluation["methods"]["spectral"]["tp"] == flagged_ood
+    # mcdropout needs dropout: the experiment trained the _dropout variant of the same joint dataset
+    assert (root / "res/Dataset500_MultiTask" / f"{TRAINER}_dropout__nnUNetPlans__3d_fullres/fold_0/"
+            "checkpoint_final.pth").is_file()
+
+
+def test_taken_dataset_id_is_refused(joint_vs_dedicated):
+    root, env, _, _ = joint_vs_dedicated
+    result = experiment(env, "joint-vs-dedicated", "-d", "12", "14", "-o", str(root / "exp_bad"), *FAST, check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Dataset500_MultiTask" in errors[0] and "--id" in errors[0]
+    assert not (root / "exp_bad").exists()
