@@ -49,7 +49,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--json", help="also write the time ratios ours / MONAI to this JSON file")
     args = parser.parse_args()
+    ratios = {}
     spacing = (2.5, 0.8, 0.8)
     print(f"torch threads: {torch.get_num_threads()}; best of {args.repeats}; spacing {spacing} mm")
     print("| volume | surface voxels (a + b) | ours (s) | MONAI (s) | MONAI / ours | max value difference (mm) |")
@@ -61,6 +63,13 @@ def main():
         t_monai, theirs = best_time(lambda: monai_hd95_assd(a, b, spacing), args.repeats)
         diff = max(abs(x - y) for x, y in zip(ours, theirs))
         print(f"| {n}^3 | {surface} | {t_ours:.3f} | {t_monai:.3f} | {t_monai / t_ours:.1f}x | {diff:.1e} |")
+        ratios[f"surface_distance_time_vs_monai_{n}"] = t_ours / t_monai
+    if args.json:
+        import json
+        import os
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"ratios": ratios}, f, indent=1)
 
 
 if __name__ == "__main__":

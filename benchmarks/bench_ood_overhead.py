@@ -1,12 +1,13 @@
 """`nnunet_mt_ood score` vs `nnUNetv2_predict` on the same model and cases: wall time and peak memory.
 
-    .venv/bin/python benchmarks/bench_ood_overhead.py [--root demo_output] [--repeats 3] [--device cpu]
+    .venv/bin/python benchmarks/bench_ood_overhead.py [--root demo_output] [--repeats 3] [--device cpu] [--json F]
 
 Defaults to the model and test images that `make demo` leaves in demo_output/. The two commands run
 alternately as separate processes (-npp 0 -nps 0, so each is one process); peak memory is the
 process's maximum resident set size (os.wait4). Prints a Markdown table with the ratios.
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -32,11 +33,12 @@ def main():
     parser.add_argument("--root", default="demo_output", help="folder with nnUNet_raw/_preprocessed/_results")
     parser.add_argument("--images", help="input folder (default: the merged demo dataset's imagesTs)")
     parser.add_argument("-d", default="500")
-    parser.add_argument("-tr", default="nnUNetTrainerMultiTaskCPU")
+    parser.add_argument("-tr", default="nnUNetTrainerMultiTaskCPU_dropout")
     parser.add_argument("-c", default="3d_fullres")
     parser.add_argument("-f", default="0")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", help="also write the ratios to this JSON file (for check_regression.py)")
     args = parser.parse_args()
     root = os.path.abspath(args.root)
     env = dict(os.environ, nnUNet_raw=f"{root}/nnUNet_raw", nnUNet_preprocessed=f"{root}/nnUNet_preprocessed",
@@ -61,6 +63,14 @@ def main():
         print(f"| {k} | {t:.1f} | {m:.0f} |")
     (t0, m0), (t1, m1) = best["nnUNetv2_predict"], best["nnunet_mt_ood score"]
     print(f"| ratio score / predict | {t1 / t0:.3f} | {m1 / m0:.3f} |")
+    if args.json:
+        write_json(args.json, {"score_time_vs_predict": t1 / t0, "score_memory_vs_predict": m1 / m0})
+
+
+def write_json(path, ratios):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"ratios": ratios}, f, indent=1)
 
 
 if __name__ == "__main__":

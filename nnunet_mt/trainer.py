@@ -77,6 +77,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     default_sampling_alpha = 0.5
     fit_ood_after_training = True  # spectral signatures of the training images, saved in the fold folder
     validate_with_mirroring = True  # nnU-Net's final validation with test-time mirroring
+    checkpoint_every = 5  # epochs between checkpoint_latest.pth (nnU-Net: 50); what --c resumes from
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -89,6 +90,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         self.num_epochs = self.max_epochs
         self.num_iterations_per_epoch = self.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        self.save_every = self.checkpoint_every
         self.enable_deep_supervision = False
         self.oversample_foreground_percent = 0.0  # patches from random locations, as in the paper
         self.epochs_per_window = max(1, round(self.iterations_per_window / self.num_iterations_per_epoch))
@@ -207,9 +209,13 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         finally:
             self.inference_allowed_mirroring_axes = axes
 
+    def fits_ood_on_this_rank(self) -> bool:
+        """Under DDP every rank runs on_train_end; the signatures are computed and written by rank 0 only."""
+        return self.fit_ood_after_training and self.local_rank == 0
+
     def on_train_end(self):
         super().on_train_end()
-        if self.fit_ood_after_training and self.local_rank == 0:
+        if self.fits_ood_on_this_rank():
             from nnunet_mt_ood.fit import fit_after_training
             fit_after_training(self)
 
@@ -234,6 +240,7 @@ class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
     25 epochs of 40 iterations (0.5 s each); the final validation runs without mirroring (8x faster)."""
     patch_size_voxels = (32, 32, 32)
     validate_with_mirroring = False
+    checkpoint_every = 1
     iterations_per_epoch = 40
     val_iterations_per_epoch = 5
     max_epochs = 25

@@ -48,7 +48,7 @@ def score_inputs(trained, tmp_path_factory):
 def test_score_in_three_parts_equals_one_process(trained, score_inputs, tmp_path):
     root, env = trained
     score = [os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(score_inputs), *MODEL, "-npp", "0", "-nps", "0",
-             "--disable_tta", "--method", "spectral", "msp", "--save_probabilities"]
+             "--disable_tta", "--save_probabilities"]
     single, split = tmp_path / "single", tmp_path / "split"
     run(score + ["-o", str(single)], env)
     outs = _parallel([score + ["-o", str(split), "-num_parts", "3", "-part_id", str(i)] for i in range(3)], env)

@@ -17,6 +17,8 @@ CPU=(-tr nnUNetTrainerMultiTaskCPU --budget "$BUDGET" -device cpu -npp 0 -nps 0 
 nnunet_mt experiment joint-vs-dedicated -d 901 902 903 "${CPU[@]}" -o "$WORK/joint_vs_dedicated"
 # table III: liver CT -> liver MR and liver MR -> liver CT fine-tuning vs the joint model (reuses the models above)
 nnunet_mt experiment transfer -d 901 902 903 --chains 902,903 903,902 "${CPU[@]}" -o "$WORK/transfer"
-# tables IV-V: OOD detection; brain MR of another source and breast MR are OOD
-nnunet_mt experiment ood --train 901 902 903 --ood 904 905 --methods spectral mcdropout mahalanobis msp entropy \
+# tables IV-V: OOD detection on the joint model above; brain MR of another source and breast MR are OOD.
+# (MC dropout needs a second, dropout-trained model: add mcdropout to --methods when the budget allows;
+#  make demo runs it on the demo data.)
+nnunet_mt experiment ood --train 901 902 903 --ood 904 905 --methods ${OOD_METHODS:-spectral entropy msp mahalanobis} \
     --mc_samples 5 "${CPU[@]}" -o "$WORK/ood"

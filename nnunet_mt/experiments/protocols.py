@@ -300,7 +300,7 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     to_fit = [m for m in methods if not (m == "spectral" and layer == "last")]  # training fits spectral/last
     if to_fit:
         from nnunet_mt_ood.fit import fit_paths
-        outputs = [fit_paths(model.fold_dir(setup), m, layer)[0] for m in to_fit]
+        outputs = [fit_paths(model.fold_dir(setup), m, layer)[1] for m in to_fit]  # the .json, written last
         jobs.append(Job(f"fit {', '.join(to_fit)} on the training images of {joint.folder_name}",
                         ["nnunet_mt_ood", "fit"] + common + ["--method"] + list(to_fit), outputs, model.env(setup)))
     scores_dir = os.path.join(setup.output, "scores")
@@ -310,12 +310,22 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     for name, input_dir in groups:
         out = os.path.join(scores_dir, name)
         argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method"] + list(methods) + \
-               ["--save_probabilities", "--plot"]
+               ["--save_probabilities"]
         argv += (["-npp", str(setup.npp)] if setup.npp is not None else []) + \
                 (["-nps", str(setup.nps)] if setup.nps is not None else [])
-        jobs.append(Job(f"score {input_dir} with {', '.join(methods)}", argv, [os.path.join(out, "ood_scores.json")],
-                        model.env(setup)))
-        score_files.append(os.path.join(out, "ood_scores.json"))
+        final = os.path.join(out, "ood_scores.json")
+        if setup.parts == 1:
+            jobs.append(Job(f"score {input_dir} with {', '.join(methods)}", argv + ["--plot"], [final],
+                            model.env(setup)))
+        else:
+            from nnunet_mt_ood.parts import part_name
+            for i in range(setup.parts):
+                jobs.append(Job(f"score {input_dir} with {', '.join(methods)} (part {i + 1}/{setup.parts})",
+                                argv + ["-num_parts", str(setup.parts), "-part_id", str(i)],
+                                [final] if os.path.exists(final) else
+                                [os.path.join(out, f"ood_scores.{part_name(i, setup.parts)}.json")], model.env(setup)))
+            jobs.append(Job(f"collect the scores of {input_dir}", ["nnunet_mt_ood", "collect", out], [final]))
+        score_files.append(final)
         if name != "in_distribution":
             ood_lists.append(os.path.join(out, "ood_scores.csv"))
     prefix = os.path.join(setup.output, "table_IV")
