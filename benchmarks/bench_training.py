@@ -55,7 +55,8 @@ def trainer_class(name: str):
     if name == "ours_uniform":
         class Uniform(nnUNetTrainerMultiTaskCPU):
             def sampling_probabilities_for(self, case_ids):
-                return None
+                import numpy as np
+                return np.full(len(case_ids), 1.0 / len(case_ids))  # every case equally likely
         return Uniform
 
     class PlainSameNetwork(nnUNetTrainer):

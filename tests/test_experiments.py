@@ -82,11 +82,12 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
 def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
     """The printed job list, run by bash, finishes the experiment: the in-process run then has nothing left."""
     root, env, _, _ = joint_vs_dedicated
-    out = root / "exp_transfer"
+    out = root / "exp_jvd"  # shared with table II: the dedicated and joint predictions are reused
     args = ["transfer", "-d", "12", "13:1,2", "--chains", "12,13", "-o", str(out), *FAST]
     jobs = experiment(env, *args, "--print-jobs").stdout
     commands = [line for line in jobs.splitlines() if not line.startswith("#")]
-    # joint and dedicated models are reused: only the fine-tuning step trains
+    # joint and dedicated models and their predictions are reused: only the fine-tuning step trains and predicts
+    assert sum("nnUNetv2_predict " in c for c in commands) == 1
     trainings = [c for c in commands if "nnUNetv2_train " in c]
     assert len(trainings) == 1 and all("-pretrained_weights" in c and c.startswith("nnUNet_results=")
                                        for c in trainings)

@@ -255,7 +255,9 @@ def transfer(setup: Setup, specs: Sequence[str], chains: Optional[Sequence[str]]
                     root = os.path.join(setup.output, "models", path)
                     models[prefix] = Model(dataset.folder_name, finetune, root)
                     train.append(train_job(setup, models[prefix], dataset, pretrained=models[prefix[:-1]]))
-                more, metrics = segmentation_jobs(setup, models[prefix], dataset, os.path.join("transfer", path))
+                # the first step is a dedicated model: its predictions are table II's when -o is shared
+                label = "dedicated" if step == 1 else os.path.join("transfer", path)
+                more, metrics = segmentation_jobs(setup, models[prefix], dataset, label)
                 evaluate += more
                 metrics_of[prefix] = metrics
             rows.append({"method": " -> ".join(dedicated[i].label for i in prefix), "chain": path, "step": step,
