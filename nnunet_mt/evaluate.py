@@ -82,11 +82,12 @@ def summarize(values: Sequence[float]) -> dict:
             "n": int(len(v)), "n_inf": int(np.sum(np.isinf(v)))}
 
 
-def _cell(stats: dict, metric: str) -> str:
+def cell(stats: dict, metric: str, sep: str = "+-") -> str:
+    """'mean +- std' of summarize()'s stats, 3 decimals for DSC/ECE/MCE, 2 for distances (mm)."""
     if stats["n"] == 0 or (np.isnan(stats["mean"]) and stats["n_inf"] == 0):
         return "-"
     digits = 3 if metric in ("dice", "ece", "mce") else 2
-    text = f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
+    text = f"{stats['mean']:.{digits}f} {sep} {stats['std']:.{digits}f}"
     return text + (f" ({stats['n_inf']} inf)" if stats["n_inf"] else "")
 
 
@@ -96,7 +97,7 @@ def markdown_table(groups: Dict[str, Dict[str, dict]], metrics: Sequence[str]) -
              "|---|---|" + "---|" * len(metrics)]
     for source, stats in groups.items():
         n = stats[metrics[0]]["n"]
-        lines.append(f"| {source} | {n} | " + " | ".join(_cell(stats[m], m) for m in metrics) + " |")
+        lines.append(f"| {source} | {n} | " + " | ".join(cell(stats[m], m) for m in metrics) + " |")
     return "\n".join(lines)
 
 

@@ -4,21 +4,12 @@ import io
 import json
 from typing import Dict, List, Sequence
 
-import numpy as np
 
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
-from nnunet_mt.evaluate import METRICS, summarize
+from nnunet_mt.evaluate import METRICS, cell, summarize
 
 HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE", "mce": "MCE"}
-
-
-def _cell(stats: dict, metric: str) -> str:
-    if np.isnan(stats["mean"]):
-        return "-"
-    digits = 3 if metric in ("dice", "ece", "mce") else 2
-    text = f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-    return text + (f" ({stats['n_inf']} inf)" if stats["n_inf"] else "")
 
 
 def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -> List[dict]:
@@ -44,7 +35,7 @@ def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -
     for r in table:
         method = r["method"] if r["method"] != previous else ""
         previous = r["method"]
-        md.append(f"| {method} | {r['data']} | {r['n_cases']} | " + " | ".join(_cell(r[m], m) for m in metrics) + " |")
+        md.append(f"| {method} | {r['data']} | {r['n_cases']} | " + " | ".join(cell(r[m], m, "±") for m in metrics) + " |")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["training", "test_data", "n_cases"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])
