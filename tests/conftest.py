@@ -37,11 +37,18 @@ def demo_raw(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained(demo_raw):
-    """demo-data -> merge -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train, through the real commands."""
+def preprocessed(demo_raw):
+    """demo-data -> merge -> nnUNetv2_plan_and_preprocess, through the real commands."""
     root, env = demo_raw
     run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env)
     run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
+    return root, env
+
+
+@pytest.fixture(scope="session")
+def trained(preprocessed):
+    """... -> nnUNetv2_train (fold 0, 2 epochs), through the real commands."""
+    root, env = preprocessed
     train_env = dict(env, nnUNet_n_proc_DA="0")
     run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"], train_env)
     return root, env

@@ -1,6 +1,13 @@
 """The trainer under PyTorch DDP (nnUNetv2_train -num_gpus N), with the gloo backend on CPU processes.
 
 What needs GPUs (a full multi-GPU training run) is described in documentation/scaling.md.
+
+Teardown (issue 19): importing ``torch._dynamo`` (nnU-Net's trainer module does) while a process group
+exists leaves a reference to the group behind, so ``destroy_process_group`` no longer joins gloo's worker
+threads. One of them then releases the last collective's tensors while Python finalizes, cannot take the
+GIL, and aborts the process ("terminate called without an active exception"), in about 1 run of 5.
+Workers therefore import everything at module level (before ``init_process_group``, as nnU-Net's own
+``run_ddp`` does), check that teardown joined gloo's threads, and run under a hard timeout.
 """
 import json
 import os
@@ -9,19 +16,13 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-WORLD = 2
-
-
-def _init(rank: int, init_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+from ddp_harness import WORLD, init_group, run_ranks, teardown_group
+from nnunet_mt.trainer import nnUNetTrainerMultiTask, nnUNetTrainerMultiTaskCPU_2epochs
 
 
 def _loss_worker(rank, init_file, out_dir):
-    _init(rank, init_file)
-    from nnunet_mt.trainer import nnUNetTrainerMultiTask
+    threads = init_group(rank, init_file)
     torch.manual_seed(0)
     logits = torch.randn(4, 2, 8, 8, 8)
     target = (torch.rand(4, 1, 8, 8, 8) > 0.6).float()
@@ -31,13 +32,12 @@ def _loss_worker(rank, init_file, out_dir):
     value = loss(logits[half], target[half]).item()
     with open(os.path.join(out_dir, f"loss_{rank}.json"), "w") as f:
         json.dump(value, f)
-    dist.destroy_process_group()
+    teardown_group(threads)
 
 
 def test_dice_loss_is_reduced_across_ranks(tmp_path):
     """Batch Dice over 2 ranks x 2 images equals the single-process batch Dice over the 4 images."""
-    from nnunet_mt.trainer import nnUNetTrainerMultiTask
-    mp.spawn(_loss_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD)
+    run_ranks(_loss_worker, (str(tmp_path / "init"), str(tmp_path)), timeout_s=120)
     torch.manual_seed(0)
     logits = torch.randn(4, 2, 8, 8, 8)
     target = (torch.rand(4, 1, 8, 8, 8) > 0.6).float()
@@ -51,11 +51,10 @@ def test_dice_loss_is_reduced_across_ranks(tmp_path):
 
 
 def _trainer_worker(rank, init_file, out_dir, draws):
-    _init(rank, init_file)
     from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.paths import nnUNet_preprocessed  # reads the nnUNet_* variables set by the test
     from nnunet_mt.merge import case_sources
-    from nnunet_mt.trainer import nnUNetTrainerMultiTaskCPU_2epochs
+    threads = init_group(rank, init_file)
     folder = os.path.join(nnUNet_preprocessed, "Dataset500_MultiTask")
     plans = load_json(os.path.join(folder, "nnUNetPlans.json"))
     plans["continue_training"] = False
@@ -71,17 +70,23 @@ def _trainer_worker(rank, init_file, out_dir, draws):
               "probabilities": loader.data_loader.sampling_probabilities.tolist()}
     with open(os.path.join(out_dir, f"trainer_{rank}.json"), "w") as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    teardown_group(threads)
 
 
 @pytest.mark.slow
-def test_sampling_per_rank_and_ood_fit_on_rank_zero(trained, tmp_path, monkeypatch):
-    root, env = trained
+def test_sampling_per_rank_and_ood_fit_on_rank_zero(preprocessed, tmp_path, monkeypatch):
+    root, env = preprocessed
+    folder = root / "pre/Dataset500_MultiTask"
+    if not (folder / "splits_final.json").exists():  # made here, not by two ranks writing it at once
+        from nnunetv2.utilities.crossval_split import generate_crossval_split
+        identifiers = sorted(p.name[:-len(".b2nd")] for p in (folder / "nnUNetPlans_3d_fullres").glob("*.b2nd")
+                             if not p.name.endswith("_seg.b2nd"))
+        (folder / "splits_final.json").write_text(json.dumps(generate_crossval_split(identifiers, 12345, 5)))
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     draws = 150
-    mp.spawn(_trainer_worker, args=(str(tmp_path / "init"), str(tmp_path), draws), nprocs=WORLD)
+    run_ranks(_trainer_worker, (str(tmp_path / "init"), str(tmp_path), draws), timeout_s=300)
     results = [json.loads((tmp_path / f"trainer_{r}.json").read_text()) for r in range(WORLD)]
     assert [r["rank"] for r in results] == [0, 1] and all(r["is_ddp"] for r in results)
     assert [r["batch_size"] for r in results] == [1, 1]  # the recipe's batch of 2, one image per rank
