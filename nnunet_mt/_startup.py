@@ -1,13 +1,20 @@
-"""Lets nnU-Net find our trainers with no manual step.
+"""Lets nnU-Net find our trainers and our normalization scheme with no manual step.
 
-``site-packages/nnunet_mt_trainers.pth`` imports this module at interpreter start. It appends
-``TRAINER_DIR`` to ``nnUNet_extTrainer`` (nnU-Net >= 2.8 searches those folders for trainer classes),
-keeping whatever the user already set. Set ``NNUNET_MT_NO_AUTO_TRAINER_PATH=1`` to switch it off.
-Only ``os`` is imported here: this runs in every Python process of the environment.
+``site-packages/nnunet_mt_trainers.pth`` imports this module at interpreter start. It
+- appends ``TRAINER_DIR`` to ``nnUNet_extTrainer`` (nnU-Net >= 2.8 searches those folders for trainer
+  classes), keeping whatever the user already set;
+- installs an import hook that registers the paper's normalization (``nnunet_mt.normalization``) the
+  moment nnU-Net's ``map_channel_name_to_normalization`` module is imported, so nnU-Net's planner,
+  preprocessor and predictor find it by name in every process, worker processes included.
+Set ``NNUNET_MT_NO_AUTO_TRAINER_PATH=1`` to switch both off. Only modules that every interpreter has
+loaded already are imported here: this runs in every Python process of the environment.
 """
 import os
+import sys
+from importlib.machinery import PathFinder
 
 TRAINER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trainer_path")
+NORMALIZATION_MAPPING_MODULE = "nnunetv2.preprocessing.normalization.map_channel_name_to_normalization"
 
 
 def register_trainer_path(environ=os.environ) -> None:
@@ -18,4 +25,41 @@ def register_trainer_path(environ=os.environ) -> None:
         environ["nnUNet_extTrainer"] = os.pathsep.join(parts + [TRAINER_DIR])
 
 
+def _register_normalization(module) -> None:
+    from nnunet_mt.normalization import register
+    register(module)
+
+
+class AfterImport:
+    """``sys.meta_path`` entry that runs ``callback(module)`` once the module ``name`` has executed."""
+
+    def __init__(self, name: str, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute, callback = spec.loader.exec_module, self.callback
+
+        def exec_module(module):
+            execute(module)
+            callback(module)
+
+        spec.loader.exec_module = exec_module  # this spec's own loader instance only
+        return spec
+
+
+def install_normalization_hook(environ=os.environ) -> None:
+    if environ.get("NNUNET_MT_NO_AUTO_TRAINER_PATH"):
+        return
+    if NORMALIZATION_MAPPING_MODULE in sys.modules:  # imported before us (e.g. in an interactive session)
+        _register_normalization(sys.modules[NORMALIZATION_MAPPING_MODULE])
+    elif not any(isinstance(f, AfterImport) and f.name == NORMALIZATION_MAPPING_MODULE for f in sys.meta_path):
+        sys.meta_path.insert(0, AfterImport(NORMALIZATION_MAPPING_MODULE, _register_normalization))
+
+
 register_trainer_path()
+install_normalization_hook()

@@ -52,7 +52,7 @@ def _demo_data(args) -> None:
 def _merge(args) -> None:
     from nnunet_mt.merge import SourceSpec, merge_datasets
     merge_datasets([SourceSpec.parse(d) for d in args.d], args.o, args.n, alpha=args.alpha,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, normalization=args.normalization)
 
 
 def _evaluate(args) -> None:
@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5,
                    help="sampling exponent: each case of a source with n cases has weight n**-alpha "
                         "(0.5 = the paper's 1/sqrt(n), 0 = uniform per case, 1 = uniform per source)")
-    p.add_argument("--labels", choices=["binary"], default="binary",
-                   help="every source's foreground becomes label 1 (the paper's setting)")
+    p.add_argument("--normalization", choices=["paper", "nnunet"], default="paper",
+                   help="paper (default): CT clipped to [-1000, 1000] HU -> [0, 1], MR divided by its std, "
+                        "decided per image (CT = minimum below -200); nnunet: nnU-Net's scheme per channel name, "
+                        "z-score where sources differ")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
     p.set_defaults(func=_merge)
 

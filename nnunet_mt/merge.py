@@ -16,9 +16,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mt.errors import InputError
+from nnunet_mt.intensity import CT_BELOW_HU, PAPER_CHANNEL_NAME, looks_like_ct
 from nnunet_mt.validate import check_case
 
 PROVENANCE_KEY = "nnunet_mt"
+NORMALIZATIONS = ("paper", "nnunet")
 
 
 @dataclass
@@ -116,8 +118,7 @@ def _list_cases(folder: str, split: str, file_ending: str, n_channels: int) -> D
             if split == "Ts":
                 return {}  # test images without labels cannot be evaluated: leave the test split out
             raise InputError(f"{images[0]}: image without label (expected {label})")
-        check_case(images, label)
-        cases[case] = {"images": images, "label": label}
+        cases[case] = {"images": images, "label": label, "minima": check_case(images, label)}
     label_dir = os.path.join(folder, f"labels{split}")
     if os.path.isdir(label_dir):
         for fname in sorted(os.listdir(label_dir)):
@@ -161,6 +162,27 @@ def load_source(spec: SourceSpec, raw_dir: str) -> Source:
     return source
 
 
+def check_paper_normalization_rule(source: Source) -> None:
+    """Every image of the source takes the paper normalization's CT branch exactly when its channel is
+    declared "CT" (see nnunet_mt.intensity); the first image that contradicts it is refused."""
+    names = source.dataset_json["channel_names"]
+    for split_cases in (source.train, source.test):
+        for files in split_cases.values():
+            for channel, (image, minimum) in enumerate(zip(sorted(files["images"]), files["minima"] or [])):
+                name = str(names.get(str(channel), ""))
+                declared_ct = name.strip().casefold() == "ct"
+                if declared_ct and not looks_like_ct(minimum):
+                    raise InputError(
+                        f"{image}: channel {channel} is declared 'CT' but its minimum intensity {minimum:g} is not "
+                        f"below {CT_BELOW_HU:g} HU (no air), so the paper normalization would treat it as MR; "
+                        f"use raw HU images that include air, or merge with --normalization nnunet")
+                if not declared_ct and looks_like_ct(minimum):
+                    raise InputError(
+                        f"{image}: channel {channel} is declared '{name}', not CT, but its minimum intensity "
+                        f"{minimum:g} is below {CT_BELOW_HU:g} as in CT, so the paper normalization would treat "
+                        f"it as CT; name the channel 'CT' if it is, or merge with --normalization nnunet")
+
+
 def _link_or_copy(src: str, dst: str) -> str:
     try:
         os.link(src, dst)
@@ -191,8 +213,14 @@ def _binary_label(src: str, dst: str, declared: Sequence[int], foreground: Seque
 
 def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str = "MultiTask",
                    raw_dir: Optional[str] = None, alpha: float = 0.5, overwrite: bool = False,
-                   log=print) -> str:
-    """Creates ``Dataset{output_id:03d}_{output_name}`` in raw_dir (default $nnUNet_raw); returns its path."""
+                   normalization: str = "paper", log=print) -> str:
+    """Creates ``Dataset{output_id:03d}_{output_name}`` in raw_dir (default $nnUNet_raw); returns its path.
+
+    normalization: "paper" (CT [-1000, 1000] HU -> [0, 1], MR / std, decided per image; every image is
+    checked against the rule first) or "nnunet" (nnU-Net's scheme per channel name; z-score where the
+    sources' channel names differ)."""
+    if normalization not in NORMALIZATIONS:
+        raise InputError(f"--normalization {normalization}: choose from {' '.join(NORMALIZATIONS)}")
     raw_dir = raw_dir or os.environ.get("nnUNet_raw")
     if not raw_dir or not os.path.isdir(raw_dir):
         raise InputError(f"{raw_dir or '$nnUNet_raw'}: nnU-Net raw folder not found (set nnUNet_raw)")
@@ -207,6 +235,9 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
         raise InputError(f"{raw_dir}: sources have different numbers of channels {n_channels}")
     if not 1 <= output_id <= 999:
         raise InputError(f"-o {output_id}: dataset id must be between 1 and 999")
+    if normalization == "paper":
+        for source in sources:
+            check_paper_normalization_rule(source)
 
     out_name = f"Dataset{output_id:03d}_{output_name}"
     final = os.path.join(raw_dir, out_name)
@@ -245,7 +276,7 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
                                      "split": "train" if split == "Tr" else "test"}
             log(f"  {source.name}: {len(source.train)} training and {len(source.test)} test cases, "
                 f"foreground labels {list(source.foreground)} -> 1")
-        channel_names = _merged_channel_names(sources)
+        channel_names = _merged_channel_names(sources, normalization)
         dataset_json = {
             "channel_names": channel_names,
             "labels": {"background": 0, "foreground": 1},
@@ -256,6 +287,7 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
             PROVENANCE_KEY: {
                 "alpha": alpha,
                 "labels": "binary",
+                "normalization": normalization,
                 "sources": {s.name: {"dataset_id": s.dataset_id, "folder": s.folder,
                                      "channel_names": s.dataset_json["channel_names"],
                                      "foreground_labels": list(s.foreground),
@@ -278,12 +310,14 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
     return final
 
 
-def _merged_channel_names(sources: Sequence[Source]) -> Dict[str, str]:
-    """Keeps the sources' channel names where they agree (e.g. all CT); per-image z-score where they differ.
-
-    nnU-Net normalizes each channel with one scheme for all cases; a channel that mixes CT and MR cannot
-    use CT's global HU statistics, so it gets nnU-Net's per-image z-score (see documentation/recipe.md).
+def _merged_channel_names(sources: Sequence[Source], normalization: str) -> Dict[str, str]:
+    """"paper": every channel named for the paper's scheme (nnunet_mt.normalization). "nnunet": the
+    sources' channel names where they agree (e.g. all CT); per-image z-score where they differ, since
+    nnU-Net normalizes each channel with one scheme for all cases and a channel that mixes CT and MR cannot
+    use CT's global HU statistics (see documentation/merge.md).
     """
+    if normalization == "paper":
+        return {channel: PAPER_CHANNEL_NAME for channel in sources[0].dataset_json["channel_names"]}
     merged = {}
     for channel in sources[0].dataset_json["channel_names"]:
         names = {str(s.dataset_json["channel_names"].get(channel, "")).strip() for s in sources}

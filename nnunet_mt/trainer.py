@@ -6,10 +6,17 @@ Each override replaces one piece of nnU-Net's default recipe:
 - loss: negative soft Dice of the foreground probability maps, no cross-entropy (``_build_loss``);
 - Adam at 1e-4, x0.9 after every 2000 iterations without loss decrease (``configure_optimizers``);
 - stop when the evaluated loss did not decrease for two consecutive evaluations (``run_training``);
+  ``max_epochs`` is only a cap on top of that rule; ``convergence.json`` records which of the two stopped it;
+- the network's initial weights and every epoch start from seeds derived from (``seed``, epoch), so a run
+  resumed with ``--c`` repeats the uninterrupted one exactly when augmentation runs in-process
+  (``nnUNet_n_proc_DA=0``) (``initialize``, ``on_epoch_start``);
 - augmentation: random patch location, flips, 90-degree rotations, Gaussian noise (``get_training_transforms``);
 - cases drawn with probability proportional to n_source ** -0.5 (``get_dataloaders``);
 - after training, the spectral signatures of the training images for OOD detection (``on_train_end``).
 """
+import json
+import os
+import random
 import re
 from typing import List, Sequence, Tuple
 
@@ -32,6 +39,7 @@ from nnunetv2.utilities.helpers import softmax_helper_dim1
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.merge import PROVENANCE_KEY, case_sources
 from nnunet_mt.network import build_residual_unet
 from nnunet_mt.sampling import case_sampling_probabilities, source_shares
@@ -69,6 +77,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     paper_initial_lr = 1e-4
     lr_decay = 0.9
     iterations_per_window = 2000  # the paper's LR and evaluation interval, in training iterations
+    seed = 0  # per-epoch seeds derive from it; the name suffix _seed<N> makes a variant with seed N
     convergence_patience = 2  # evaluations without decrease before stopping
     max_epochs = 1000  # budget cap; the convergence rule usually stops far earlier
     iterations_per_epoch = 250
@@ -94,6 +103,10 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         self.enable_deep_supervision = False
         self.oversample_foreground_percent = 0.0  # patches from random locations, as in the paper
         self.epochs_per_window = max(1, round(self.iterations_per_window / self.num_iterations_per_epoch))
+        self.print_to_log_file(f"Paper schedule: LR x{self.lr_decay} and one evaluation every "
+                               f"{self.epochs_per_window * self.num_iterations_per_epoch} iterations "
+                               f"({self.epochs_per_window} epochs); stop after {self.convergence_patience} "
+                               f"evaluations without decrease, at most {self.num_epochs} epochs; seed {self.seed}")
         self.sampling_alpha = dataset_json.get(PROVENANCE_KEY, {}).get("alpha", self.default_sampling_alpha)
 
     @classmethod
@@ -178,6 +191,32 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         return has_converged(self.logger.get_value("val_losses", step=None), self.epochs_per_window,
                              self.convergence_patience)
 
+    def seed_everything(self, step: int) -> None:
+        """Seeds numpy (nnU-Net's case and patch draws), torch (initial weights, augmentation, dropout) and
+        random from (seed, step); step -1 is the network initialization, step e >= 0 the start of epoch e."""
+        step_seed = (self.seed * 1_000_003 + step + 1) % 2 ** 32
+        np.random.seed(step_seed)
+        torch.manual_seed(step_seed)
+        random.seed(step_seed)
+
+    def initialize(self):
+        self.seed_everything(-1)  # the same initial weights for every run with this seed
+        super().initialize()
+
+    def on_epoch_start(self):
+        # a run resumed from the checkpoint of epoch k repeats epochs k+1.. of the uninterrupted run
+        self.seed_everything(self.current_epoch)
+        super().on_epoch_start()
+
+    def convergence_summary(self) -> dict:
+        """Why training stopped, for convergence.json and the experiment tables."""
+        lrs = [float(v) for v in self.logger.get_value("lrs", step=None)]
+        return {"trainer": type(self).__name__, "seed": self.seed, "epochs": int(self.current_epoch),
+                "iterations": int(self.current_epoch * self.num_iterations_per_epoch),
+                "converged": self.converged(), "cap_epochs": int(self.num_epochs),
+                "window_iterations": int(self.epochs_per_window * self.num_iterations_per_epoch),
+                "lr_drops": int(sum(b < a for a, b in zip(lrs, lrs[1:]))), "final_lr": lrs[-1] if lrs else None}
+
     def run_training(self):
         # nnU-Net's loop, plus the paper's stop once the evaluated loss stops decreasing
         self.on_train_start()
@@ -196,6 +235,12 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         if self.converged():
             self.print_to_log_file(f"Converged after {self.current_epoch} epochs: the evaluated loss did not "
                                    f"decrease for {self.convergence_patience} consecutive evaluations.")
+        else:
+            self.print_to_log_file(f"Stopped at the cap of {self.num_epochs} epochs before the convergence rule "
+                                   f"acted.")
+        if self.local_rank == 0:
+            write_text_atomic(os.path.join(self.output_folder, "convergence.json"),
+                              json.dumps(self.convergence_summary(), indent=2))
         self.on_train_end()
 
     def perform_actual_validation(self, save_probabilities: bool = False):
@@ -236,9 +281,12 @@ class nnUNetTrainerMultiTaskFineTune(nnUNetTrainerMultiTask):
 
 
 class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
-    """The same recipe sized for 2 CPU cores (about 10 minutes on the demo data): 32^3 patches,
-    25 epochs of 40 iterations (0.5 s each); the final validation runs without mirroring (8x faster)."""
+    """The same recipe sized for 2 CPU cores: 32^3 patches (27x fewer voxels than 96^3), epochs of 40
+    iterations (0.5 s each), the paper's LR/evaluation window scaled 10x down to 200 iterations (5 epochs)
+    so the x0.9 plateau and the convergence stop act within a CPU budget, capped at 25 epochs; the final
+    validation runs without mirroring (8x faster)."""
     patch_size_voxels = (32, 32, 32)
+    iterations_per_window = 200
     validate_with_mirroring = False
     checkpoint_every = 1
     iterations_per_epoch = 40
@@ -247,8 +295,9 @@ class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
 
 
 class nnUNetTrainerMultiTaskCPU_2epochs(nnUNetTrainerMultiTaskCPU):
-    """Smoke-test budget: 32^3 patches, 2 epochs of 5 iterations."""
+    """Smoke-test budget: 32^3 patches, 2 epochs of 5 iterations, a window of 2 epochs."""
     iterations_per_epoch = 5
+    iterations_per_window = 10
     val_iterations_per_epoch = 2
     max_epochs = 2
 
@@ -266,20 +315,22 @@ class nnUNetTrainerMultiTaskFineTuneCPU(nnUNetTrainerMultiTaskCPU):
 
 
 _VARIANT = re.compile(r"^(?P<base>nnUNetTrainerMultiTask\w*?)(?P<dropout>_dropout)?(?P<finetune>_finetune)?"
-                      r"(?:_(?P<epochs>\d+)epochs)?$")
+                      r"(?:_(?P<epochs>\d+)epochs)?(?:_seed(?P<seed>\d+))?$")
 
 
 def trainer_variant(name: str) -> type:
     """The trainer class called ``name``; the suffixes ``_dropout`` (p=0.1 after every convolution, for
     MC dropout), ``_finetune`` (half learning rate) and ``_<N>epochs`` (budget of N epochs), in this order,
-    make variants of any of our trainers on demand, e.g. ``nnUNetTrainerMultiTaskCPU_finetune_3epochs``. The name is the whole recipe, so nnU-Net's results folder
+    make variants of any of our trainers on demand, e.g. ``nnUNetTrainerMultiTaskCPU_finetune_3epochs``;
+    ``_seed<N>`` (last) changes the per-epoch seeds, for repeated runs. The name is the whole recipe, so nnU-Net's results folder
     (``<trainer>__<plans>__<configuration>``) keeps runs with different budgets apart and prediction finds the
     same class again."""
     existing = globals().get(name)
     if isinstance(existing, type):
         return existing
     match = _VARIANT.match(name)
-    if match is None or not (match["dropout"] or match["finetune"] or match["epochs"]) or match["epochs"] == "0":
+    if match is None or not (match["dropout"] or match["finetune"] or match["epochs"] or match["seed"]) \
+            or match["epochs"] == "0":
         raise AttributeError(name)
     base = trainer_variant(match["base"])
     attributes = {"__module__": __name__, "__qualname__": name, "__doc__": f"{match['base']} variant, made by name"}
@@ -289,6 +340,8 @@ def trainer_variant(name: str) -> type:
         attributes["paper_initial_lr"] = base.paper_initial_lr / 2
     if match["epochs"]:
         attributes["max_epochs"] = int(match["epochs"])
+    if match["seed"]:
+        attributes["seed"] = int(match["seed"])
     variant = type(name, (base,), attributes)
     globals()[name] = variant  # pickling finds it as nnunet_mt.trainer.<name>
     return variant

@@ -1,5 +1,5 @@
 """Checks of raw image files before nnU-Net reads them; each failure is one InputError naming the file."""
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,8 +27,9 @@ def image_header(path: str) -> sitk.ImageFileReader:
     return reader
 
 
-def check_finite(path: str) -> None:
-    """Refuses images with NaN or infinite voxels, and files whose voxel data cannot be read in full.
+def check_finite(path: str) -> float:
+    """Refuses images with NaN or infinite voxels, and files whose voxel data cannot be read in full;
+    returns the image's minimum intensity (merge uses it to check the CT/MR normalization rule).
 
     NIfTI voxels are read with nibabel: SimpleITK's reader silently turns NaN into 0, nnU-Net's nibabel
     reader keeps them.
@@ -46,12 +47,16 @@ def check_finite(path: str) -> None:
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise InputError(f"{path}: {bad} NaN or infinite voxels")
+    if array.size == 0:
+        raise InputError(f"{path}: image has no voxels (a dimension of size 0)")
+    return float(np.min(array))
 
 
-def check_case(images: Sequence[str], label: str = None) -> None:
-    """Every channel and the label are readable 3D images on the same grid (size, spacing, origin, direction)."""
+def check_case(images: Sequence[str], label: str = None) -> Optional[List[float]]:
+    """Every channel and the label are readable 3D images on the same grid (size, spacing, origin, direction).
+    Returns each channel's minimum intensity (None for formats left to nnU-Net's own readers)."""
     if not all(p.endswith(SITK_ENDINGS) for p in list(images) + ([label] if label else [])):
-        return  # other formats (e.g. .png, .tif) are read by nnU-Net's own readers
+        return None  # other formats (e.g. .png, .tif) are read by nnU-Net's own readers
     first = image_header(images[0])
     for path in list(images[1:]) + ([label] if label else []):
         other = image_header(path)
@@ -63,5 +68,4 @@ def check_case(images: Sequence[str], label: str = None) -> None:
             if not np.allclose(a, b, atol=tol, rtol=0):
                 raise InputError(f"{path}: {what} {name} {tuple(np.round(b, 4))} differs from the image's "
                                  f"{tuple(np.round(a, 4))} ({images[0]})")
-    for path in images:
-        check_finite(path)
+    return [check_finite(path) for path in images]

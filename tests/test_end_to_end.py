@@ -64,24 +64,36 @@ def test_trainer_uses_dice_loss_only(trained, monkeypatch):
     assert trainer.loss(logits, target).item() == pytest.approx(-1.0, abs=1e-4)  # negative Dice
 
 
-def test_normalization_is_the_same_at_training_and_prediction_time(predicted):
+def test_paper_normalization_is_the_same_at_training_and_prediction_time(predicted):
+    """The merge's default (--normalization paper) is applied by nnU-Net's own preprocessing: the arrays
+    nnUNetv2_plan_and_preprocess wrote (in its worker processes) equal what the predictor computes from the
+    raw file, in-process (-npp 0) and in a spawned worker (-npp > 0), and have the paper's values."""
+    from nnunetv2.inference.data_iterators import preprocessing_iterator_fromfiles
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     root, _ = predicted
     predictor = nnUNetPredictor(device=torch.device("cpu"))
     predictor.initialize_from_trained_model_folder(str(_model_dir(root)), (0,), "checkpoint_final.pth")
+    assert predictor.configuration_manager.normalization_schemes == ["PaperCTorMRNormalization"]
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     folder = str(root / "pre/Dataset500_MultiTask/nnUNetPlans_3d_fullres")
-    for case in ("D011_liverct_000", "D012_corticalplatemr_000", "D013_prostatemr_000"):  # CT, MR, MR
-        train_data = infer_dataset_class(folder)(folder, [case]).load_case(case)[0]
-        image = str(root / "raw/Dataset500_MultiTask/imagesTr" / f"{case}_0000.nii.gz")
-        predict_data, _, _ = preprocessor.run_case([image], None, predictor.plans_manager,
-                                                   predictor.configuration_manager, predictor.dataset_json)
-        np.testing.assert_allclose(np.asarray(train_data), predict_data, rtol=1e-5, atol=1e-5)
+    cases = ("D011_liverct_000", "D012_corticalplatemr_000", "D013_prostatemr_000")  # CT, MR, anisotropic MR
+    images = [str(root / "raw/Dataset500_MultiTask/imagesTr" / f"{case}_0000.nii.gz") for case in cases]
+    in_worker = [item["data"].numpy() for item in preprocessing_iterator_fromfiles(
+        [[i] for i in images], None, None, predictor.plans_manager, predictor.dataset_json,
+        predictor.configuration_manager, num_processes=1)]
+    for case, image, worker_data in zip(cases, images, in_worker):
+        train_data = np.asarray(infer_dataset_class(folder)(folder, [case]).load_case(case)[0])
+        in_process, _, _ = preprocessor.run_case([image], None, predictor.plans_manager,
+                                                 predictor.configuration_manager, predictor.dataset_json)
+        np.testing.assert_allclose(train_data, in_process, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(train_data, worker_data, rtol=1e-5, atol=1e-5)
         raw = sitk.GetArrayFromImage(sitk.ReadImage(image)).astype(np.float64)
-        # per-image z-score of the raw intensities (before resampling): mean 0, sd 1
-        assert abs((raw - raw.mean()).std() / raw.std() - 1) < 1e-9
-        assert abs(float(np.mean(predict_data))) < 0.1 and abs(float(np.std(predict_data)) - 1) < 0.1
+        if case.startswith("D011"):  # CT, on the plans' 2 mm grid already: (clip(HU, -1000, 1000) + 1000) / 2000
+            assert in_process.shape[1:] == raw.shape
+            np.testing.assert_allclose(in_process[0], (np.clip(raw, -1000, 1000) + 1000) / 2000, atol=1e-6)
+        else:  # MR, resampled to 2 mm: divided by its sd, not shifted (a z-score would have mean 0)
+            assert abs(float(in_process.std()) - 1) < 0.2 and float(in_process.mean()) > 0.2
 
 
 def test_real_loader_draws_with_sqrt_weights(trained, monkeypatch):

@@ -27,7 +27,8 @@ def _merge(env, *args, check=True):
 def merged(demo_raw):
     root, env = demo_raw
     before = {d: _tree_digest(root / "raw" / d) for d in ("Dataset011_LiverCT", "Dataset013_ProstateMR")}
-    _merge(env, "-d", "11", "Dataset013_ProstateMR:1,2", "-o", "601", "-n", "Pair", "--alpha", "0.5")
+    _merge(env, "-d", "11", "Dataset013_ProstateMR:1,2", "-o", "601", "-n", "Pair", "--alpha", "0.5",
+           "--normalization", "nnunet")
     return root, env, before
 
 
@@ -37,7 +38,8 @@ def test_merge_layout_provenance_and_binary_labels(merged):
     meta = json.load(open(out / "dataset.json"))
     assert meta["labels"] == {"background": 0, "foreground": 1}
     assert meta["numTraining"] == 40 + 16
-    assert meta["channel_names"] == {"0": "zscore"}  # CT + MR in one channel
+    assert meta["channel_names"] == {"0": "zscore"}  # --normalization nnunet: CT + MR in one channel
+    assert meta["nnunet_mt"]["normalization"] == "nnunet"
     cases = meta["nnunet_mt"]["cases"]
     assert cases["D013_prostatemr_003"] == {"source": "Dataset013_ProstateMR", "original_id": "prostatemr_003",
                                             "split": "train"}
@@ -119,6 +121,6 @@ def test_refusals(merged):
 
 def test_overwrite_replaces(merged):
     root, env, _ = merged
-    _merge(env, "-d", "11", "-o", "601", "-n", "Pair", "--overwrite")
+    _merge(env, "-d", "11", "-o", "601", "-n", "Pair", "--overwrite", "--normalization", "nnunet")
     meta = json.load(open(root / "raw" / "Dataset601_Pair" / "dataset.json"))
     assert meta["numTraining"] == 40 and meta["channel_names"] == {"0": "CT"}  # CT only: nnU-Net's CT scheme

@@ -1,0 +1,107 @@
+"""The paper's schedule inside the real trainer: LR plateau and convergence stop act at CPU budgets, the
+epoch cap sits on top of the rule, and a run killed mid-training and resumed with --c repeats the
+uninterrupted run (same stop, same LR history, same losses)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BIN, run
+
+pytestmark = pytest.mark.slow
+RESUMABLE = "nnUNetTrainerMultiTaskCPU_2epochs_10epochs"  # 5 iterations/epoch, window 2 epochs, cap 10
+
+
+def _trainer(root, name, monkeypatch):
+    from nnunet_mt.trainer import trainer_variant
+    for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res_glue")):
+        monkeypatch.setenv(var, str(root / sub))
+    folder = root / "pre/Dataset500_MultiTask"
+    plans = dict(json.loads((folder / "nnUNetPlans.json").read_text()), continue_training=False)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    return trainer_variant(name)(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+
+
+def test_cpu_recipes_have_a_window_inside_their_budget(preprocessed, monkeypatch):
+    cpu = _trainer(preprocessed[0], "nnUNetTrainerMultiTaskCPU", monkeypatch)
+    assert cpu.epochs_per_window * cpu.num_iterations_per_epoch == 200 and cpu.epochs_per_window == 5
+    # 25 epochs hold 5 windows: enough for LR drops and for the two-evaluation stop (needs >= 3 windows)
+    assert cpu.num_epochs // cpu.epochs_per_window >= 3
+    paper = _trainer(preprocessed[0], "nnUNetTrainerMultiTask", monkeypatch)
+    assert paper.epochs_per_window * paper.num_iterations_per_epoch == 2000
+    assert _trainer(preprocessed[0], "nnUNetTrainerMultiTaskCPU_seed3", monkeypatch).seed == 3
+
+
+def test_lr_drops_only_after_a_window_without_decrease_and_training_stops(preprocessed, monkeypatch):
+    trainer = _trainer(preprocessed[0], "nnUNetTrainerMultiTaskCPU_2epochs_20epochs", monkeypatch)
+    trainer.initialize()
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    window = trainer.epochs_per_window
+    assert window == 2
+    # per-epoch training losses, windows of 2: 1.0 | 0.8 (decrease) | 0.85 (no) | 0.7 (decrease) | 0.75 (no)
+    train = [1.0, 1.0, 0.8, 0.8, 0.85, 0.85, 0.7, 0.7, 0.75, 0.75]
+    val = [-0.1, -0.1, -0.3, -0.3, -0.2, -0.2, -0.25, -0.25, -0.25, -0.25]  # best at window 2, then 2 worse
+    lrs = []
+    for epoch, (t, v) in enumerate(zip(train, val)):
+        trainer.lr_scheduler.step(epoch)  # what nnU-Net calls at every epoch start
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        assert trainer.converged() == (epoch >= 8), epoch  # windows 1..4 complete: stop after the 4th
+        trainer.logger.log("train_losses", t, epoch)
+        trainer.logger.log("val_losses", v, epoch)
+    assert trainer.converged()
+    expected = [1e-4] * 6 + [0.9e-4] * 2 + [0.9e-4] * 2  # first drop at epoch 6 (after window 3)
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    trainer.lr_scheduler.step(10)  # after window 5 (0.75 >= 0.7): second drop
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.9 ** 2)
+
+
+def _final_log(results, name):
+    fold = results / "Dataset520_Resume" / f"{name}__nnUNetPlans__3d_fullres" / "fold_0"
+    ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    return ckpt["logging"], json.loads((fold / "convergence.json").read_text())
+
+
+def test_killed_and_resumed_training_repeats_the_uninterrupted_run(demo_raw):
+    root, env = demo_raw  # a small single-source dataset keeps the final validation and OOD fit short
+    run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "12", "-o", "520", "-n", "Resume"], env)
+    run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "520", "-c", "3d_fullres", "-np", "1"], env)
+    train = [os.path.join(BIN, "nnUNetv2_train"), "520", "3d_fullres", "0", "-tr", RESUMABLE, "-device", "cpu"]
+    straight = dict(env, nnUNet_n_proc_DA="0", nnUNet_results=str(root / "res_straight"))
+    resumed = dict(env, nnUNet_n_proc_DA="0", nnUNet_results=str(root / "res_resumed"))
+    run(train, straight)
+
+    fold = root / "res_resumed/Dataset520_Resume" / f"{RESUMABLE}__nnUNetPlans__3d_fullres" / "fold_0"
+    proc = subprocess.Popen(train, env=resumed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = time.time()
+    epoch_5 = re.compile(r": Epoch 5\s*$", re.MULTILINE)  # epoch 4's checkpoint is written by then
+    while proc.poll() is None and time.time() - start < 600:
+        logs = list(fold.glob("training_log_*.txt")) if fold.is_dir() else []
+        if logs and epoch_5.search(logs[0].read_text()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)  # kill -9: no cleanup
+    proc.wait()
+    assert not (fold / "checkpoint_final.pth").exists()
+    run(train + ["--c"], resumed)
+
+    a, summary_a = _final_log(root / "res_straight", RESUMABLE)
+    b, summary_b = _final_log(root / "res_resumed", RESUMABLE)
+    assert summary_a == summary_b  # same epoch of stop, same LR drops and final LR, same verdict
+    assert a["lrs"] == b["lrs"]
+    np.testing.assert_allclose(a["train_losses"], b["train_losses"], rtol=1e-5)
+    np.testing.assert_allclose(a["val_losses"], b["val_losses"], rtol=1e-5)
+    assert summary_a["epochs"] == len(a["lrs"]) and summary_a["cap_epochs"] == 10
+    assert summary_a["window_iterations"] == 10
+    # the verdict, the cap and the LR history follow the paper's rules applied to the logged losses
+    from nnunet_mt.schedule import has_converged, plateau_learning_rate
+    assert summary_a["converged"] == has_converged(a["val_losses"], 2)
+    assert summary_a["converged"] or summary_a["epochs"] == 10
+    np.testing.assert_allclose(a["lrs"], [plateau_learning_rate(a["train_losses"][:e], 1e-4, 2)
+                                          for e in range(len(a["lrs"]))], rtol=1e-12)
