@@ -104,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "are written beside it")
     p.add_argument("-np", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--n-bins", type=int, default=10, help="calibration bins (default 10)")
-    p.add_argument("--roi", choices=["box", "image"], default="box",
+    p.add_argument("--roi", choices=["box", "reference", "image"], default="box",
                    help="voxels counted for ECE/MCE: bounding box of reference | prediction grown by 5 voxels "
-                        "(default), or the whole image")
+                        "(default), of the reference alone grown by 5 voxels (the same voxels for every model: "
+                        "use it to compare models), or the whole image")
     p.add_argument("--plots", metavar="DIR", help="write a reliability diagram PNG per source dataset")
     p.set_defaults(func=_evaluate)
 

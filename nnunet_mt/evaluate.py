@@ -17,7 +17,7 @@ from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import case_sources
 from nnunet_mt.metrics import (DEFAULT_ROI_MARGIN, calibration_histogram, default_roi, dice, ece_from_histogram,
-                               hd95_and_assd, mce_from_histogram)
+                               hd95_and_assd, mce_from_histogram, reference_roi)
 
 METRICS = ("dice", "hd95", "assd", "ece", "mce")
 HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE", "mce": "MCE"}
@@ -62,11 +62,19 @@ def evaluate_case(case: str, ref_path: str, pred_path: str, prob_path: Optional[
         if np.mean((probabilities.argmax(0) > 0) == pred_fg) < 0.99:
             raise InputError(f"{prob_path}: probabilities do not match the segmentation {pred_path}")
         fg_prob = 1.0 - probabilities[0].astype(np.float64)
-        region = np.ones(ref.shape, bool) if roi == "image" else default_roi(fg_prob, ref_fg)
+        region = {"image": lambda: np.ones(ref.shape, bool), "reference": lambda: reference_roi(ref_fg),
+                  "box": lambda: default_roi(fg_prob, ref_fg)}[roi]()
         histogram = calibration_histogram(fg_prob, ref_fg, n_bins, region)
         result.update(ece=ece_from_histogram(histogram), mce=mce_from_histogram(histogram),
                       calibration_histogram=histogram.tolist())
     return result
+
+
+def calibration_region(roi: str) -> str:
+    """How the voxels counted for ECE/MCE were chosen, in words for reports and tables."""
+    return {"image": "whole image",
+            "reference": f"reference bounding box + {DEFAULT_ROI_MARGIN} voxels (same voxels for every model)",
+            "box": f"bounding box of reference | prediction + {DEFAULT_ROI_MARGIN} voxels"}[roi]
 
 
 def _evaluate_star(args):
@@ -172,7 +180,7 @@ def evaluate_folder(ref_dir: str, pred_dir: str, prob_dir: Optional[str] = None,
     table = markdown_table(summary, metrics)
     report = {"reference": os.path.abspath(ref_dir), "prediction": os.path.abspath(pred_dir),
               "probabilities": os.path.abspath(prob_dir) if prob_dir else None, "n_bins": n_bins,
-              "calibration_region": roi if roi == "image" else f"box+{DEFAULT_ROI_MARGIN}",
+              "calibration_region": calibration_region(roi),
               "per_source": summary, "per_case": per_case}
 
     output = output or os.path.join(pred_dir, "metrics.json")

@@ -107,21 +107,30 @@ def hd95_and_assd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -
     return _hd95_of(*distances), _assd_of(*distances)
 
 
-def default_roi(prob: np.ndarray, ref: np.ndarray, margin: int = DEFAULT_ROI_MARGIN) -> np.ndarray:
-    """Boolean mask of the bounding box of (ref | prob >= 0.5), grown by `margin` voxels per side.
-
-    The whole image when both are empty.
-    """
-    union = ref.astype(bool) | (prob >= 0.5)
-    roi = np.zeros(prob.shape, dtype=bool)
-    if not union.any():
+def grown_box(mask: np.ndarray, margin: int = DEFAULT_ROI_MARGIN) -> np.ndarray:
+    """Boolean mask of the bounding box of `mask`, grown by `margin` voxels per side (clipped to the
+    image); the whole image when `mask` is empty."""
+    roi = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
         roi[...] = True
         return roi
-    idx = np.argwhere(union)
+    idx = np.argwhere(mask)
     lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + 1 + margin, prob.shape)
+    hi = np.minimum(idx.max(0) + 1 + margin, mask.shape)
     roi[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
     return roi
+
+
+def default_roi(prob: np.ndarray, ref: np.ndarray, margin: int = DEFAULT_ROI_MARGIN) -> np.ndarray:
+    """Bounding box of (ref | prob >= 0.5), grown by `margin` voxels per side; whole image if both are empty.
+    Depends on the model's own prediction: use ``reference_roi`` to compare models on the same voxels."""
+    return grown_box(ref.astype(bool) | (prob >= 0.5), margin)
+
+
+def reference_roi(ref: np.ndarray, margin: int = DEFAULT_ROI_MARGIN) -> np.ndarray:
+    """Bounding box of the reference foreground grown by `margin` voxels: the same voxels for every model
+    evaluated on this image; the whole image when the reference is empty."""
+    return grown_box(ref.astype(bool), margin)
 
 
 def calibration_histogram(prob: np.ndarray, ref: np.ndarray, n_bins: int = 10,

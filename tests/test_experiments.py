@@ -47,6 +47,15 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
         ("joint", "ProstateMR")]
     for name in ("table_II.md", "table_II.csv", "table_II.png"):
         assert (out / name).stat().st_size > 0
+    # where each model stopped, from its convergence.json: the 2-epoch cap, before the rule could act
+    for row in table:
+        assert row["training"]["trainer"] == TRAINER and row["training"]["epochs"] == 2
+        assert row["training"]["converged"] is False and row["training"]["window_iterations"] == 10
+    md = (out / "table_II.md").read_text()
+    assert "| 2 ep., cap |" in md and "paper normalization, no test-time mirroring" in md
+    assert "ECE/MCE counted over: reference bounding box + 5 voxels (same voxels for every model)" in md
+    merged = json.loads((root / "raw/Dataset500_MultiTask/dataset.json").read_text())
+    assert merged["nnunet_mt"]["normalization"] == "paper"  # the experiment's default
     # three real models in nnU-Net's results layout: the joint one saw both sources, each dedicated one only its own
     joint = json.loads((root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres" /
                         "dataset.json").read_text())

@@ -154,3 +154,17 @@ def test_default_roi_is_box_around_structure():
     prob2[0, 0, 0] = 0.4  # far from the structure, below 0.5: counted in the whole image only
     assert ece(prob2, ref, 10) == pytest.approx(boxed)
     assert mce(prob2, ref, 10, np.ones(ref.shape, bool)) == pytest.approx(0.4)
+
+
+def test_reference_roi_ignores_the_prediction():
+    from nnunet_mt.metrics import default_roi, reference_roi
+    ref = np.zeros((40, 40, 40), bool)
+    ref[18:22, 18:22, 18:22] = True
+    prob = np.zeros(ref.shape)
+    prob[0:2, 0:2, 0:2] = 0.9  # a false positive far away: enlarges the default box, not the reference box
+    assert reference_roi(ref).sum() == 14 ** 3  # (4 + 2 * 5)^3
+    assert default_roi(prob, ref).sum() == 27 ** 3  # corner (0) to 21 + 5
+    assert reference_roi(ref).sum() == reference_roi(ref, 5).sum()
+    assert reference_roi(np.zeros((4, 4, 4), bool)).all()  # empty reference: the whole image
+    # ECE over the reference box counts the same voxels for every model: here the false positive is outside
+    assert ece(prob, ref, 10, reference_roi(ref)) == pytest.approx(ref[reference_roi(ref)].mean())

@@ -37,9 +37,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "(default $nnUNet_results/nnunet_mt_experiments/<experiment>_<datasets>_<trainer>)")
     p.add_argument("-tr", default="nnUNetTrainerMultiTask", help="trainer (default nnUNetTrainerMultiTask; "
                    "nnUNetTrainerMultiTaskCPU on a CPU)")
-    p.add_argument("--budget", type=int, metavar="EPOCHS", help="training length in epochs for every model; uses "
-                   "the trainer variant <tr>_<EPOCHS>epochs (default: the trainer's own budget and the paper's "
-                   "convergence rule)")
+    p.add_argument("--budget", type=int, metavar="EPOCHS", help="cap in epochs for every model, on top of the "
+                   "paper's convergence rule (trainer variant <tr>_<EPOCHS>epochs; default: the trainer's own cap); "
+                   "the tables report where each model stopped and why")
+    p.add_argument("--seed", type=int, help="seed of every model's initialization and draws (trainer variant "
+                   "<tr>_seed<N>; default: the trainer's seed 0); rerun with another seed and -o for repeats")
+    p.add_argument("--normalization", choices=["paper", "nnunet"], default="paper",
+                   help="intensity normalization of every merged dataset (nnunet_mt merge --normalization)")
     p.add_argument("--id", type=int, default=500, help="id of the joint dataset; the datasets of the dedicated "
                    "models take the next ids (default 500)")
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
@@ -65,15 +69,16 @@ def _setup(args):
             raise InputError(f"${var} is not set: an experiment reads and writes nnU-Net's folders")
     if not os.path.isdir(folders["nnUNet_raw"]):
         raise InputError(f"{folders['nnUNet_raw']}: nnUNet_raw folder not found")
-    if args.parts < 1 or (args.budget is not None and args.budget < 1):
-        raise InputError("--parts and --budget must be positive")
+    if args.parts < 1 or (args.budget is not None and args.budget < 1) or (args.seed is not None and args.seed < 0):
+        raise InputError("--parts and --budget must be positive, --seed non-negative")
     datasets = args.d if args.kind != "ood" else args.train + ["vs"] + args.ood
-    trainer = args.tr + (f"_{args.budget}epochs" if args.budget else "")
-    name = f"{args.kind}_{'-'.join(d.partition(':')[0] for d in datasets)}_{trainer}"
+    trainer = args.tr + (f"_{args.budget}epochs" if args.budget else "") + \
+        (f"_seed{args.seed}" if args.seed is not None else "")
+    name = f"{args.kind}_{'-'.join(d.partition(':')[0] for d in datasets)}_{trainer}_{args.normalization}"
     output = args.o or os.path.join(folders["nnUNet_results"], "nnunet_mt_experiments", name)
     return Setup(raw=folders["nnUNet_raw"], preprocessed=folders["nnUNet_preprocessed"],
                  results=folders["nnUNet_results"], output=os.path.abspath(output), trainer=args.tr,
-                 budget=args.budget, configuration=args.c, fold=args.f, device=args.device, npp=args.npp,
+                 budget=args.budget, seed=args.seed, normalization=args.normalization, configuration=args.c, fold=args.f, device=args.device, npp=args.npp,
                  nps=args.nps, num_processes=args.np, disable_tta=args.disable_tta, parts=args.parts, first_id=args.id)
 
 
@@ -109,4 +114,6 @@ def run_experiment(args) -> None:
     title = {"joint-vs-dedicated": "Table II: one joint model vs a dedicated model per dataset",
              "transfer": "Table III: sequential fine-tuning vs the joint model"}[args.kind]
     stem = os.path.join(setup.output, "table_II" if args.kind == "joint-vs-dedicated" else "table_III")
-    segmentation_table(rows, stem, title + f" ({setup.trainer_name()})")
+    inference = "no test-time mirroring" if setup.disable_tta else "test-time mirroring"
+    segmentation_table(rows, stem, title + f" ({setup.trainer_name()}, {setup.normalization} normalization, "
+                                           f"{inference})")

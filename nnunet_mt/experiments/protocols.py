@@ -27,7 +27,9 @@ class Setup:
     results: str
     output: str  # the experiment's folder: predictions, scores, tables
     trainer: str = "nnUNetTrainerMultiTask"
-    budget: Optional[int] = None  # epochs; None = the trainer's own cap and the paper's convergence rule
+    budget: Optional[int] = None  # cap in epochs on top of the paper's convergence rule; None = the trainer's cap
+    seed: Optional[int] = None  # trainer variant _seed<N>: another initialization and draw order
+    normalization: str = "paper"  # nnunet_mt merge --normalization
     configuration: str = "3d_fullres"
     fold: str = "0"
     device: str = "cuda"
@@ -41,7 +43,8 @@ class Setup:
 
     def trainer_name(self, dropout: bool = False, finetune: bool = False) -> str:
         name = self.trainer + ("_dropout" if dropout else "") + ("_finetune" if finetune else "")
-        return name + (f"_{self.budget}epochs" if self.budget else "")
+        return name + (f"_{self.budget}epochs" if self.budget else "") + \
+            (f"_seed{self.seed}" if self.seed is not None else "")
 
 
 @dataclass
@@ -119,7 +122,8 @@ def prepare_jobs(setup: Setup, dataset: MergedDataset) -> List[Job]:
     raw_json = os.path.join(setup.raw, dataset.folder_name, "dataset.json")
     merge = Job(f"merge {', '.join(s.name for s in dataset.sources)} into {dataset.folder_name}",
                 ["nnunet_mt", "merge", "-d"] + [_spec(s) for s in dataset.sources] +
-                ["-o", str(dataset.dataset_id), "-n", dataset.name], [raw_json])
+                ["-o", str(dataset.dataset_id), "-n", dataset.name, "--normalization", setup.normalization],
+                [raw_json])
     pre = os.path.join(setup.preprocessed, dataset.folder_name)
     argv = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset.dataset_id), "-c", setup.configuration]
     if setup.num_processes:
@@ -172,8 +176,10 @@ def predict_jobs(setup: Setup, model: Model, input_dir: str, output_dir: str, ca
 
 def evaluate_job(labels_dir: str, prediction_dir: str) -> Job:
     metrics = os.path.join(prediction_dir, "metrics.json")
+    # ECE/MCE over the reference's box: every model compared on an image is scored on the same voxels
     return Job(f"evaluate {prediction_dir}", ["nnunet_mt", "evaluate", "-ref", labels_dir, "-pred", prediction_dir,
-                                              "-prob", prediction_dir, "-o", metrics], [metrics])
+                                              "-prob", prediction_dir, "-o", metrics, "--roi", "reference"],
+               [metrics])
 
 
 def segmentation_jobs(setup: Setup, model: Model, dataset: MergedDataset, label: str) -> Tuple[List[Job], str]:
@@ -206,7 +212,8 @@ def joint_vs_dedicated(setup: Setup, specs: Sequence[str]) -> Tuple[List[Job], L
         for dataset in dedicated:
             more, metrics = segmentation_jobs(setup, model_of(dataset), dataset, method)
             jobs += more
-            rows.append({"method": method, "data": dataset.label, "metrics": metrics})
+            rows.append({"method": method, "data": dataset.label, "metrics": metrics,
+                         "model": model_of(dataset).fold_dir(setup)})
     return jobs, rows
 
 
@@ -261,13 +268,15 @@ def transfer(setup: Setup, specs: Sequence[str], chains: Optional[Sequence[str]]
                 evaluate += more
                 metrics_of[prefix] = metrics
             rows.append({"method": " -> ".join(dedicated[i].label for i in prefix), "chain": path, "step": step,
-                         "data": dataset.label, "metrics": metrics_of[prefix]})
+                         "data": dataset.label, "metrics": metrics_of[prefix],
+                         "model": models[prefix].fold_dir(setup)})
     joint_model = Model(joint.folder_name, trainer, setup.results)
     train.append(train_job(setup, joint_model, joint))
     for dataset in dedicated:
         more, metrics = segmentation_jobs(setup, joint_model, dataset, "joint")
         evaluate += more
-        rows.append({"method": "joint", "chain": "joint", "step": 0, "data": dataset.label, "metrics": metrics})
+        rows.append({"method": "joint", "chain": "joint", "step": 0, "data": dataset.label, "metrics": metrics,
+                     "model": joint_model.fold_dir(setup)})
     return jobs + train + evaluate, rows
 
 

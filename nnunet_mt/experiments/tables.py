@@ -2,6 +2,7 @@
 import csv
 import io
 import json
+import os
 from typing import Dict, List, Sequence
 
 
@@ -18,24 +19,32 @@ def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -
     Each cell is the mean +- std (ddof 0) over the test cases; HD95/ASSD in mm; infinite distances (empty
     prediction or reference) are left out of mean and std and counted.
     """
-    table = []
+    table, regions = [], set()
     for row in rows:
         try:
             with open(row["metrics"]) as f:
-                per_case = json.load(f)["per_case"]
+                report = json.load(f)
+            per_case = report["per_case"]
+            regions.add(report.get("calibration_region", "?"))
         except (OSError, ValueError, KeyError) as e:
             raise InputError(f"{row['metrics']}: cannot read evaluation results ({e}); run the experiment first")
         stats = {m: summarize([c[m] for c in per_case]) for m in METRICS if m in per_case[0]}
-        table.append({k: v for k, v in row.items() if k != "metrics"} | {"n_cases": len(per_case), **stats,
-                                                                        "metrics_file": row["metrics"]})
+        table.append({k: v for k, v in row.items() if k not in ("metrics", "model")} |
+                     {"n_cases": len(per_case), **stats, "metrics_file": row["metrics"],
+                      "training": training_summary(row.get("model"))})
     metrics = [m for m in METRICS if all(m in r for r in table)]
-    md = [f"**{title}**", "", "| training | test data | n | " + " | ".join(HEADERS[m] for m in metrics) + " |",
-          "|---|---|---|" + "---|" * len(metrics)]
+    md = [f"**{title}**", "", "| training | test data | n | " + " | ".join(HEADERS[m] for m in metrics) +
+          " | stopped |", "|---|---|---|" + "---|" * len(metrics) + "---|"]
     previous = None
     for r in table:
         method = r["method"] if r["method"] != previous else ""
         previous = r["method"]
-        md.append(f"| {method} | {r['data']} | {r['n_cases']} | " + " | ".join(cell(r[m], m, "±") for m in metrics) + " |")
+        md.append(f"| {method} | {r['data']} | {r['n_cases']} | " + " | ".join(cell(r[m], m, "±") for m in metrics) +
+                  f" | {stopped(r['training'])} |")
+    md += ["", "stopped: epochs trained, and whether the paper's convergence rule (conv.) or the epoch cap (cap) "
+               "ended training (from each model's convergence.json).",
+           f"ECE/MCE counted over: {'; '.join(sorted(regions))}. Inference: nnU-Net's sliding window (step 0.5, "
+           f"Gaussian weighting), not the paper's 24-voxel overlap."]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["training", "test_data", "n_cases"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])
@@ -48,6 +57,22 @@ def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -
     log("\n".join(md))
     log(f"wrote {stem}.md, {stem}.csv, {stem}.json, {png}")
     return table
+
+
+def training_summary(fold_dir) -> dict:
+    """The model's convergence.json (written by nnUNetTrainerMultiTask at the end of training), or {}."""
+    try:
+        with open(os.path.join(fold_dir, "convergence.json")) as f:
+            return json.load(f)
+    except (TypeError, OSError, ValueError):
+        return {}
+
+
+def stopped(summary: dict) -> str:
+    """'23 ep., conv.' / '25 ep., cap' / '?' for a table cell."""
+    if not summary:
+        return "?"
+    return f"{summary['epochs']} ep., {'conv.' if summary['converged'] else 'cap'}"
 
 
 def plot_table(table: Sequence[dict], metrics: Sequence[str], path: str, title: str) -> str:
