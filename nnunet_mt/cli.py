@@ -60,6 +60,11 @@ def _evaluate(args) -> None:
     evaluate_folder(args.ref, args.pred, args.prob, args.d, args.o, args.np, args.n_bins, args.roi, args.plots)
 
 
+def _share_plans(args) -> None:
+    from nnunet_mt.experiments.sharing import share_plans_and_splits
+    share_plans_and_splits(args.s, args.t, args.p)
+
+
 def _trainer_path(args) -> None:
     from nnunet_mt._startup import TRAINER_DIR
     print(TRAINER_DIR)
@@ -114,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_mt.experiments.cli import add_parser, run_experiment
     add_parser(sub)
     sub.choices["experiment"].set_defaults(func=run_experiment)
+
+    p = sub.add_parser("share-plans", help="give datasets the plans and the cross-validation folds of another "
+                       "(merged) dataset, restricted to their cases, so their models are comparable")
+    p.add_argument("-s", required=True, metavar="DATASET", help="dataset whose plans and folds are shared (the joint one)")
+    p.add_argument("-t", nargs="+", required=True, metavar="DATASET", help="datasets that receive them (run "
+                   "nnUNetv2_preprocess -d T -plans_name P afterwards)")
+    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
+    p.set_defaults(func=_share_plans)
 
     p = sub.add_parser("trainer-path", help="print the folder to add to nnUNet_extTrainer by hand")
     p.set_defaults(func=_trainer_path)

@@ -56,6 +56,27 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
     assert "ECE/MCE counted over: reference bounding box + 5 voxels (same voxels for every model)" in md
     merged = json.loads((root / "raw/Dataset500_MultiTask/dataset.json").read_text())
     assert merged["nnunet_mt"]["normalization"] == "paper"  # the experiment's default
+    # same plans and same cases: each dedicated dataset has the joint plans (but its own name) and the joint
+    # folds restricted to its source, and its preprocessed arrays equal the joint dataset's voxel for voxel
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    pre = root / "pre"
+    joint_plans = json.loads((pre / "Dataset500_MultiTask/nnUNetPlans.json").read_text())
+    joint_splits = json.loads((pre / "Dataset500_MultiTask/splits_final.json").read_text())
+    for name, prefix in (("Dataset501_CorticalPlateMR", "D012_"), ("Dataset502_ProstateMR", "D013_")):
+        plans = json.loads((pre / name / "nnUNetPlans.json").read_text())
+        assert plans["dataset_name"] == name
+        assert plans["configurations"]["3d_fullres"] == joint_plans["configurations"]["3d_fullres"]
+        splits = json.loads((pre / name / "splits_final.json").read_text())
+        assert splits == [{k: [c for c in f[k] if c.startswith(prefix)] for k in ("train", "val")}
+                          for f in joint_splits]
+        assert all(f["val"] for f in splits)  # stratified joint folds: every source validates in every fold
+        case = splits[0]["train"][0]
+        arrays = []
+        for folder in (pre / "Dataset500_MultiTask/nnUNetPlans_3d_fullres", pre / name / "nnUNetPlans_3d_fullres"):
+            arrays.append(np.asarray(infer_dataset_class(str(folder))(str(folder), [case]).load_case(case)[0]))
+        np.testing.assert_array_equal(arrays[0], arrays[1])
+        log = next((root / "res" / name / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0").glob("training_log_*.txt"))
+        assert "Using splits from existing split file" in log.read_text()
     # three real models in nnU-Net's results layout: the joint one saw both sources, each dedicated one only its own
     joint = json.loads((root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres" /
                         "dataset.json").read_text())

@@ -117,23 +117,35 @@ def _spec(source: Source) -> str:
     return f"{source.dataset_id}:" + ",".join(map(str, source.foreground))
 
 
-def prepare_jobs(setup: Setup, dataset: MergedDataset) -> List[Job]:
-    """merge -> plan_and_preprocess; done when the raw dataset.json and every preprocessed case exist."""
+def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[MergedDataset] = None) -> List[Job]:
+    """merge -> plan_and_preprocess; done when the raw dataset.json and every preprocessed case exist.
+    With plans_of (the joint dataset): merge -> share-plans (its plans, its folds restricted to this
+    dataset's cases) -> nnUNetv2_preprocess with those plans."""
     raw_json = os.path.join(setup.raw, dataset.folder_name, "dataset.json")
     merge = Job(f"merge {', '.join(s.name for s in dataset.sources)} into {dataset.folder_name}",
                 ["nnunet_mt", "merge", "-d"] + [_spec(s) for s in dataset.sources] +
                 ["-o", str(dataset.dataset_id), "-n", dataset.name, "--normalization", setup.normalization],
                 [raw_json])
     pre = os.path.join(setup.preprocessed, dataset.folder_name)
-    argv = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset.dataset_id), "-c", setup.configuration]
-    if setup.num_processes:
-        argv += ["-np", str(setup.num_processes), "-npfp", str(setup.num_processes)]
+    jobs = [merge]
+    if plans_of is None:
+        argv = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset.dataset_id), "-c", setup.configuration]
+        if setup.num_processes:
+            argv += ["-np", str(setup.num_processes), "-npfp", str(setup.num_processes)]
+    else:
+        jobs.append(Job(f"share the plans and folds of {plans_of.folder_name} with {dataset.folder_name}",
+                        ["nnunet_mt", "share-plans", "-s", str(plans_of.dataset_id), "-t", str(dataset.dataset_id),
+                         "-p", setup.plans],
+                        [os.path.join(pre, f"{setup.plans}.json"), os.path.join(pre, "splits_final.json")]))
+        argv = ["nnUNetv2_preprocess", "-d", str(dataset.dataset_id), "-plans_name", setup.plans, "-c",
+                setup.configuration] + (["-np", str(setup.num_processes)] if setup.num_processes else [])
     data_dir = os.path.join(pre, f"{setup.plans}_{setup.configuration}")
     outputs = [os.path.join(pre, f"{setup.plans}.json")] + [os.path.join(data_dir, c + ".pkl")
                                                             for c in dataset.cases("train")]
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the 0 used on CPUs
     env = {"nnUNet_n_proc_DA": "1"} if os.environ.get("nnUNet_n_proc_DA") == "0" else {}
-    return [merge, Job(f"plan and preprocess {dataset.folder_name}", argv, outputs, env)]
+    return jobs + [Job(f"{'plan and ' if plans_of is None else ''}preprocess {dataset.folder_name}", argv, outputs,
+                       env)]
 
 
 def train_job(setup: Setup, model: Model, dataset: MergedDataset, pretrained: Optional[Model] = None) -> Job:
@@ -204,7 +216,7 @@ def joint_vs_dedicated(setup: Setup, specs: Sequence[str]) -> Tuple[List[Job], L
     trainer = setup.trainer_name()
     jobs, rows = [], []
     for dataset in [joint] + dedicated:
-        jobs += prepare_jobs(setup, dataset)
+        jobs += prepare_jobs(setup, dataset, plans_of=None if dataset is joint else joint)
     models = {d.folder_name: Model(d.folder_name, trainer, setup.results) for d in [joint] + dedicated}
     for dataset in [joint] + dedicated:
         jobs.append(train_job(setup, models[dataset.folder_name], dataset))
@@ -245,7 +257,7 @@ def transfer(setup: Setup, specs: Sequence[str], chains: Optional[Sequence[str]]
     trainer, finetune = setup.trainer_name(), setup.trainer_name(finetune=True)
     jobs: List[Job] = []
     for dataset in [joint] + dedicated:
-        jobs += prepare_jobs(setup, dataset)
+        jobs += prepare_jobs(setup, dataset, plans_of=None if dataset is joint else joint)
     models: Dict[Tuple[int, ...], Model] = {}  # chain prefix -> model after its last step
     metrics_of: Dict[Tuple[int, ...], str] = {}
     train, evaluate, rows = [], [], []

@@ -1,0 +1,31 @@
+"""Shared folds for joint and dedicated models: known answers of the pure split functions."""
+import pytest
+
+from nnunet_mt.errors import InputError
+from nnunet_mt.experiments.sharing import restrict_splits, stratified_splits
+
+
+def test_stratified_splits_give_every_source_a_validation_share_in_every_fold():
+    cases = {"A": [f"A{i}" for i in range(5)], "B": [f"B{i:02d}" for i in range(12)]}
+    splits = stratified_splits(cases, folds=5, seed=1)
+    assert len(splits) == 5
+    for split in splits:
+        assert sum(c.startswith("A") for c in split["val"]) == 1  # 5 cases: one per fold
+        assert sum(c.startswith("B") for c in split["val"]) in (2, 3)  # 12 cases: 3, 3, 2, 2, 2
+        assert set(split["train"]).isdisjoint(split["val"])
+        assert sorted(split["train"] + split["val"]) == sorted(cases["A"] + cases["B"])
+    # every case is validated exactly once over the folds; the same seed gives the same folds
+    assert sorted(c for s in splits for c in s["val"]) == sorted(cases["A"] + cases["B"])
+    assert stratified_splits(cases, folds=5, seed=1) == splits
+    assert stratified_splits(cases, folds=5, seed=2) != splits
+
+
+def test_restrict_splits_keeps_exactly_the_fold_cases_of_the_source():
+    splits = [{"train": ["A1", "B1", "A2", "B2"], "val": ["A3", "B3"]},
+              {"train": ["A3", "B3", "A2", "B2"], "val": ["A1", "B1"]}]
+    assert restrict_splits(splits, ["A1", "A2", "A3"]) == [{"train": ["A1", "A2"], "val": ["A3"]},
+                                                          {"train": ["A3", "A2"], "val": ["A1"]}]
+    with pytest.raises(InputError, match="lacks case A9"):
+        restrict_splits(splits, ["A1", "A2", "A3", "A9"])
+    with pytest.raises(InputError, match="fold 0 .* no validation case"):
+        restrict_splits(splits, ["A1", "A2"])
