@@ -7,7 +7,10 @@ order of their start along the first axis, so once a window starting further alo
 plane before that start is final. Those planes are divided by their weights, cropped to the image
 (the padding nnU-Net adds to images smaller than the patch is left out), folded into F^T F (float64)
 and dropped. Memory: one slab of C x patch_x x Y x Z float32 plus its weights, instead of
-C x X x Y x Z.
+C x X x Y x Z, allocated once per image: the slab's rows are moved forward in place when windows move on,
+and finished planes are folded in chunks of at most ``FOLD_CHUNK_BYTES`` of float64, so no temporary copy
+of the slab is ever made. The floor is that slab: with nnU-Net's window order (first axis outermost),
+a plane is final only once the windows of the next start along that axis have all arrived.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 LAYERS = ("last", "bottleneck")
+FOLD_CHUNK_BYTES = 64 * 2 ** 20  # float64 working set when folding finished planes into F^T F
 
 
 def feature_module(network: nn.Module, layer: str) -> Tuple[nn.Module, bool]:
@@ -65,7 +69,7 @@ class GramAccumulator:
         if self.gaussian is None:
             self.gaussian = torch.ones(self.patch_size, device=features.device)
         g = self.gaussian
-        self.buffer[(slice(None), rows, *window[1:])] += features * g
+        self.buffer[(slice(None), rows, *window[1:])].addcmul_(features, g)  # in place: no C x patch temporary
         self.weight[(rows, *window[1:])] += g
 
     def finish(self) -> torch.Tensor:
@@ -76,7 +80,7 @@ class GramAccumulator:
         return self.gram
 
     def _new_buffer(self, channels: int, x0: int, device) -> None:
-        rows = min(self.patch_size[0], self.padded_shape[0] - x0)
+        rows = min(self.patch_size[0], self.padded_shape[0])
         self.buffer = torch.zeros((channels, rows, *self.padded_shape[1:]), dtype=torch.float32, device=device)
         self.weight = torch.zeros((rows, *self.padded_shape[1:]), dtype=torch.float32, device=device)
         self.start = x0
@@ -85,23 +89,30 @@ class GramAccumulator:
             self.channel_sums = torch.zeros(channels, dtype=torch.float64, device=device)
 
     def _shift(self, x0: int) -> None:
-        keep = self.buffer[:, x0 - self.start:].clone()
-        keep_w = self.weight[x0 - self.start:].clone()
-        self._new_buffer(self.buffer.shape[0], x0, self.buffer.device)
-        self.buffer[:, :keep.shape[1]] = keep
-        self.weight[:keep_w.shape[0]] = keep_w
+        """Moves the slab's origin to plane x0: rows still open move to the front (plane by plane, in place),
+        the rest is zeroed for the windows to come."""
+        step, rows = x0 - self.start, self.buffer.shape[1]
+        for i in range(max(0, rows - step)):
+            self.buffer[:, i] = self.buffer[:, i + step]
+            self.weight[i] = self.weight[i + step]
+        self.buffer[:, max(0, rows - step):] = 0
+        self.weight[max(0, rows - step):] = 0
+        self.start = x0
 
     def _finalize(self, n_rows: int) -> None:
-        """Folds planes [start, start + n_rows) into the Gram matrix, cropped to the image."""
+        """Folds planes [start, start + n_rows) into the Gram matrix, cropped to the image, a chunk of planes
+        at a time (float64 accumulation)."""
         lo, hi = max(self.start, self.crop[0].start), min(self.start + n_rows, self.crop[0].stop)
-        if hi <= lo:
-            return
-        rows = slice(lo - self.start, hi - self.start)
-        weight = self.weight[(rows, *self.crop[1:])]
-        f = (self.buffer[(slice(None), rows, *self.crop[1:])] / weight).reshape(self.buffer.shape[0], -1).double()
-        self.gram += f @ f.T
-        self.channel_sums += f.sum(1)
-        self.voxels += f.shape[1]
+        channels = self.buffer.shape[0]
+        plane_voxels = (self.crop[1].stop - self.crop[1].start) * (self.crop[2].stop - self.crop[2].start)
+        chunk = max(1, FOLD_CHUNK_BYTES // (8 * channels * max(plane_voxels, 1)))
+        for a in range(lo, hi, chunk):
+            rows = slice(a - self.start, min(hi, a + chunk) - self.start)
+            weight = self.weight[(rows, *self.crop[1:])]
+            f = (self.buffer[(slice(None), rows, *self.crop[1:])].double() / weight).reshape(channels, -1)
+            self.gram += f @ f.T
+            self.channel_sums += f.sum(1)
+            self.voxels += f.shape[1]
 
 
 class FeatureCapture:

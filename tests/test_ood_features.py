@@ -13,8 +13,14 @@ def _windows(shape, patch, step=0.5):
             for a in steps[0] for b in steps[1] for c in steps[2]]
 
 
-@pytest.mark.parametrize("image_shape", [(13, 9, 7), (2, 9, 7)])  # second: smaller than the patch, padded
-def test_streamed_gram_equals_explicit_assembly(image_shape):
+@pytest.mark.parametrize("image_shape,step,chunk_bytes", [
+    ((13, 9, 7), 0.5, None), ((2, 9, 7), 0.5, None),  # second: smaller than the patch, padded
+    ((23, 9, 7), 0.5, 1), ((23, 10, 7), 0.75, 1),  # planes folded one by one; nnU-Net's -step_size 0.75
+])
+def test_streamed_gram_equals_explicit_assembly(image_shape, step, chunk_bytes, monkeypatch):
+    import nnunet_mt_ood.features as features
+    if chunk_bytes is not None:
+        monkeypatch.setattr(features, "FOLD_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(0)
     patch = (4, 4, 4)
     padded = tuple(max(s, p) for s, p in zip(image_shape, patch))
@@ -24,7 +30,7 @@ def test_streamed_gram_equals_explicit_assembly(image_shape):
     acc.begin(image_shape, padded)
     full = torch.zeros((5, *padded))
     weight = torch.zeros(padded)
-    windows = _windows(padded, patch)
+    windows = _windows(padded, patch, step)
     assert len(windows) > 4
     for w in windows:
         f = torch.from_numpy(rng.normal(size=(5, *patch))).float()
@@ -35,6 +41,7 @@ def test_streamed_gram_equals_explicit_assembly(image_shape):
     crop = tuple(slice(o, o + s) for o, s in zip(offset, image_shape))
     f = (full / weight)[(slice(None), *crop)].reshape(5, -1).double()
     np.testing.assert_allclose(acc.finish().numpy(), (f @ f.T).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(acc.channel_sums.numpy(), f.sum(1).numpy(), rtol=1e-5, atol=1e-6)
     assert acc.voxels == int(np.prod(image_shape))
 
 

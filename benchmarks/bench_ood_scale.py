@@ -1,0 +1,97 @@
+"""The streamed Gram accumulator alone, at real image sizes: peak resident memory and time per window.
+
+    .venv/bin/python benchmarks/bench_ood_scale.py [--json benchmarks/results/ood_scale.json]
+    .venv/bin/python benchmarks/bench_ood_scale.py --module /tmp/features_before.py --only 1   # another version
+
+Each row runs in a fresh process fed nnU-Net's own window grid (``compute_steps_for_sliding_window``, step
+0.5, Gaussian weights) with random float32 features of C channels; reported: the process's peak resident
+memory (``ru_maxrss``; it includes ~0.4 GB of imported torch), the accumulator's own share above the
+process before the first window, nnU-Net's float32 logits buffer for the volume (2 classes) for scale, and
+the seconds per window (one thread, as on a 2-core machine with nnU-Net predicting beside it).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROWS = [  # (channels, patch edge, volume x, y, z)
+    (14, 96, 150, 256, 256),    # our recipe's last layer (14 features, 96^3) on a CT-sized volume
+    (32, 128, 150, 256, 256),   # nnU-Net's default 3d_fullres last decoder stage
+    (32, 128, 300, 512, 512),   # a full-size CT
+    (320, 96, 96, 160, 160),    # bottleneck width, if upsampled to the patch grid (small volume only)
+]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_row(channels: int, patch: int, shape, module_path: str = None) -> dict:
+    import torch
+    torch.set_num_threads(1)
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+    if module_path:
+        spec = importlib.util.spec_from_file_location("features_under_test", module_path)
+        features = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(features)
+    else:
+        import nnunet_mt_ood.features as features
+    patch_size = (patch,) * 3
+    gaussian = compute_gaussian(patch_size, sigma_scale=1. / 8, value_scaling_factor=10,
+                                device=torch.device("cpu")).float()
+    steps = compute_steps_for_sliding_window(shape, patch_size, 0.5)
+    windows = [tuple(slice(s, s + p) for s, p in zip((a, b, c), patch_size))
+               for a in steps[0] for b in steps[1] for c in steps[2]]
+    window_features = torch.randn((channels, *patch_size))
+    before = _rss_mb()
+    acc = features.GramAccumulator(patch_size, gaussian)
+    acc.begin(shape, shape)
+    start = time.perf_counter()
+    for w in windows:
+        acc.add(window_features, w)
+    gram = acc.finish()
+    seconds = time.perf_counter() - start
+    assert gram.shape == (channels, channels) and acc.voxels == shape[0] * shape[1] * shape[2]
+    return {"channels": channels, "patch": patch, "shape": list(shape), "windows": len(windows),
+            "seconds_per_window": seconds / len(windows), "peak_rss_mb": _rss_mb(),
+            "accumulator_mb": _rss_mb() - before,
+            "logits_buffer_mb": 2 * shape[0] * shape[1] * shape[2] * 4 / 2 ** 20,
+            "module": module_path or "nnunet_mt_ood.features"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--module", help="features.py of another version (default: the installed one)")
+    parser.add_argument("--only", type=int, nargs="+", help="row numbers (1-based) to run")
+    parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # internal: run one row in this process
+    args = parser.parse_args()
+    if args.row is not None:
+        print(json.dumps(run_row(*ROWS[args.row][:2], ROWS[args.row][2:], args.module)))
+        return
+    results = []
+    print("| C | patch | volume | windows | s / window | peak RSS (MB) | accumulator (MB) | nnU-Net logits (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i in args.only and [n - 1 for n in args.only] or range(len(ROWS)):
+        cmd = [sys.executable, __file__, "--row", str(i)] + (["--module", args.module] if args.module else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"| row {i + 1} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode} |")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(r)
+        print(f"| {r['channels']} | {r['patch']}^3 | {'x'.join(map(str, r['shape']))} | {r['windows']} | "
+              f"{r['seconds_per_window']:.3f} | {r['peak_rss_mb']:.0f} | {r['accumulator_mb']:.0f} | "
+              f"{r['logits_buffer_mb']:.0f} |", flush=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
