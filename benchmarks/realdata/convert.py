@@ -10,6 +10,8 @@ Writes (all resampled to an isotropic CPU-sized spacing, 4 mm by default; images
 - Dataset903_LiverMR: TotalSegmentator abdominal MR, liver (label 5); crops of one patient (train and test).
 - Dataset904_BrainTumourMR2 (OOD): pyradiomics brain MR with tumour label, 2 subjects and mirrors, test only.
 - Dataset905_BreastMR (OOD): pyradiomics breast MR with lesion label, 1 subject and its mirror, test only.
+- Dataset906_LungTumourCT: chest CT with lung tumour (GTV), 6 patients: 4 train (3 Radiomics Digital
+  Phantom + 1 pyradiomics), 2 test (1 + 1); each also mirrored (8 / 4 cases).
 
 Crops and mirrors are not new subjects; the results say so. Nothing is written into the realdata folder.
 Exits 0 with a message when the realdata folder is absent.
@@ -146,6 +148,18 @@ def convert(realdata: str, raw: str, spacing: float) -> None:
     write_dataset(raw, 903, "LiverMR", "MR", {f"mr_crop{i}": c for i, c in enumerate(both[:8])},
                   {f"mr_crop{i}": c for i, c in enumerate(both[8:], 8)}, spacing,
                   "TotalSegmentator example MR (Apache-2.0), liver; crops of one patient (train and test)")
+
+    lung = os.path.join(realdata, "lung_tumour_ct")
+    patients = {f"lung_pat{i}": (os.path.join(lung, f"pat_{i}_ct.nii.gz"), os.path.join(lung, f"pat_{i}_gtv.nii.gz"))
+                for i in (1, 2, 3, 4)}
+    patients.update({f"lung_rad{i}": (os.path.join(lung, f"lung{i}_image.nrrd"), os.path.join(lung, f"lung{i}_label.nrrd"))
+                     for i in (1, 2)})
+    cases = {k: read_pair(image, label, spacing, [1]) for k, (image, label) in patients.items()}
+    write_dataset(raw, 906, "LungTumourCT", "CT",
+                  with_mirror({k: cases[k] for k in ("lung_pat1", "lung_pat2", "lung_pat3", "lung_rad1")}),
+                  with_mirror({k: cases[k] for k in ("lung_pat4", "lung_rad2")}), spacing,
+                  "Lung tumour GTV on chest CT: 4 patients of the Radiomics Digital Phantom (CC BY-NC 3.0) and 2 "
+                  "of the pyradiomics test data (BSD-3-Clause); 3 + 1 patients train, 1 + 1 test; mirrors added")
 
     pr = os.path.join(realdata, "pyradiomics")
     brains = with_mirror({f"brain{i}": read_pair(os.path.join(pr, f"brain{i}_image.nrrd"),

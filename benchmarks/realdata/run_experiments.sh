@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
 # The paper's three experiments on ../shared/realdata at a CPU budget (2 cores): see documentation/results.md.
 #   bash benchmarks/realdata/run_experiments.sh            (WORK=folder to use another scratch folder)
-# Resumable: rerun after an interruption and finished steps are skipped.
+#   NORMALIZATION=nnunet SEED=1 TABLES="II" bash benchmarks/realdata/run_experiments.sh
+# Every model trains until the paper's convergence rule stops it (CPU window: 200 iterations), capped at the
+# CPU trainer's 25 epochs (BUDGET=N for another cap). Resumable: rerun after an interruption and finished
+# steps are skipped.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REALDATA="${REALDATA:-$HERE/../../../shared/realdata}"
 if [ ! -d "$REALDATA" ]; then echo "$REALDATA: real data not found; skipping"; exit 0; fi
 WORK="${WORK:-$HERE/work}"
-BUDGET="${BUDGET:-12}"  # epochs of 40 iterations (32^3 patches, batch 2)
+NORMALIZATION="${NORMALIZATION:-paper}"  # paper | nnunet (nnunet_mt merge --normalization)
+SEED="${SEED:-0}"
+TABLES="${TABLES:-II III IV}"
 export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
 export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}" nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-0}"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
-[ -f "$nnUNet_raw/Dataset905_BreastMR/dataset.json" ] || python "$HERE/convert.py" --realdata "$REALDATA" -o "$nnUNet_raw"
-CPU=(-tr nnUNetTrainerMultiTaskCPU --budget "$BUDGET" -device cpu -npp 0 -nps 0 -np 1 --disable_tta --id 910)
-# table II: joint model on brain tumour MR + liver CT + liver MR vs one model each
-nnunet_mt experiment joint-vs-dedicated -d 901 902 903 "${CPU[@]}" -o "$WORK/joint_vs_dedicated"
+[ -f "$nnUNet_raw/Dataset906_LungTumourCT/dataset.json" ] || python "$HERE/convert.py" --realdata "$REALDATA" -o "$nnUNet_raw"
+ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)  # each normalization has its own merged datasets
+CPU=(-tr nnUNetTrainerMultiTaskCPU -device cpu -npp 0 -nps 0 -np 1 --disable_tta --id "$ID"
+     --normalization "$NORMALIZATION" --seed "$SEED")
+[ -z "${BUDGET:-}" ] || CPU+=(--budget "$BUDGET")
+RUN="${NORMALIZATION}_seed${SEED}"
+SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
+# table II: joint model on all sources vs one model each (shared plans, folds and calibration region)
+[[ " $TABLES " != *" II "* ]] || nnunet_mt experiment joint-vs-dedicated -d "${SOURCES[@]}" "${CPU[@]}" -o "$WORK/joint_vs_dedicated_$RUN"
 # table III: liver CT -> liver MR and liver MR -> liver CT fine-tuning vs the joint model (reuses the models above)
-nnunet_mt experiment transfer -d 901 902 903 --chains 902,903 903,902 "${CPU[@]}" -o "$WORK/transfer"
+[[ " $TABLES " != *" III "* ]] || nnunet_mt experiment transfer -d "${SOURCES[@]}" --chains 902,903 903,902 "${CPU[@]}" -o "$WORK/transfer_$RUN"
 # tables IV-V: OOD detection on the joint model above; brain MR of another source and breast MR are OOD.
-# (MC dropout needs a second, dropout-trained model: add mcdropout to --methods when the budget allows;
-#  make demo runs it on the demo data.)
-nnunet_mt experiment ood --train 901 902 903 --ood 904 905 --methods ${OOD_METHODS:-spectral entropy msp mahalanobis} \
-    --mc_samples 5 "${CPU[@]}" -o "$WORK/ood"
+# (MC dropout needs a second, dropout-trained model: add mcdropout to OOD_METHODS when the budget allows.)
+[[ " $TABLES " != *" IV "* ]] || nnunet_mt experiment ood --train "${SOURCES[@]}" --ood 904 905 \
+    --methods ${OOD_METHODS:-spectral entropy msp mahalanobis} --mc_samples 5 "${CPU[@]}" -o "$WORK/ood_$RUN"
