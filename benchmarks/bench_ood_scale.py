@@ -7,7 +7,9 @@ Each row runs in a fresh process fed nnU-Net's own window grid (``compute_steps_
 0.5, Gaussian weights) with random float32 features of C channels; reported: the process's peak resident
 memory (``ru_maxrss``; it includes ~0.4 GB of imported torch), the accumulator's own share above the
 process before the first window, nnU-Net's float32 logits buffer for the volume (2 classes) for scale, and
-the seconds per window (one thread, as on a 2-core machine with nnU-Net predicting beside it).
+the seconds per window, begin() included (one thread, as on a 2-core machine with nnU-Net predicting beside
+it). "gram": the spectral signature's F^T F (features upsampled to the patch grid when coarser); "pooled":
+Mahalanobis' channel sums, per window, without upsampling.
 """
 import argparse
 import importlib.util
@@ -18,11 +20,13 @@ import subprocess
 import sys
 import time
 
-ROWS = [  # (channels, patch edge, volume x, y, z)
-    (14, 96, 150, 256, 256),    # our recipe's last layer (14 features, 96^3) on a CT-sized volume
-    (32, 128, 150, 256, 256),   # nnU-Net's default 3d_fullres last decoder stage
-    (32, 128, 300, 512, 512),   # a full-size CT
-    (320, 96, 96, 160, 160),    # bottleneck width, if upsampled to the patch grid (small volume only)
+ROWS = [  # (accumulator, channels, patch edge, feature grid edge, volume x, y, z)
+    ("gram", 14, 96, 96, 150, 256, 256),    # spectral: our recipe's last layer (14 features, 96^3), CT-sized volume
+    ("gram", 32, 128, 128, 150, 256, 256),  # spectral: nnU-Net's default 3d_fullres last decoder stage
+    ("gram", 32, 128, 128, 300, 512, 512),  # spectral: a full-size CT
+    ("gram", 320, 96, 3, 96, 160, 160),     # bottleneck (320 x 3^3) upsampled into a Gram matrix: the old Mahalanobis path
+    ("pooled", 320, 96, 3, 96, 160, 160),   # Mahalanobis now: channel sums per window, no upsampling
+    ("pooled", 320, 128, 4, 300, 512, 512),  # Mahalanobis now, full-size CT
 ]
 
 
@@ -30,7 +34,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_row(channels: int, patch: int, shape, module_path: str = None) -> dict:
+def run_row(kind: str, channels: int, patch: int, grid: int, shape, module_path: str = None) -> dict:
     import torch
     torch.set_num_threads(1)
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
@@ -46,17 +50,22 @@ def run_row(channels: int, patch: int, shape, module_path: str = None) -> dict:
     steps = compute_steps_for_sliding_window(shape, patch_size, 0.5)
     windows = [tuple(slice(s, s + p) for s, p in zip((a, b, c), patch_size))
                for a in steps[0] for b in steps[1] for c in steps[2]]
-    window_features = torch.randn((channels, *patch_size))
+    window_features = torch.randn((channels, *(grid,) * 3))
     before = _rss_mb()
-    acc = features.GramAccumulator(patch_size, gaussian)
-    acc.begin(shape, shape)
     start = time.perf_counter()
+    if kind == "gram":
+        acc = features.GramAccumulator(patch_size, gaussian)
+        acc.begin(shape, shape)
+    else:
+        acc = features.PooledAccumulator(patch_size, gaussian)
+        acc.begin(shape, shape, windows)
     for w in windows:
         acc.add(window_features, w)
-    gram = acc.finish()
+    if kind == "gram":
+        assert acc.finish().shape == (channels, channels)
     seconds = time.perf_counter() - start
-    assert gram.shape == (channels, channels) and acc.voxels == shape[0] * shape[1] * shape[2]
-    return {"channels": channels, "patch": patch, "shape": list(shape), "windows": len(windows),
+    assert acc.voxels == shape[0] * shape[1] * shape[2] and acc.channel_sums.shape == (channels,)
+    return {"accumulator": kind, "feature_grid": grid, "channels": channels, "patch": patch, "shape": list(shape), "windows": len(windows),
             "seconds_per_window": seconds / len(windows), "peak_rss_mb": _rss_mb(),
             "accumulator_mb": _rss_mb() - before,
             "logits_buffer_mb": 2 * shape[0] * shape[1] * shape[2] * 4 / 2 ** 20,
@@ -71,11 +80,12 @@ def main() -> None:
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # internal: run one row in this process
     args = parser.parse_args()
     if args.row is not None:
-        print(json.dumps(run_row(*ROWS[args.row][:2], ROWS[args.row][2:], args.module)))
+        print(json.dumps(run_row(*ROWS[args.row][:4], ROWS[args.row][4:], args.module)))
         return
     results = []
-    print("| C | patch | volume | windows | s / window | peak RSS (MB) | accumulator (MB) | nnU-Net logits (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| accumulator | C x feature grid | patch | volume | windows | s / window | peak RSS (MB) | accumulator (MB) | "
+          "nnU-Net logits (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for i in args.only and [n - 1 for n in args.only] or range(len(ROWS)):
         cmd = [sys.executable, __file__, "--row", str(i)] + (["--module", args.module] if args.module else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -84,7 +94,7 @@ def main() -> None:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"| {r['channels']} | {r['patch']}^3 | {'x'.join(map(str, r['shape']))} | {r['windows']} | "
+        print(f"| {r['accumulator']} | {r['channels']} x {r['feature_grid']}^3 | {r['patch']}^3 | {'x'.join(map(str, r['shape']))} | {r['windows']} | "
               f"{r['seconds_per_window']:.3f} | {r['peak_rss_mb']:.0f} | {r['accumulator_mb']:.0f} | "
               f"{r['logits_buffer_mb']:.0f} |", flush=True)
     if args.json:

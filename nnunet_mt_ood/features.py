@@ -14,6 +14,7 @@ a plane is final only once the windows of the next start along that axis have al
 """
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -113,6 +114,58 @@ class GramAccumulator:
             self.gram += f @ f.T
             self.channel_sums += f.sum(1)
             self.voxels += f.shape[1]
+
+
+def nearest_source_index(out_size: int, in_size: int) -> torch.Tensor:
+    """For each of out_size positions, the input position PyTorch's ``interpolate(mode="nearest")`` copies."""
+    scale = in_size / out_size
+    return (torch.arange(out_size, dtype=torch.float64) * scale).floor().long().clamp(max=in_size - 1)
+
+
+class PooledAccumulator:
+    """Channel sums of the assembled feature map over the image, streamed per window, exactly, with no
+    upsampling and no Gram matrix (what Mahalanobis needs).
+
+    The assembled map is F(v) = sum_w g(v - w) f_w(v) / W(v), with W = sum_w g(. - w) nnU-Net's normalising
+    weight, known from the window list before prediction. Hence sum_v F(v) = sum_w sum_b f_w[b] A_w[b], where
+    b runs over the window's feature voxels and A_w[b] sums g / W over the image voxels that nearest
+    upsampling to the patch grid would fill with f_w[b]. Memory: 1 / W over the padded volume (float32).
+    """
+
+    def __init__(self, patch_size: Sequence[int], gaussian: Optional[torch.Tensor]):
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.gaussian = gaussian
+        self.channel_sums: Optional[torch.Tensor] = None
+
+    def begin(self, image_shape: Sequence[int], padded_shape: Sequence[int], windows: Sequence[Tuple[slice, ...]],
+              device=None) -> None:
+        """windows: every window's spatial slices, as nnU-Net will predict them."""
+        padded_shape = tuple(int(s) for s in padded_shape)
+        if self.gaussian is None:
+            self.gaussian = torch.ones(self.patch_size, device=device)
+        weight = torch.zeros(padded_shape, dtype=torch.float32, device=self.gaussian.device)
+        for w in windows:
+            weight[w] += self.gaussian
+        weight.reciprocal_()  # in place: one volume in memory; the windows cover every padded voxel
+        for axis, (p, s) in enumerate(zip(padded_shape, image_shape)):  # nnU-Net's padding is not image
+            o = (p - int(s)) // 2
+            weight[(slice(None),) * axis + (slice(0, o),)] = 0
+            weight[(slice(None),) * axis + (slice(o + int(s), p),)] = 0
+        self.inverse_weight = weight
+        self.channel_sums = None
+        self.voxels = int(np.prod([int(s) for s in image_shape]))
+
+    def add(self, features: torch.Tensor, window: Tuple[slice, ...]) -> None:
+        """features: (C, *feature grid) of the window at spatial slices `window` of the padded volume."""
+        share = self.inverse_weight[window] * self.gaussian  # (patch): each voxel's weight in the image mean
+        for axis, size in enumerate(features.shape[1:]):
+            if size != share.shape[axis]:  # sum the voxels that nearest upsampling fills from one feature voxel
+                index = nearest_source_index(share.shape[axis], size).to(share.device)
+                shape = list(share.shape)
+                shape[axis] = size
+                share = torch.zeros(shape, dtype=share.dtype, device=share.device).index_add_(axis, index, share)
+        sums = features.reshape(features.shape[0], -1).double() @ share.reshape(-1).double()
+        self.channel_sums = sums if self.channel_sums is None else self.channel_sums + sums
 
 
 class FeatureCapture:

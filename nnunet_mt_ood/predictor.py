@@ -24,15 +24,16 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from nnunet_mt.network import DropoutConv3d
 from nnunet_mt_ood.baselines import foreground_entropy, max_softmax_score, mean_entropy
-from nnunet_mt_ood.features import FeatureCapture, GramAccumulator
+from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator
 from nnunet_mt_ood.signatures import signature_from_gram
 
 
 class OODPredictor(nnUNetPredictor):
     """``nnUNetPredictor`` that also collects OOD inputs: ``results``: {case id: {name: value}} of the predicted cases.
 
-    Per feature layer L: ``signature_L`` (spectral signature) and ``pooled_L`` (channel means); with
-    softmax scores: ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``.
+    For the spectral layer L: ``signature_L`` and ``pooled_L`` (channel means); for each further layer in
+    ``layers``: ``pooled_L`` only (streamed without a Gram matrix or upsampling); with softmax scores:
+    ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``.
     """
 
     def enable_ood(self, layer: str = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
@@ -50,7 +51,7 @@ class OODPredictor(nnUNetPredictor):
         self._pending_cases: list = []
         self._collecting = True
         self._captures = {}
-        self._accumulators: Dict[str, GramAccumulator] = {}
+        self._accumulators: Dict[str, object] = {}
         self._grams: Dict[str, tuple] = {}
         for name in dict.fromkeys([layer, *layers]):
             self._captures[name] = FeatureCapture(self.network, name, lambda f, n=name: self._on_features(n, f))
@@ -95,9 +96,14 @@ class OODPredictor(nnUNetPredictor):
                                         value_scaling_factor=10, device=self.device).float() \
                 if self.use_gaussian else None
             self._windows = {}
+            windows = [s[1:] for s in slicers]
             for name in self._captures:
-                self._accumulators[name] = GramAccumulator(self.configuration_manager.patch_size, gaussian)
-                self._accumulators[name].begin(self._image_shape, data.shape[1:])
+                if name == self.layer:  # the spectral layer: Gram matrix (and channel sums)
+                    self._accumulators[name] = GramAccumulator(self.configuration_manager.patch_size, gaussian)
+                    self._accumulators[name].begin(self._image_shape, data.shape[1:])
+                else:  # pooled statistics only
+                    self._accumulators[name] = PooledAccumulator(self.configuration_manager.patch_size, gaussian)
+                    self._accumulators[name].begin(self._image_shape, data.shape[1:], windows, self.device)
                 self._windows[name] = 0
         return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
 
@@ -112,8 +118,9 @@ class OODPredictor(nnUNetPredictor):
         self._image_shape = tuple(input_image.shape[1:])
         logits = super().predict_sliding_window_return_logits(input_image)
         for name, acc in self._accumulators.items():
-            gram = acc.finish()
-            self._grams[name] = (gram.cpu().numpy(), acc.channel_sums.cpu().numpy(), acc.voxels)
+            gram = acc.finish() if isinstance(acc, GramAccumulator) else None
+            self._grams[name] = (None if gram is None else gram.cpu().numpy(), acc.channel_sums.cpu().numpy(),
+                                 acc.voxels)
         return logits
 
     def _on_features(self, layer: str, features: torch.Tensor) -> None:
@@ -158,7 +165,8 @@ class OODPredictor(nnUNetPredictor):
     def last_results(self, data: torch.Tensor, logits: torch.Tensor) -> dict:
         results = {}
         for name, (gram, sums, voxels) in self._grams.items():
-            results[f"signature_{name}"] = signature_from_gram(gram)
+            if gram is not None:
+                results[f"signature_{name}"] = signature_from_gram(gram)
             results[f"pooled_{name}"] = sums / max(voxels, 1)
         if self.softmax_scores:
             probabilities = torch.softmax(logits.float(), 0).numpy()

@@ -67,3 +67,32 @@ def test_feature_layers_of_nnunets_default_network():
         net(torch.zeros(1, 1, 32, 32, 32))
     handle.remove()
     assert seen == [(1, 32, 32, 32, 32)]  # nnU-Net's default: 32 features at full resolution
+
+
+@pytest.mark.parametrize("feature_grid", [(8, 8, 8), (2, 2, 2), (3, 3, 3), (1, 1, 1)])
+@pytest.mark.parametrize("image_shape", [(19, 11, 9), (5, 11, 9)])  # second: padded along the first axis
+def test_pooled_sums_equal_upsampled_explicit_assembly(feature_grid, image_shape):
+    """Mahalanobis' channel means, streamed without upsampling, equal the mean of the explicitly assembled
+    map of nearest-upsampled window features (what the Gram accumulator used to compute)."""
+    from nnunet_mt_ood.features import PooledAccumulator
+    rng = np.random.default_rng(1)
+    patch, channels = (8, 8, 8), 6
+    padded = tuple(max(s, p) for s, p in zip(image_shape, patch))
+    gaussian = compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=10,
+                                device=torch.device("cpu")).float()
+    windows = _windows(padded, patch)
+    acc = PooledAccumulator(patch, gaussian)
+    acc.begin(image_shape, padded, windows)
+    full = torch.zeros((channels, *padded), dtype=torch.float64)
+    weight = torch.zeros(padded, dtype=torch.float64)
+    for w in windows:
+        f = torch.from_numpy(rng.normal(size=(channels, *feature_grid))).float()
+        acc.add(f, w)
+        up = torch.nn.functional.interpolate(f[None], size=patch, mode="nearest")[0].double()
+        full[(slice(None), *w)] += up * gaussian.double()
+        weight[w] += gaussian.double()
+    offset = [(p - s) // 2 for p, s in zip(padded, image_shape)]
+    crop = tuple(slice(o, o + s) for o, s in zip(offset, image_shape))
+    expected = (full / weight)[(slice(None), *crop)].reshape(channels, -1).sum(1)
+    np.testing.assert_allclose(acc.channel_sums.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert acc.voxels == int(np.prod(image_shape))
