@@ -261,8 +261,28 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     def on_train_end(self):
         super().on_train_end()
         if self.fits_ood_on_this_rank():
-            from nnunet_mt_ood.fit import fit_after_training
+            self.fit_ood_isolated()
+
+    def fit_ood_isolated(self) -> None:
+        """The spectral fit, timed; a failure is logged with the command that redoes it and never stops
+        nnU-Net's final validation (the trained model is already saved as checkpoint_final.pth)."""
+        import time
+        from nnunet_mt_ood.fit import fit_after_training
+        start = time.time()
+        try:
             fit_after_training(self)
+        except Exception as e:  # noqa: BLE001 - any failure here must not cost the user the trained model
+            self.print_to_log_file(
+                f"Spectral OOD fit failed ({type(e).__name__}: {e}); the model is saved. Redo the fit with: "
+                f"nnunet_mt_ood fit -d {self.plans_manager.dataset_name} -c {self.configuration_name} "
+                f"-f {self.fold} -tr {type(self).__name__} -p {self.plans_manager.plans_name}",
+                also_print_to_console=True)
+            return
+        elapsed = time.time() - start
+        trained = sum(self.logger.get_value("epoch_end_timestamps", step=None)) - \
+            sum(self.logger.get_value("epoch_start_timestamps", step=None))
+        self.print_to_log_file(f"Spectral OOD fit took {elapsed:.1f} s ({100 * elapsed / max(trained, 1e-9):.1f} % of "
+                               f"the {trained:.0f} s spent in training epochs)", also_print_to_console=True)
 
 
 class nnUNetTrainerMultiTask_5epochs(nnUNetTrainerMultiTask):

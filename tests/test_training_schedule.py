@@ -61,6 +61,20 @@ def test_lr_drops_only_after_a_window_without_decrease_and_training_stops(prepro
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.9 ** 2)
 
 
+def test_a_failing_ood_fit_never_costs_the_training(preprocessed, monkeypatch):
+    import nnunet_mt_ood.fit
+    trainer = _trainer(preprocessed[0], "nnUNetTrainerMultiTaskCPU_2epochs", monkeypatch)
+
+    def broken(_):
+        raise MemoryError("out of memory while fitting")
+    monkeypatch.setattr(nnunet_mt_ood.fit, "fit_after_training", broken)
+    trainer.fit_ood_isolated()  # logs instead of raising, so nnU-Net's final validation still runs
+    log = open(trainer.log_file).read()
+    assert "Spectral OOD fit failed (MemoryError: out of memory while fitting)" in log
+    assert ("nnunet_mt_ood fit -d Dataset500_MultiTask -c 3d_fullres -f 0 -tr nnUNetTrainerMultiTaskCPU_2epochs "
+            "-p nnUNetPlans") in log
+
+
 def _final_log(results, name):
     fold = results / "Dataset520_Resume" / f"{name}__nnUNetPlans__3d_fullres" / "fold_0"
     ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
@@ -94,6 +108,9 @@ def test_killed_and_resumed_training_repeats_the_uninterrupted_run(demo_raw):
     a, summary_a = _final_log(root / "res_straight", RESUMABLE)
     b, summary_b = _final_log(root / "res_resumed", RESUMABLE)
     assert summary_a == summary_b  # same epoch of stop, same LR drops and final LR, same verdict
+    log = next((root / "res_straight/Dataset520_Resume" / f"{RESUMABLE}__nnUNetPlans__3d_fullres/fold_0")
+               .glob("training_log_*.txt")).read_text()
+    assert re.search(r"Spectral OOD fit took [\d.]+ s \([\d.]+ % of the \d+ s spent in training epochs\)", log)
     assert a["lrs"] == b["lrs"]
     np.testing.assert_allclose(a["train_losses"], b["train_losses"], rtol=1e-5)
     np.testing.assert_allclose(a["val_losses"], b["val_losses"], rtol=1e-5)
