@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,26 @@ def run(cmd, env, check=True, timeout=900):
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-3000:]}")
     return result
+
+
+def copy_dataset(root, name, new_id):
+    """A copy of raw dataset `name` as Dataset<new_id>_Broken, to be broken by a test."""
+    dst = root / "raw" / f"Dataset{new_id}_Broken"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(root / "raw" / name, dst)
+    return dst
+
+
+def assert_merge_refused(env, root, args, *needles):
+    """`nnunet_mt merge ARGS` exits 2 with one line containing every needle, and writes nothing."""
+    listing = sorted(os.listdir(root / "raw"))
+    r = run([os.path.join(BIN, "nnunet_mt"), "merge", *args], env, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert sorted(os.listdir(root / "raw")) == listing  # nothing written, not even a partial folder
 
 
 def nnunet_env(root):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import BIN, run
+from conftest import BIN, assert_merge_refused as _assert_refused, copy_dataset as _broken_copy, run
 
 
 def _tree_digest(folder):
@@ -56,24 +56,6 @@ def test_merge_layout_provenance_and_binary_labels(merged):
     assert a.st_ino == b.st_ino
     for d, digest in before.items():
         assert _tree_digest(root / "raw" / d) == digest
-
-
-def _broken_copy(root, name, new_id):
-    dst = root / "raw" / f"Dataset{new_id}_Broken"
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(root / "raw" / name, dst)
-    return dst
-
-
-def _assert_refused(env, root, args, *needles):
-    listing = sorted(os.listdir(root / "raw"))
-    r = _merge(env, *args, check=False)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    assert sorted(os.listdir(root / "raw")) == listing  # nothing written, not even a partial folder
 
 
 def test_refusals(merged):

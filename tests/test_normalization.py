@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import BIN, run
+from conftest import BIN, assert_merge_refused, copy_dataset, run
 from nnunet_mt.intensity import CT_BELOW_HU, looks_like_ct, normalize_ct, normalize_mr, paper_normalize
 
 
@@ -61,46 +61,28 @@ def test_contract_nnunet_finds_the_scheme_by_name_in_a_fresh_interpreter():
     assert r.returncode != 0  # switched off: nnU-Net no longer finds it
 
 
-def _copy_dataset(root, name, new_id):
-    dst = root / "raw" / f"Dataset{new_id}_Broken"
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(root / "raw" / name, dst)
-    return dst
-
-
-def _refused(env, root, args, *needles):
-    listing = sorted(os.listdir(root / "raw"))
-    r = run([os.path.join(BIN, "nnunet_mt"), "merge", *args], env, check=False)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert sorted(os.listdir(root / "raw")) == listing
-
-
 def test_merge_refuses_images_that_contradict_the_rule(demo_raw):
     root, env = demo_raw
     # a CT source whose test image has no air (e.g. a soft-tissue crop, or not in HU)
-    broken = _copy_dataset(root, "Dataset011_LiverCT", 710)
+    broken = copy_dataset(root, "Dataset011_LiverCT", 710)
     path = broken / "imagesTs" / "liverct_041_0000.nii.gz"
     image = sitk.ReadImage(str(path))
     shifted = sitk.GetImageFromArray(sitk.GetArrayFromImage(image) + 1024.0)  # stored without the intercept
     shifted.CopyInformation(image)
     os.remove(path)
     sitk.WriteImage(shifted, str(path))
-    _refused(env, root, ["-d", "12", "710", "-o", "611"], "liverct_041_0000.nii.gz", "declared 'CT'",
+    assert_merge_refused(env, root, ["-d", "12", "710", "-o", "611"], "liverct_041_0000.nii.gz", "declared 'CT'",
              "--normalization nnunet")
     # the same merge is accepted with nnU-Net's normalization
     run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "12", "710", "-o", "611", "--normalization", "nnunet"], env)
     shutil.rmtree(root / "raw" / "Dataset611_MultiTask")
     shutil.rmtree(broken)
     # a CT source declared as MR
-    broken = _copy_dataset(root, "Dataset011_LiverCT", 711)
+    broken = copy_dataset(root, "Dataset011_LiverCT", 711)
     meta = json.loads((broken / "dataset.json").read_text())
     meta["channel_names"] = {"0": "T1"}
     (broken / "dataset.json").write_text(json.dumps(meta))
-    _refused(env, root, ["-d", "711", "-o", "611"], "liverct_000_0000.nii.gz", "declared 'T1', not CT")
+    assert_merge_refused(env, root, ["-d", "711", "-o", "611"], "liverct_000_0000.nii.gz", "declared 'T1', not CT")
     shutil.rmtree(broken)
 
 
