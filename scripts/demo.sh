@@ -48,7 +48,8 @@ nnunet_mt_ood evaluate "$OUT"/predictions/{id,ood_hippocampus,ood_pancreas}/ood_
 step "summary"
 model="$nnUNet_results/Dataset500_MultiTask/${TRAINER}__nnUNetPlans__3d_fullres"
 grep -h "Sampling shares" "$model"/fold_0/training_log_*.txt | tail -n 1
-grep -h "Spectral OOD" "$model"/fold_0/training_log_*.txt | tail -n 1
+grep -h "Paper schedule\|Converged after\|Stopped at the cap" "$model"/fold_0/training_log_*.txt | tail -n 2
+grep -h "Spectral OOD" "$model"/fold_0/training_log_*.txt | tail -n 2
 echo "Segmentation (in-distribution test cases):"
 cat "$OUT/predictions/id/metrics.md"
 echo "OOD detection (14 in-distribution test cases vs 8 held-out OOD cases):"
