@@ -40,10 +40,13 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.merge import PROVENANCE_KEY, case_sources
 from nnunet_mt.network import build_residual_unet
 from nnunet_mt.sampling import case_sampling_probabilities, source_shares
 from nnunet_mt.schedule import has_converged, plateau_learning_rate
+
+warn_if_untested_nnunet()
 
 __all__ = [
     "nnUNetTrainerMultiTask", "nnUNetTrainerMultiTask_5epochs", "nnUNetTrainerMultiTaskDropout",

@@ -22,10 +22,14 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from torch.nn.modules.dropout import _DropoutNd
 
+from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.network import DropoutConv3d
 from nnunet_mt_ood.baselines import foreground_entropy, max_softmax_score, mean_entropy
 from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator
 from nnunet_mt_ood.signatures import signature_from_gram
+
+
+warn_if_untested_nnunet()
 
 
 class OODPredictor(nnUNetPredictor):
