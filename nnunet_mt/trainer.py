@@ -11,7 +11,8 @@ Each override replaces one piece of nnU-Net's default recipe:
   resumed with ``--c`` repeats the uninterrupted one exactly when augmentation runs in-process
   (``nnUNet_n_proc_DA=0``) (``initialize``, ``on_epoch_start``);
 - augmentation: random patch location, flips, 90-degree rotations, Gaussian noise (``get_training_transforms``);
-- cases drawn with probability proportional to n_source ** -0.5 (``get_dataloaders``);
+- cases drawn with probability proportional to n_source ** -0.5 (``get_dataloaders``: nnU-Net's loaders, then
+  the weights);
 - after training, the spectral signatures of the training images for OOD detection (``on_train_end``).
 """
 import json
@@ -22,7 +23,6 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
@@ -31,10 +31,8 @@ from batchgeneratorsv2.transforms.spatial.rot90 import Rot90Transform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
-from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -161,33 +159,28 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     def sampling_probabilities_for(self, case_ids: Sequence[str]) -> np.ndarray:
         return case_sampling_probabilities(case_sources(self.dataset_json, case_ids), self.sampling_alpha)
 
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, *args, **kwargs) -> BasicTransform:
+        """nnU-Net's hook for the training augmentation (a staticmethod in nnunetv2 2.8.1, called as
+        ``self.get_training_transforms(...)`` by its ``get_dataloaders``): the paper's instead."""
+        return self.paper_training_transforms(mirror_axes, self.rotation_axes())
+
     def get_dataloaders(self):
-        # nnU-Net's version hard-codes sampling_probabilities=None; this one passes the 1/sqrt(n) weights.
-        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-        if self.dataset_class is None:
-            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
-        _, _, patch_size, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
-        train_transforms = self.paper_training_transforms(mirror_axes, self.rotation_axes())
-        val_transforms = self.get_validation_transforms(None)
-        loaders = []
-        for dataset, transforms in ((dataset_tr, train_transforms), (dataset_val, val_transforms)):
-            probabilities = self.sampling_probabilities_for(dataset.identifiers)
-            loaders.append(nnUNetDataLoader(dataset, self.batch_size, patch_size, patch_size, self.label_manager,
-                                            oversample_foreground_percent=self.oversample_foreground_percent,
-                                            sampling_probabilities=probabilities, transforms=transforms))
-        shares = source_shares(case_sources(self.dataset_json, dataset_tr.identifiers),
-                               loaders[0].sampling_probabilities)
+        """nnU-Net's own loaders (its loader options, ``get_training_transforms`` and validation transforms),
+        then the 1/sqrt(n) weights set on both (nnunetv2 2.8.1 passes ``sampling_probabilities=None``). nnU-Net
+        starts worker processes with a warm-up batch; they are restarted so that they receive the weights."""
+        train, val = super().get_dataloaders()
+        for augmenter in (train, val):
+            single = isinstance(augmenter, SingleThreadedAugmenter)
+            loader = augmenter.data_loader if single else augmenter.generator
+            loader.sampling_probabilities = self.sampling_probabilities_for(loader.indices)
+            if not single:
+                augmenter.restart()
+        train_loader = train.data_loader if isinstance(train, SingleThreadedAugmenter) else train.generator
+        shares = source_shares(case_sources(self.dataset_json, train_loader.indices),
+                               train_loader.sampling_probabilities)
         self.print_to_log_file("Sampling shares per source dataset (alpha=%s): %s" % (
             self.sampling_alpha, {k: round(v, 3) for k, v in shares.items()}))
-        n_proc = get_allowed_n_proc_DA()
-        if n_proc == 0:
-            return SingleThreadedAugmenter(loaders[0], None), SingleThreadedAugmenter(loaders[1], None)
-        pin = self.device.type == "cuda"
-        train = NonDetMultiThreadedAugmenter(loaders[0], None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
-                                             pin_memory=pin, wait_time=0.002)
-        val = NonDetMultiThreadedAugmenter(loaders[1], None, num_processes=max(1, n_proc // 2),
-                                           num_cached=max(3, n_proc // 4), pin_memory=pin, wait_time=0.002)
         return train, val
 
     def converged(self) -> bool:
