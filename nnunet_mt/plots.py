@@ -4,7 +4,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnunet_mt.metrics import bins_from_histogram, calibration_histogram, ece_from_histogram, mce_from_histogram
+from nnunet_mt.metrics import bins_from_histogram, ece_from_histogram, mce_from_histogram
 
 
 def subplots(*args, **kwargs):
@@ -56,8 +56,3 @@ def reliability_diagram_from_histogram(histogram: np.ndarray, path: str, title: 
     bottom.set_xlim(0, 1)
     return save_png(fig, path)
 
-
-def reliability_diagram(prob: np.ndarray, ref: np.ndarray, path: str, n_bins: int = 10,
-                        roi: Optional[np.ndarray] = None, title: str = "") -> str:
-    """Reliability diagram of one image's foreground probabilities against its reference, as PNG."""
-    return reliability_diagram_from_histogram(calibration_histogram(prob, ref, n_bins, roi), path, title)
