@@ -1,6 +1,5 @@
 """PNG figures (matplotlib, headless)."""
 import os
-from typing import Optional
 
 import numpy as np
 
