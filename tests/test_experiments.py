@@ -101,7 +101,7 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
     checkpoint = root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth"
     before = checkpoint.stat().st_mtime_ns, (out / "table_II.csv").read_text()
     result = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST)
-    assert "17 steps, 17 done already" in result.stdout
+    assert "19 steps, 19 done already" in result.stdout
     assert "$ " not in result.stdout  # no command ran
     assert (checkpoint.stat().st_mtime_ns, (out / "table_II.csv").read_text()) == before
     jobs = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--print-jobs")

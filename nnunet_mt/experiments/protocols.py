@@ -136,7 +136,8 @@ def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[Merged
         jobs.append(Job(f"share the plans and folds of {plans_of.folder_name} with {dataset.folder_name}",
                         ["nnunet_mt", "share-plans", "-s", str(plans_of.dataset_id), "-t", str(dataset.dataset_id),
                          "-p", setup.plans],
-                        [os.path.join(pre, f"{setup.plans}.json"), os.path.join(pre, "splits_final.json")]))
+                        [os.path.join(pre, f"{setup.plans}.json"), os.path.join(pre, "splits_final.json"),
+                         os.path.join(pre, "dataset_fingerprint.json")]))
         argv = ["nnUNetv2_preprocess", "-d", str(dataset.dataset_id), "-plans_name", setup.plans, "-c",
                 setup.configuration] + (["-np", str(setup.num_processes)] if setup.num_processes else [])
     data_dir = os.path.join(pre, f"{setup.plans}_{setup.configuration}")

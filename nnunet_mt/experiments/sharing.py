@@ -69,10 +69,13 @@ def training_cases_by_source(raw_folder: str) -> Dict[str, List[str]]:
 
 def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nnUNetPlans", log=print) -> None:
     """source, targets: dataset ids or names. Writes each target's plans (the source's) and splits_final.json
-    (the source's folds restricted to the target's cases); writes the source's folds first (stratified by
-    source dataset) if it has none yet."""
+    (the source's folds restricted to the target's cases), and the target's own dataset fingerprint with
+    nnU-Net's extractor if it has none (nnUNetv2_train copies it); writes the source's folds first
+    (stratified by source dataset) if it has none yet."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
     from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import \
         move_plans_between_datasets
+    from nnunetv2.configuration import default_num_processes
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     if not nnUNet_raw or not nnUNet_preprocessed:
@@ -97,6 +100,9 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
         except InputError as e:
             raise InputError(f"{splits_file}: {e} ({target_name})")
         os.makedirs(folder, exist_ok=True)
+        if not os.path.isfile(os.path.join(folder, "dataset_fingerprint.json")):  # also copies dataset.json
+            extract_fingerprint_dataset(int(target_name[len("Dataset"):len("Dataset") + 3]),
+                                        num_processes=default_num_processes, clean=False, verbose=False)
         # nnUNetv2_preprocess reads dataset.json from here (nnU-Net's fingerprint step normally copies it)
         shutil.copyfile(os.path.join(nnUNet_raw, target_name, "dataset.json"), os.path.join(folder, "dataset.json"))
         move_plans_between_datasets(source_name, target_name, plans, plans)
