@@ -170,15 +170,14 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         then the 1/sqrt(n) weights set on both (nnunetv2 2.8.1 passes ``sampling_probabilities=None``). nnU-Net
         starts worker processes with a warm-up batch; they are restarted so that they receive the weights."""
         train, val = super().get_dataloaders()
+        loaders = []
         for augmenter in (train, val):
             single = isinstance(augmenter, SingleThreadedAugmenter)
-            loader = augmenter.data_loader if single else augmenter.generator
-            loader.sampling_probabilities = self.sampling_probabilities_for(loader.indices)
+            loaders.append(augmenter.data_loader if single else augmenter.generator)
+            loaders[-1].sampling_probabilities = self.sampling_probabilities_for(loaders[-1].indices)
             if not single:
                 augmenter.restart()
-        train_loader = train.data_loader if isinstance(train, SingleThreadedAugmenter) else train.generator
-        shares = source_shares(case_sources(self.dataset_json, train_loader.indices),
-                               train_loader.sampling_probabilities)
+        shares = source_shares(case_sources(self.dataset_json, loaders[0].indices), loaders[0].sampling_probabilities)
         self.print_to_log_file("Sampling shares per source dataset (alpha=%s): %s" % (
             self.sampling_alpha, {k: round(v, 3) for k, v in shares.items()}))
         return train, val

@@ -100,10 +100,10 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
         except InputError as e:
             raise InputError(f"{splits_file}: {e} ({target_name})")
         os.makedirs(folder, exist_ok=True)
-        if not os.path.isfile(os.path.join(folder, "dataset_fingerprint.json")):  # also copies dataset.json
+        if not os.path.isfile(os.path.join(folder, "dataset_fingerprint.json")):
             extract_fingerprint_dataset(int(target_name[len("Dataset"):len("Dataset") + 3]),
                                         num_processes=default_num_processes, clean=False, verbose=False)
-        # nnUNetv2_preprocess reads dataset.json from here (nnU-Net's fingerprint step normally copies it)
+        # nnUNetv2_preprocess reads dataset.json from here (nnUNetv2_plan_and_preprocess would have copied it)
         shutil.copyfile(os.path.join(nnUNet_raw, target_name, "dataset.json"), os.path.join(folder, "dataset.json"))
         move_plans_between_datasets(source_name, target_name, plans, plans)
         write_text_atomic(os.path.join(folder, "splits_final.json"), json.dumps(restricted, indent=1))
