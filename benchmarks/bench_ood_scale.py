@@ -55,7 +55,10 @@ def run_row(kind: str, channels: int, patch: int, grid: int, shape, module_path:
     start = time.perf_counter()
     if kind == "gram":
         acc = features.GramAccumulator(patch_size, gaussian)
-        acc.begin(shape, shape)
+        try:
+            acc.begin(shape, shape, windows)
+        except TypeError:  # versions before the cell scheme took no window list
+            acc.begin(shape, shape)
     else:
         acc = features.PooledAccumulator(patch_size, gaussian)
         acc.begin(shape, shape, windows)
@@ -68,6 +71,7 @@ def run_row(kind: str, channels: int, patch: int, grid: int, shape, module_path:
     return {"accumulator": kind, "feature_grid": grid, "channels": channels, "patch": patch, "shape": list(shape), "windows": len(windows),
             "seconds_per_window": seconds / len(windows), "peak_rss_mb": _rss_mb(),
             "accumulator_mb": _rss_mb() - before,
+            "open_cells_peak_mb": getattr(acc, "peak_open_bytes", 0) / 2 ** 20,
             "logits_buffer_mb": 2 * shape[0] * shape[1] * shape[2] * 4 / 2 ** 20,
             "module": module_path or "nnunet_mt_ood.features"}
 

@@ -2,24 +2,31 @@
 sliding-window prediction.
 
 nnU-Net assembles a volume's logits as the Gaussian-weighted average of the windows' outputs. The
-feature map F is assembled the same way (un-mirrored pass only), but never as a whole: windows come in
-order of their start along the first axis, so once a window starting further along arrives, every
-plane before that start is final. Those planes are divided by their weights, cropped to the image
-(the padding nnU-Net adds to images smaller than the patch is left out), folded into F^T F (float64)
-and dropped. Memory: one slab of C x patch_x x Y x Z float32 plus its weights, instead of
-C x X x Y x Z, allocated once per image: the slab's rows are moved forward in place when windows move on,
-and finished planes are folded in chunks of at most ``FOLD_CHUNK_BYTES`` of float64, so no temporary copy
-of the slab is ever made. The floor is that slab: with nnU-Net's window order (first axis outermost),
-a plane is final only once the windows of the next start along that axis have all arrived.
+feature map F is assembled the same way (un-mirrored pass only), but never as a whole. The window
+edges along each axis cut the padded volume into cells, each covered by a fixed set of windows, known
+from the window list before the first window arrives. A cell's weighted feature sum is kept only while
+it is open: from the first window that covers it until the last; then it is divided by its weights,
+cropped to the image (the padding nnU-Net adds to images smaller than the patch is left out), folded into
+F^T F (float64, in chunks of at most ``FOLD_CHUNK_BYTES``) and freed. This is exact for any window order
+and holds only the open cells, the least an exact F^T F can hold. On the CPU each cell lives in its own
+anonymous memory map, returned to the system when the cell closes (the C library's allocator would keep
+freed blocks of up to 32 MB and let the process grow past the open cells), and the fold buffer is
+allocated once. With nnU-Net's order (first axis
+outermost) the open cells peak at the overlap of two consecutive rows along the first axis, a band of
+(patch_x - step_x) planes of the whole cross-section, times C + 1 float32 values per voxel: the floor,
+since a voxel in that band needs the features of both rows before it can enter F^T F.
 """
-from typing import Optional, Sequence, Tuple
+import bisect
+import mmap
+from itertools import product
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 LAYERS = ("last", "bottleneck")
-FOLD_CHUNK_BYTES = 64 * 2 ** 20  # float64 working set when folding finished planes into F^T F
+FOLD_CHUNK_BYTES = 32 * 2 ** 20  # the float64 buffer finished cells are folded through into F^T F
 
 
 def feature_module(network: nn.Module, layer: str) -> Tuple[nn.Module, bool]:
@@ -38,82 +45,120 @@ def feature_module(network: nn.Module, layer: str) -> Tuple[nn.Module, bool]:
 
 
 class GramAccumulator:
-    """Streams F^T F over the windows of one sliding-window pass (see module docstring)."""
+    """Streams F^T F over the windows of one sliding-window pass (see module docstring).
+
+    ``open_bytes`` / ``peak_open_bytes``: bytes held by open cells now / at most during the pass; the fold
+    buffer (at most ``FOLD_CHUNK_BYTES``) comes on top.
+    """
 
     def __init__(self, patch_size: Sequence[int], gaussian: Optional[torch.Tensor]):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.gaussian = gaussian  # (px, py, pz) window weights; None: uniform
         self.gram: Optional[torch.Tensor] = None
 
-    def begin(self, image_shape: Sequence[int], padded_shape: Sequence[int]) -> None:
-        """image_shape: spatial shape before nnU-Net's padding; padded_shape: the shape windows tile."""
+    def begin(self, image_shape: Sequence[int], padded_shape: Sequence[int],
+              windows: Sequence[Tuple[slice, ...]]) -> None:
+        """image_shape: spatial shape before nnU-Net's padding; padded_shape: the shape windows tile;
+        windows: every window's spatial slices, as nnU-Net will predict them (in any order)."""
         self.padded_shape = tuple(int(s) for s in padded_shape)
         offset = [(p - s) // 2 for p, s in zip(self.padded_shape, image_shape)]
         self.crop = tuple(slice(o, o + int(s)) for o, s in zip(offset, image_shape))
+        self.edges = [sorted({0, size} | {w[a].start for w in windows} | {w[a].stop for w in windows})
+                      for a, size in enumerate(self.padded_shape)]
+        self.pending = np.zeros([len(e) - 1 for e in self.edges], dtype=np.int64)  # windows yet to come, per cell
+        for w in windows:
+            self.pending[self._cell_slices(w)] += 1
+        self.cells: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}  # open cells: (weighted sum, weight)
+        self.fold_buffer: Optional[torch.Tensor] = None
         self.gram = None
-        self.buffer = self.weight = None
-        self.start = 0
         self.voxels = 0
+        self.open_bytes = self.peak_open_bytes = 0
+
+    def _cell_shape(self, cell) -> tuple:
+        return tuple(int(self.edges[a][i + 1] - self.edges[a][i]) for a, i in enumerate(cell))
+
+    def _cell_slices(self, window: Tuple[slice, ...]) -> Tuple[slice, ...]:
+        """The cell index ranges a window covers, per axis."""
+        out = []
+        for a, s in enumerate(window):
+            i0, i1 = bisect.bisect_left(self.edges[a], s.start), bisect.bisect_left(self.edges[a], s.stop)
+            if i1 >= len(self.edges[a]) or self.edges[a][i0] != s.start or self.edges[a][i1] != s.stop:
+                raise ValueError(f"window {window} is not one of the windows given to begin()")
+            out.append(slice(i0, i1))
+        return tuple(out)
 
     def add(self, features: torch.Tensor, window: Tuple[slice, ...]) -> None:
         """features: (C, *patch) of the window at spatial slices `window` of the padded volume."""
         features = features.float()
         if features.shape[1:] != self.patch_size:  # lower-resolution layer: nearest upsampling to the patch grid
             features = nn.functional.interpolate(features[None], size=self.patch_size, mode="nearest")[0]
-        x0 = window[0].start
-        if self.buffer is None:
-            self._new_buffer(features.shape[0], x0, features.device)
-        elif x0 > self.start:
-            self._finalize(x0 - self.start)
-            self._shift(x0)
-        rows = slice(x0 - self.start, x0 - self.start + self.patch_size[0])
         if self.gaussian is None:
             self.gaussian = torch.ones(self.patch_size, device=features.device)
-        g = self.gaussian
-        self.buffer[(slice(None), rows, *window[1:])].addcmul_(features, g)  # in place: no C x patch temporary
-        self.weight[(rows, *window[1:])] += g
+        if self.gram is None:
+            channels = features.shape[0]
+            self.gram = torch.zeros((channels, channels), dtype=torch.float64, device=features.device)
+            self.channel_sums = torch.zeros(channels, dtype=torch.float64, device=features.device)
+        ranges = [range(s.start, s.stop) for s in self._cell_slices(window)]
+        for cell in product(*ranges):
+            if self.pending[cell] <= 0:
+                raise ValueError(f"window {window} arrived more often than in the list given to begin()")
+            bounds = [(self.edges[a][i], self.edges[a][i + 1]) for a, i in enumerate(cell)]
+            inside = tuple(slice(lo - w.start, hi - w.start) for (lo, hi), w in zip(bounds, window))
+            if cell not in self.cells:
+                self.cells[cell] = self._open(self._cell_shape(cell), features.shape[0], features.device)
+            total, weight = self.cells[cell]
+            g = self.gaussian[inside]
+            total.addcmul_(features[(slice(None), *inside)], g)  # in place: no C x cell temporary
+            weight += g
+            self.pending[cell] -= 1
+            if self.pending[cell] == 0:
+                self._fold(bounds, total, weight)
+                self._close(self.cells.pop(cell))
+
+    def _open(self, shape: tuple, channels: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Zeroed (weighted sum (C, *shape), weight (*shape)) float32 buffers of a cell."""
+        self.open_bytes += 4 * (channels + 1) * int(np.prod(shape))
+        self.peak_open_bytes = max(self.peak_open_bytes, self.open_bytes)
+        if torch.device(device).type != "cpu":
+            return torch.zeros((channels, *shape), device=device), torch.zeros(shape, device=device)
+        n = int(np.prod(shape))
+        memory = mmap.mmap(-1, 4 * (channels + 1) * n)  # anonymous: zero-filled, unmapped when dropped
+        flat = torch.frombuffer(memory, dtype=torch.float32)
+        return flat[:channels * n].view(channels, *shape), flat[channels * n:].view(shape)
+
+    def _close(self, buffers: Tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.open_bytes -= 4 * sum(b.numel() for b in buffers)
 
     def finish(self) -> torch.Tensor:
         """F^T F (C x C, float64) of the image's assembled features."""
-        if self.buffer is not None:
-            self._finalize(self.buffer.shape[1])
-            self.buffer = self.weight = None
+        if self.cells or self.gram is None:
+            raise RuntimeError(f"{int(self.pending.sum())} window-cell visits announced to begin() never arrived")
         return self.gram
 
-    def _new_buffer(self, channels: int, x0: int, device) -> None:
-        rows = min(self.patch_size[0], self.padded_shape[0])
-        self.buffer = torch.zeros((channels, rows, *self.padded_shape[1:]), dtype=torch.float32, device=device)
-        self.weight = torch.zeros((rows, *self.padded_shape[1:]), dtype=torch.float32, device=device)
-        self.start = x0
-        if self.gram is None:
-            self.gram = torch.zeros((channels, channels), dtype=torch.float64, device=device)
-            self.channel_sums = torch.zeros(channels, dtype=torch.float64, device=device)
-
-    def _shift(self, x0: int) -> None:
-        """Moves the slab's origin to plane x0: rows still open move to the front (plane by plane, in place),
-        the rest is zeroed for the windows to come."""
-        step, rows = x0 - self.start, self.buffer.shape[1]
-        for i in range(max(0, rows - step)):
-            self.buffer[:, i] = self.buffer[:, i + step]
-            self.weight[i] = self.weight[i + step]
-        self.buffer[:, max(0, rows - step):] = 0
-        self.weight[max(0, rows - step):] = 0
-        self.start = x0
-
-    def _finalize(self, n_rows: int) -> None:
-        """Folds planes [start, start + n_rows) into the Gram matrix, cropped to the image, a chunk of planes
-        at a time (float64 accumulation)."""
-        lo, hi = max(self.start, self.crop[0].start), min(self.start + n_rows, self.crop[0].stop)
-        channels = self.buffer.shape[0]
-        plane_voxels = (self.crop[1].stop - self.crop[1].start) * (self.crop[2].stop - self.crop[2].start)
-        chunk = max(1, FOLD_CHUNK_BYTES // (8 * channels * max(plane_voxels, 1)))
-        for a in range(lo, hi, chunk):
-            rows = slice(a - self.start, min(hi, a + chunk) - self.start)
-            weight = self.weight[(rows, *self.crop[1:])]
-            f = (self.buffer[(slice(None), rows, *self.crop[1:])].double() / weight).reshape(channels, -1)
-            self.gram += f @ f.T
+    def _fold(self, bounds, total: torch.Tensor, weight: torch.Tensor) -> None:
+        """Folds a finished cell (voxels at `bounds` of the padded volume), cropped to the image, into the
+        Gram matrix, a chunk of first-axis planes at a time (float64 accumulation)."""
+        crop = []
+        for (lo, hi), c in zip(bounds, self.crop):
+            a, b = max(lo, c.start), min(hi, c.stop)
+            if a >= b:
+                return  # padding only
+            crop.append(slice(a - lo, b - lo))
+        channels = total.shape[0]
+        plane = (crop[1].stop - crop[1].start, crop[2].stop - crop[2].start)
+        chunk = min(crop[0].stop - crop[0].start, max(1, FOLD_CHUNK_BYTES // (8 * channels * plane[0] * plane[1])))
+        if self.fold_buffer is None or self.fold_buffer.numel() < channels * chunk * plane[0] * plane[1]:
+            self.fold_buffer = torch.empty(channels * chunk * plane[0] * plane[1], dtype=torch.float64,
+                                           device=total.device)
+        for a in range(crop[0].start, crop[0].stop, chunk):
+            rows = (slice(a, min(crop[0].stop, a + chunk)), *crop[1:])
+            n = (rows[0].stop - rows[0].start) * plane[0] * plane[1]
+            f = self.fold_buffer[:channels * n].view(channels, rows[0].stop - rows[0].start, *plane)
+            f.copy_(total[(slice(None), *rows)]).div_(weight[rows])  # float64 quotient, no temporary
+            f = f.view(channels, n)
+            self.gram.addmm_(f, f.T)
             self.channel_sums += f.sum(1)
-            self.voxels += f.shape[1]
+            self.voxels += n
 
 
 def nearest_source_index(out_size: int, in_size: int) -> torch.Tensor:

@@ -104,7 +104,7 @@ class OODPredictor(nnUNetPredictor):
             for name in self._captures:
                 if name == self.layer:  # the spectral layer: Gram matrix (and channel sums)
                     self._accumulators[name] = GramAccumulator(self.configuration_manager.patch_size, gaussian)
-                    self._accumulators[name].begin(self._image_shape, data.shape[1:])
+                    self._accumulators[name].begin(self._image_shape, data.shape[1:], windows)
                 else:  # pooled statistics only
                     self._accumulators[name] = PooledAccumulator(self.configuration_manager.patch_size, gaussian)
                     self._accumulators[name].begin(self._image_shape, data.shape[1:], windows, self.device)

@@ -13,11 +13,12 @@ def _windows(shape, patch, step=0.5):
             for a in steps[0] for b in steps[1] for c in steps[2]]
 
 
-@pytest.mark.parametrize("image_shape,step,chunk_bytes", [
-    ((13, 9, 7), 0.5, None), ((2, 9, 7), 0.5, None),  # second: smaller than the patch, padded
-    ((23, 9, 7), 0.5, 1), ((23, 10, 7), 0.75, 1),  # planes folded one by one; nnU-Net's -step_size 0.75
+@pytest.mark.parametrize("image_shape,step,chunk_bytes,order", [
+    ((13, 9, 7), 0.5, None, "nnunet"), ((2, 9, 7), 0.5, None, "nnunet"),  # second: smaller than the patch, padded
+    ((23, 9, 7), 0.5, 1, "nnunet"), ((23, 10, 7), 0.75, 1, "nnunet"),  # planes folded one by one; -step_size 0.75
+    ((13, 9, 7), 0.5, None, "shuffled"), ((23, 10, 7), 0.75, None, "reversed"),  # exact for any window order
 ])
-def test_streamed_gram_equals_explicit_assembly(image_shape, step, chunk_bytes, monkeypatch):
+def test_streamed_gram_equals_explicit_assembly(image_shape, step, chunk_bytes, order, monkeypatch):
     import nnunet_mt_ood.features as features
     if chunk_bytes is not None:
         monkeypatch.setattr(features, "FOLD_CHUNK_BYTES", chunk_bytes)
@@ -26,12 +27,16 @@ def test_streamed_gram_equals_explicit_assembly(image_shape, step, chunk_bytes, 
     padded = tuple(max(s, p) for s, p in zip(image_shape, patch))
     gaussian = compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=10,
                                 device=torch.device("cpu")).float()
-    acc = GramAccumulator(patch, gaussian)
-    acc.begin(image_shape, padded)
-    full = torch.zeros((5, *padded))
-    weight = torch.zeros(padded)
     windows = _windows(padded, patch, step)
     assert len(windows) > 4
+    if order == "shuffled":
+        windows = [windows[i] for i in rng.permutation(len(windows))]
+    elif order == "reversed":
+        windows = windows[::-1]
+    acc = GramAccumulator(patch, gaussian)
+    acc.begin(image_shape, padded, windows)
+    full = torch.zeros((5, *padded))
+    weight = torch.zeros(padded)
     for w in windows:
         f = torch.from_numpy(rng.normal(size=(5, *patch))).float()
         acc.add(f, w)
@@ -43,6 +48,44 @@ def test_streamed_gram_equals_explicit_assembly(image_shape, step, chunk_bytes, 
     np.testing.assert_allclose(acc.finish().numpy(), (f @ f.T).numpy(), rtol=1e-5)
     np.testing.assert_allclose(acc.channel_sums.numpy(), f.sum(1).numpy(), rtol=1e-5, atol=1e-6)
     assert acc.voxels == int(np.prod(image_shape))
+    assert acc.open_bytes == 0 and not acc.cells
+
+
+def test_gram_accumulator_holds_only_open_cells():
+    """Known answer: windows of 4 planes at steps of 2 along the first axis (one window across the others).
+    Each 2-plane cell is open from its first window to its second, and a window folds the cell it closes
+    before it opens the next, so one cell (2 planes of C + 1 float32 values per voxel) is held at a time,
+    half of the patch-deep slab a plane-by-plane scheme holds."""
+    patch, channels = (4, 4, 4), 5
+    shape = (12, 4, 4)
+    windows = _windows(shape, patch)
+    assert [w[0].start for w in windows] == [0, 2, 4, 6, 8]
+    acc = GramAccumulator(patch, None)
+    acc.begin(shape, shape, windows)
+    cell_bytes = 4 * (channels + 1) * 2 * 4 * 4
+    held = []
+    for w in windows:
+        acc.add(torch.ones((channels, *patch)), w)
+        held.append(acc.open_bytes)
+    assert held == [cell_bytes] * 4 + [0]
+    assert acc.peak_open_bytes == cell_bytes
+    np.testing.assert_allclose(acc.finish().numpy(), np.full((channels, channels), 12 * 4 * 4.))
+
+
+def test_gram_accumulator_refuses_windows_it_was_not_told_about():
+    patch = (4, 4, 4)
+    windows = _windows((12, 4, 4), patch)
+    acc = GramAccumulator(patch, None)
+    acc.begin((12, 4, 4), (12, 4, 4), windows)
+    with pytest.raises(ValueError, match="not one of the windows"):
+        acc.add(torch.ones((2, *patch)), (slice(1, 5), slice(0, 4), slice(0, 4)))
+    acc.add(torch.ones((2, *patch)), windows[0])
+    with pytest.raises(RuntimeError, match="never arrived"):
+        acc.finish()
+    acc.begin((12, 4, 4), (12, 4, 4), windows[:1])
+    acc.add(torch.ones((2, *patch)), windows[0])
+    with pytest.raises(ValueError, match="more often"):
+        acc.add(torch.ones((2, *patch)), windows[0])
 
 
 def test_feature_layers_of_our_network():
