@@ -4,29 +4,8 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-from nnunet_mt.errors import InputError
-from nnunet_mt.experiments.jobs import JobFailed
-
-
-def run_guarded(prog: str, action: Callable[[], None]) -> int:
-    """Runs action; bad input and file system errors (disk full, no permission) become one line on stderr and
-    exit code 2 (no traceback)."""
-    try:
-        action()
-    except InputError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permissions, a file where a folder should be: nothing to debug in our code
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except JobFailed as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+from nnunet_mt.arguments import COUNT, DATASET_ID, SEED, number
+from nnunet_mt.errors import InputError, run_guarded
 
 
 def _demo_data(args) -> None:
@@ -76,19 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-data", help="write the synthetic demo datasets (Dataset011-015) into nnUNet_raw")
     p.add_argument("-o", "--output", help="raw folder (default: $nnUNet_raw)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
-    p.add_argument("-d", type=int, nargs="+", metavar="ID", help="only these demo datasets (default: 11 12 13 14 15)")
-    p.add_argument("--n_train", type=int, help="training cases per dataset instead of the default (>= 5)")
-    p.add_argument("--n_test", type=int, help="test cases per dataset instead of the default")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default 0); same seed, same files")
+    p.add_argument("-d", type=DATASET_ID, nargs="+", metavar="ID", help="only these demo datasets (default: 11 12 13 14 15)")
+    p.add_argument("--n_train", type=COUNT, help="training cases per dataset instead of the default (>= 5)")
+    p.add_argument("--n_test", type=COUNT, help="test cases per dataset instead of the default")
     p.set_defaults(func=_demo_data)
 
     p = sub.add_parser("merge", help="merge nnU-Net raw datasets into one multi-task dataset")
     p.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]",
                    help="source dataset ids or folder names; ':1,2' picks the foreground labels of a "
                         "multi-label source, e.g. -d 11 12 13:1,2")
-    p.add_argument("-o", type=int, required=True, metavar="ID", help="id of the merged dataset, e.g. 500")
+    p.add_argument("-o", type=DATASET_ID, required=True, metavar="ID", help="id of the merged dataset, e.g. 500")
     p.add_argument("-n", default="MultiTask", metavar="NAME", help="name of the merged dataset (default MultiTask)")
-    p.add_argument("--alpha", type=float, default=0.5,
+    p.add_argument("--alpha", type=number(float, 0, 1), default=0.5,
                    help="sampling exponent: each case of a source with n cases has weight n**-alpha "
                         "(0.5 = the paper's 1/sqrt(n), 0 = uniform per case, 1 = uniform per source)")
     p.add_argument("--normalization", choices=["paper", "nnunet"], default="paper",
@@ -107,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the dataset.json nnUNetv2_predict wrote into PRED_DIR)")
     p.add_argument("-o", metavar="metrics.json", help="output JSON (default PRED_DIR/metrics.json); .csv and .md "
                    "are written beside it")
-    p.add_argument("-np", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--n-bins", type=int, default=10, help="calibration bins (default 10)")
+    p.add_argument("-np", type=COUNT, default=1, help="worker processes (default 1)")
+    p.add_argument("--n-bins", type=COUNT, default=10, help="calibration bins (default 10)")
     p.add_argument("--roi", choices=["box", "reference", "image"], default="box",
                    help="voxels counted for ECE/MCE: bounding box of reference | prediction grown by 5 voxels "
                         "(default), of the reference alone grown by 5 voxels (the same voxels for every model: "

@@ -24,8 +24,8 @@ HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE"
 
 
 def _reader(file_ending: str, example: str):
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
-    return determine_reader_writer_from_file_ending(file_ending, example, verbose=False)()
+    from nnunet_mt.nnunet_glue import image_reader
+    return image_reader(file_ending, example)
 
 
 def _read_seg(reader, path: str):
@@ -112,13 +112,8 @@ def markdown_table(groups: Dict[str, Dict[str, dict]], metrics: Sequence[str]) -
 def _load_dataset_json(dataset: Optional[str], pred_dir: str) -> dict:
     """dataset.json of -d (raw folder) if given, else the one nnUNetv2_predict copies into its output."""
     if dataset is not None:
-        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-        from nnunetv2.paths import nnUNet_raw
-        try:
-            name = maybe_convert_to_dataset_name(dataset)
-        except RuntimeError as e:
-            raise InputError(f"-d {dataset}: {e}")
-        path = os.path.join(str(nnUNet_raw), name, "dataset.json")
+        from nnunet_mt.nnunet_glue import dataset_name, nnunet_folders
+        path = os.path.join(str(nnunet_folders()[0]), dataset_name(dataset), "dataset.json")
     else:
         path = os.path.join(pred_dir, "dataset.json")
         if not os.path.isfile(path):

@@ -46,12 +46,7 @@ from nnunet_mt.schedule import has_converged, plateau_learning_rate
 
 warn_if_untested_nnunet()
 
-__all__ = [
-    "nnUNetTrainerMultiTask", "nnUNetTrainerMultiTask_5epochs", "nnUNetTrainerMultiTaskDropout",
-    "nnUNetTrainerMultiTaskFineTune", "nnUNetTrainerMultiTaskCPU", "nnUNetTrainerMultiTaskCPU_2epochs",
-    "nnUNetTrainerMultiTaskDropoutCPU", "nnUNetTrainerMultiTaskDropoutCPU_2epochs", "nnUNetTrainerMultiTaskFineTuneCPU",
-    "trainer_variant",
-]
+__all__ = ["nnUNetTrainerMultiTask", "nnUNetTrainerMultiTaskCPU", "nnUNetTrainerMultiTaskSmoke", "trainer_variant"]
 
 
 class PaperLRSchedule:
@@ -258,41 +253,42 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         if self.fits_ood_on_this_rank():
             self.fit_ood_isolated()
 
+    def ood_fit_command(self) -> list:
+        """The `nnunet_mt_ood fit` command line of this model's spectral signatures (training images of the fold)."""
+        return ["nnunet_mt_ood", "fit", "-d", self.plans_manager.dataset_name, "-c", self.configuration_name,
+                "-f", str(self.fold), "-tr", type(self).__name__, "-p", self.plans_manager.plans_name,
+                "-device", self.device.type]
+
     def fit_ood_isolated(self) -> None:
-        """The spectral fit, timed; a failure is logged with the command that redoes it and never stops
-        nnU-Net's final validation (the trained model is already saved as checkpoint_final.pth)."""
+        """The spectral fit, as `nnunet_mt_ood fit` in its own process on checkpoint_final.pth (written by
+        nnU-Net's on_train_end before this runs), timed. A failure (including a crash or running out of
+        memory) is logged with the command that redoes it and never stops nnU-Net's final validation."""
+        import shlex
+        import subprocess
+        import sys
         import time
-        from nnunet_mt_ood.fit import fit_after_training
+        command = self.ood_fit_command()
+        here = os.path.join(os.path.dirname(sys.executable), command[0])  # the console script beside this Python
+        argv = [here if os.path.isfile(here) else command[0]] + command[1:]
         start = time.time()
         try:
-            fit_after_training(self)
-        except Exception as e:  # noqa: BLE001 - any failure here must not cost the user the trained model
-            self.print_to_log_file(
-                f"Spectral OOD fit failed ({type(e).__name__}: {e}); the model is saved. Redo the fit with: "
-                f"nnunet_mt_ood fit -d {self.plans_manager.dataset_name} -c {self.configuration_name} "
-                f"-f {self.fold} -tr {type(self).__name__} -p {self.plans_manager.plans_name}",
-                also_print_to_console=True)
+            result = subprocess.run(argv, capture_output=True, text=True)
+            failure = None if result.returncode == 0 else \
+                f"exit code {result.returncode}: " + ((result.stderr or result.stdout).strip().splitlines() or [""])[-1]
+        except OSError as e:
+            result, failure = None, f"{type(e).__name__}: {e}"
+        if failure is not None:
+            self.print_to_log_file(f"Spectral OOD fit failed ({failure}); the model is saved. Redo the fit with: "
+                                   f"{shlex.join(command)}", also_print_to_console=True)
             return
         elapsed = time.time() - start
         trained = sum(self.logger.get_value("epoch_end_timestamps", step=None)) - \
             sum(self.logger.get_value("epoch_start_timestamps", step=None))
+        lines = result.stdout.strip().splitlines() or [""]
+        summary = next((line for line in lines if line.startswith("spectral:")), lines[-1])
+        self.print_to_log_file(f"Spectral OOD fit: {summary}", also_print_to_console=True)
         self.print_to_log_file(f"Spectral OOD fit took {elapsed:.1f} s ({100 * elapsed / max(trained, 1e-9):.1f} % of "
                                f"the {trained:.0f} s spent in training epochs)", also_print_to_console=True)
-
-
-class nnUNetTrainerMultiTask_5epochs(nnUNetTrainerMultiTask):
-    max_epochs = 5
-
-
-class nnUNetTrainerMultiTaskDropout(nnUNetTrainerMultiTask):
-    """Dropout p=0.1 after every convolution, for the MC-dropout uncertainty baseline."""
-    dropout_p = 0.1
-
-
-class nnUNetTrainerMultiTaskFineTune(nnUNetTrainerMultiTask):
-    """Transfer learning (deep fine-tuning): start from ``-pretrained_weights``, half the learning rate,
-    all layers trained."""
-    paper_initial_lr = 0.5e-4
 
 
 class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
@@ -309,24 +305,42 @@ class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
     max_epochs = 25
 
 
-class nnUNetTrainerMultiTaskCPU_2epochs(nnUNetTrainerMultiTaskCPU):
-    """Smoke-test budget: 32^3 patches, 2 epochs of 5 iterations, a window of 2 epochs."""
+class nnUNetTrainerMultiTaskSmoke(nnUNetTrainerMultiTaskCPU):
+    """Smoke-test budget (the test suite's): 32^3 patches, at most 2 epochs of 5 iterations, a window of
+    2 epochs."""
     iterations_per_epoch = 5
     iterations_per_window = 10
     val_iterations_per_epoch = 2
     max_epochs = 2
 
 
-class nnUNetTrainerMultiTaskDropoutCPU(nnUNetTrainerMultiTaskCPU):
-    dropout_p = 0.1
+# Names of earlier releases -> the same recipe in the one naming scheme (base recipe + suffixes). The old
+# names still build the recipe (results folders trained under them keep loading and predicting); training
+# under one prints the new name.
+OLD_NAMES = {
+    "nnUNetTrainerMultiTaskDropout": "nnUNetTrainerMultiTask_dropout",
+    "nnUNetTrainerMultiTaskFineTune": "nnUNetTrainerMultiTask_finetune",
+    "nnUNetTrainerMultiTaskDropoutCPU": "nnUNetTrainerMultiTaskCPU_dropout",
+    "nnUNetTrainerMultiTaskFineTuneCPU": "nnUNetTrainerMultiTaskCPU_finetune",
+    "nnUNetTrainerMultiTaskCPU_2epochs": "nnUNetTrainerMultiTaskSmoke",
+    "nnUNetTrainerMultiTaskDropoutCPU_2epochs": "nnUNetTrainerMultiTaskSmoke_dropout",
+}
 
 
-class nnUNetTrainerMultiTaskDropoutCPU_2epochs(nnUNetTrainerMultiTaskCPU_2epochs):
-    dropout_p = 0.1
+def _old_name_variant(old: str) -> type:
+    """A subclass of the new recipe under the old name (nnU-Net finds classes by the name in a results
+    folder and its checkpoint), announcing the new name when it trains."""
+    new = trainer_variant(OLD_NAMES[old])
 
-
-class nnUNetTrainerMultiTaskFineTuneCPU(nnUNetTrainerMultiTaskCPU):
-    paper_initial_lr = 0.5e-4
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # nnU-Net reads this signature (my_init_kwargs)
+        new.__init__(self, plans, configuration, fold, dataset_json, device)
+        self.print_to_log_file(f"{old} is the old name of {OLD_NAMES[old]} (the same recipe); "
+                               f"train new models as -tr {OLD_NAMES[old]}", also_print_to_console=True)
+    variant = type(old, (new,), {"__module__": __name__, "__qualname__": old, "__init__": __init__,
+                                 "__doc__": f"Old name of {OLD_NAMES[old]}."})
+    globals()[old] = variant
+    return variant
 
 
 _VARIANT = re.compile(r"^(?P<base>nnUNetTrainerMultiTask\w*?)(?P<dropout>_dropout)?(?P<finetune>_finetune)?"
@@ -343,6 +357,8 @@ def trainer_variant(name: str) -> type:
     existing = globals().get(name)
     if isinstance(existing, type):
         return existing
+    if name in OLD_NAMES:
+        return _old_name_variant(name)
     match = _VARIANT.match(name)
     if match is None or not (match["dropout"] or match["finetune"] or match["epochs"] or match["seed"]) \
             or match["epochs"] == "0":

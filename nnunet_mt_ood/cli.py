@@ -9,10 +9,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from nnunet_mt.atomic import write_text_atomic
-from nnunet_mt.cli import run_guarded
-from nnunet_mt.errors import InputError
+from nnunet_mt.arguments import COUNT, PROCESSES, number
+from nnunet_mt.errors import InputError, run_guarded
 from nnunet_mt_ood.features import LAYERS
-from nnunet_mt_ood.fit import METHODS
+from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
 
 
 def _device(name: str):
@@ -23,13 +23,8 @@ def _device(name: str):
 
 
 def _model_dir(args) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-    try:
-        dataset_name = maybe_convert_to_dataset_name(args.d)
-    except RuntimeError as e:
-        raise InputError(f"-d {args.d}: {str(e).splitlines()[0]}")
-    model_dir = get_output_folder(dataset_name, args.tr, args.p, args.c)
+    from nnunet_mt.nnunet_glue import model_folder
+    model_dir = model_folder(args.d, args.tr, args.p, args.c)
     fold_dir = os.path.join(model_dir, f"fold_{args.f}")
     checkpoint = os.path.join(fold_dir, args.chk)
     if not os.path.isfile(checkpoint):
@@ -38,7 +33,7 @@ def _model_dir(args) -> str:
 
 
 def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",)):
-    from nnunet_mt_ood.fit import predictor_options
+    from nnunet_mt_ood.methods import predictor_options
     from nnunet_mt_ood.predictor import OODPredictor
     device = _device(args.device)
     predictor = OODPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=use_mirroring,
@@ -54,15 +49,16 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",))
 
 
 def _fit(args) -> None:
-    from nnunetv2.paths import nnUNet_preprocessed
     from nnunet_mt.merge import case_sources
+    from nnunet_mt.nnunet_glue import nnunet_folders
+    nnUNet_preprocessed = nnunet_folders()[1]
     from nnunet_mt_ood.fit import compute_training_results, method_values, save_fit, training_cases
     from nnunet_mt_ood.parts import check_part, load_fit_parts, part_share, save_fit_part
     check_part(args.num_parts, args.part_id)
     model_dir = _model_dir(args)
     fold_dir = os.path.join(model_dir, f"fold_{args.f}")
     # features come from the un-mirrored pass only; softmax scores depend on test-time mirroring
-    tta = bool({"msp", "entropy"} & set(args.method)) and not args.disable_tta
+    tta = any(METHODS[m].uses_test_time_mirroring for m in args.method) and not args.disable_tta
     model = {"trainer": args.tr, "plans": args.p, "configuration": args.c, "fold": args.f, "checkpoint": args.chk}
     settings = {"model": model, "methods": list(args.method), "layer": args.layer, "tta": tta,
                 "mc_samples": args.mc_samples, "step_size": args.step_size}
@@ -115,7 +111,7 @@ def _check_inputs(input_dir: str, dataset_json: dict) -> Dict[str, List[str]]:
 
 
 def _score(args) -> None:
-    from nnunet_mt_ood.fit import load_detectors, method_input
+    from nnunet_mt_ood.fit import load_detectors
     model_dir = _model_dir(args)
     fold_dir = os.path.join(model_dir, f"fold_{args.f}")
     detectors = load_detectors(fold_dir, args.method, args.layer, args.C)
@@ -143,14 +139,14 @@ def _score(args) -> None:
     rows = [{"case": c} for c in cases]
     methods = {}
     for method, (detector, meta) in detectors.items():
-        values = np.stack([np.atleast_1d(method_input(method, predictor.results[c], args.layer)) for c in cases])
+        values = np.stack([np.atleast_1d(METHODS[method].input(predictor.results[c], args.layer)) for c in cases])
         if values.shape[1] != meta["n_channels"]:
             raise InputError(f"{fold_dir}: the {method} fit has {meta['n_channels']} values per image, this "
                              f"network gives {values.shape[1]} (refit with nnunet_mt_ood fit)")
         scores, flags = detector.score(values), detector.predict(values)
         for row, s, o in zip(rows, scores, flags):
             row[f"{method}_score"], row[f"{method}_is_ood"] = float(s), bool(o)
-        if method == "spectral":
+        if hasattr(detector, "nearest"):  # distance-to-nearest-training-image methods
             for row, n in zip(rows, detector.nearest(values)):
                 row["nearest_training_case"], row["nearest_source"] = meta["case_ids"][n], meta["sources"][n]
         methods[method] = {"tau": detector.threshold_, "C": detector.c, "layer": meta["layer"],
@@ -158,7 +154,7 @@ def _score(args) -> None:
                            "train_sources": meta["sources"]}
         if meta.get("tta") is not None and meta["tta"] != (not args.disable_tta):
             methods[method]["warning"] = "fitted with a different test-time mirroring setting"
-        if method == "mcdropout" and meta.get("mc_samples") != args.mc_samples:
+        if METHODS[method].needs == "mc_dropout" and meta.get("mc_samples") != args.mc_samples:
             methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
     report = {"model": next(iter(detectors.values()))[1]["model"], "spectral_layer": args.layer,
               "methods": methods, "cases": rows}
@@ -209,20 +205,21 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
     p.add_argument("--layer", choices=LAYERS, default="last",
                    help="feature map: 'last' (input of the segmentation head, the paper's) or 'bottleneck'")
-    p.add_argument("--method", nargs="+", choices=METHODS, default=["spectral"],
+    p.add_argument("--method", nargs="+", choices=list(METHODS), default=["spectral"],
                    help="OOD methods (several allowed): spectral (the paper's), mahalanobis (pooled bottleneck "
                         "features), msp (1 - mean max softmax), entropy (mean softmax entropy), mcdropout "
-                        "(10 dropout passes, foreground entropy; needs a dropout model)")
-    p.add_argument("--mc_samples", type=int, default=10, help="dropout passes of mcdropout (default 10)")
-    p.add_argument("-step_size", type=float, default=0.5, help="sliding window step, as nnUNetv2_predict")
+                        f"({MC_DROPOUT_SAMPLES} dropout passes, foreground entropy; needs a _dropout model)")
+    p.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
+                   help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
+    p.add_argument("-step_size", type=number(float, 0, 1, low_open=True), default=0.5, help="sliding window step, as nnUNetv2_predict")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring, as nnUNetv2_predict")
     p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="as nnUNetv2_predict (default cuda)")
 
 
 def _part_arguments(p: argparse.ArgumentParser, what: str, writes: str) -> None:
-    p.add_argument("-num_parts", type=int, default=1, help=f"split the {what} into this many parts, as "
+    p.add_argument("-num_parts", type=COUNT, default=1, help=f"split the {what} into this many parts, as "
                    f"nnUNetv2_predict (default 1)")
-    p.add_argument("-part_id", type=int, default=0, help=f"which part this process computes (0 to num_parts - 1); "
+    p.add_argument("-part_id", type=PROCESSES, default=0, help=f"which part this process computes (0 to num_parts - 1); "
                    f"writes {writes}")
 
 
@@ -232,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="spectral signatures of the fold's training images and the threshold tau")
     _model_arguments(p)
-    p.add_argument("-C", type=float, default=2.5, help="tau = mean + C * std of leave-one-out scores (2.5)")
+    p.add_argument("-C", type=number(float, 0), default=DEFAULT_C,
+                   help=f"tau = mean + C * std of leave-one-out scores (default {DEFAULT_C})")
     _part_arguments(p, "training images", "fold_X/ood_fit_parts/part_<i>_of_<K>.npz")
     p.add_argument("--collect", action="store_true", help="merge the K parts (-num_parts K) and fit tau")
     p.set_defaults(func=_fit)
@@ -240,10 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", required=True, help="input folder, as nnUNetv2_predict")
     p.add_argument("-o", required=True, help="output folder, as nnUNetv2_predict")
     _model_arguments(p)
-    p.add_argument("-C", type=float, default=None, help="override the fitted C")
+    p.add_argument("-C", type=number(float, 0), default=None, help="override the fitted C (>= 0)")
     p.add_argument("--save_probabilities", action="store_true", help="as nnUNetv2_predict")
-    p.add_argument("-npp", type=int, default=3, help="preprocessing processes, as nnUNetv2_predict")
-    p.add_argument("-nps", type=int, default=3, help="export processes, as nnUNetv2_predict")
+    p.add_argument("-npp", type=PROCESSES, default=3, help="preprocessing processes, as nnUNetv2_predict")
+    p.add_argument("-nps", type=PROCESSES, default=3, help="export processes, as nnUNetv2_predict")
     p.add_argument("--plot", action="store_true", help="write ood_signatures.png and ood_histogram.png")
     _part_arguments(p, "cases", "ood_scores.part_<i>_of_<K>.json (merge with nnunet_mt_ood collect)")
     p.set_defaults(func=_score)

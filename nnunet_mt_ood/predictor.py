@@ -50,7 +50,7 @@ class OODPredictor(nnUNetPredictor):
         self.softmax_scores = softmax_scores
         self.mc_dropout_samples = mc_dropout_samples
         if mc_dropout_samples and not self._dropout_modules():
-            raise ValueError("MC-dropout needs a network with dropout (train it with nnUNetTrainerMultiTaskDropout)")
+            raise ValueError("MC-dropout needs a network with dropout (train it with a _dropout variant, e.g. nnUNetTrainerMultiTask_dropout)")
         self._current_case: Optional[str] = None
         self._pending_cases: list = []
         self._collecting = True

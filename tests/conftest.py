@@ -6,7 +6,7 @@ import sys
 import pytest
 
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts (nnUNetv2_*, nnunet_mt)
-TRAINER = "nnUNetTrainerMultiTaskCPU_2epochs"
+TRAINER = "nnUNetTrainerMultiTaskSmoke"
 CASES = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
 
 

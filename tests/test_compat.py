@@ -18,3 +18,44 @@ def test_warning_outside_the_tested_range():
     for other in ("2.7.3", "2.9.0", "3.0", "2.9.0.dev0"):
         message = untested_nnunet(other)
         assert message is not None and f"nnunetv2 {other} is installed" in message and "\n" not in message
+
+
+GLUE_PROBE = r"""
+import json, sys
+from nnunet_mt.errors import InputError
+from nnunet_mt import nnunet_glue as g
+folder = sys.argv[1]
+out = {"name": g.dataset_name("500"), "folders": list(g.nnunet_folders()),
+       "model": g.model_folder("500", "nnUNetTrainerX", "nnUNetPlans", "3d_fullres"),
+       "reader": type(g.image_reader(".nii.gz", sys.argv[2])).__name__,
+       "cases": g.preprocessed_case_ids(folder)}
+data, seg = g.preprocessed_dataset(folder, out["cases"][:1]).load_case(out["cases"][0])[:2]
+out["shapes"] = [list(data.shape), list(seg.shape)]
+try:
+    g.dataset_name("987")
+except InputError as e:
+    out["unknown"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_contract_nnunet_glue_against_installed_nnunet(preprocessed):
+    """Every helper of nnunet_mt/nnunet_glue.py, called on a real merged and preprocessed dataset with the
+    installed nnU-Net (fresh interpreter, so nnU-Net reads the test's nnUNet_* variables): the names and
+    folders nnU-Net's own commands use, its reader for NIfTI, its preprocessed case list and arrays.
+    (extract_fingerprint and move_plans run in tests/test_sharing.py through `nnunet_mt share-plans`.)"""
+    import json
+    import sys
+    from conftest import run
+    root, env = preprocessed
+    folder = root / "pre" / "Dataset500_MultiTask" / "nnUNetPlans_3d_fullres"
+    example = sorted((root / "raw" / "Dataset500_MultiTask" / "imagesTr").iterdir())[0]
+    out = json.loads(run([sys.executable, "-c", GLUE_PROBE, str(folder), str(example)], env).stdout)
+    assert out["name"] == "Dataset500_MultiTask"
+    assert out["folders"] == [str(root / "raw"), str(root / "pre"), str(root / "res")]
+    assert out["model"] == str(root / "res" / "Dataset500_MultiTask" / "nnUNetTrainerX__nnUNetPlans__3d_fullres")
+    assert out["reader"] == "SimpleITKIO"
+    training = json.load(open(root / "raw" / "Dataset500_MultiTask" / "dataset.json"))["numTraining"]
+    assert len(out["cases"]) == training and out["cases"] == sorted(out["cases"])
+    assert out["shapes"][0][0] == 1 and out["shapes"][1][0] == 1 and out["shapes"][0][1:] == out["shapes"][1][1:]
+    assert out["unknown"].startswith("-d 987: ") and "\n" not in out["unknown"]

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ddp_harness import WORLD, init_group, run_ranks, teardown_group
-from nnunet_mt.trainer import nnUNetTrainerMultiTask, nnUNetTrainerMultiTaskCPU_2epochs
+from nnunet_mt.trainer import nnUNetTrainerMultiTask, nnUNetTrainerMultiTaskSmoke
 
 
 def _loss_worker(rank, init_file, out_dir):
@@ -58,7 +58,7 @@ def _trainer_worker(rank, init_file, out_dir, draws):
     folder = os.path.join(nnUNet_preprocessed, "Dataset500_MultiTask")
     plans = load_json(os.path.join(folder, "nnUNetPlans.json"))
     plans["continue_training"] = False
-    trainer = nnUNetTrainerMultiTaskCPU_2epochs(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")),
+    trainer = nnUNetTrainerMultiTaskSmoke(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")),
                                                 torch.device("cpu"))
     trainer._set_batch_size_and_oversample()  # nnU-Net's split of the global batch over the ranks
     loader, _ = trainer.get_dataloaders()

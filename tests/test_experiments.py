@@ -11,7 +11,7 @@ import torch
 from conftest import BIN, nnunet_env, run
 
 pytestmark = pytest.mark.slow
-TRAINER = "nnUNetTrainerMultiTaskCPU_2epochs"  # 2 epochs of 5 iterations
+TRAINER = "nnUNetTrainerMultiTaskSmoke"  # 2 epochs of 5 iterations
 FAST = ["-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0", "-np", "1", "--disable_tta"]
 
 

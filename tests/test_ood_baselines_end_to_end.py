@@ -8,7 +8,7 @@ import pytest
 from conftest import BIN, run
 
 pytestmark = pytest.mark.slow
-TRAINER = "nnUNetTrainerMultiTaskDropoutCPU_2epochs"
+TRAINER = "nnUNetTrainerMultiTaskSmoke_dropout"
 METHODS = ["spectral", "mahalanobis", "msp", "entropy", "mcdropout"]
 
 

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import BIN, CASES, TRAINER, run
+from conftest import BIN, CASES, TRAINER, nnunet_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -47,22 +47,88 @@ def _brute_force_signature(predictor, data):
     return np.log(s) / np.linalg.norm(np.log(s)), len(windows)
 
 
-def test_streamed_signature_equals_brute_force(trained):
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+def _predictor_and_case(root, mirroring=True, step=0.5):
+    from nnunet_mt.nnunet_glue import preprocessed_dataset
     from nnunet_mt_ood.predictor import OODPredictor
-    root, _ = trained
-    predictor = OODPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"),
-                                  allow_tqdm=False)
+    predictor = OODPredictor(tile_step_size=step, use_mirroring=mirroring, device=torch.device("cpu"),
+                             allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(_fold_dir(root).parent), (0,), "checkpoint_final.pth")
     predictor.network.load_state_dict(predictor.list_of_parameters[0])
     predictor.enable_ood("last")
     folder = str(root / "pre/Dataset500_MultiTask/nnUNetPlans_3d_fullres")
-    case = "D011_liverct_000"  # 48^3 with a 32^3 patch: 8 overlapping windows, 8 network calls each (mirroring)
-    data = torch.from_numpy(np.asarray(infer_dataset_class(folder)(folder, [case]).load_case(case)[0])).float()
+    case = "D011_liverct_000"  # 48^3 with a 32^3 patch: 8 overlapping windows at step 0.5 and 0.75, 27 at 0.25
+    data = torch.from_numpy(np.asarray(preprocessed_dataset(folder, [case]).load_case(case)[0])).float()
+    return predictor, data
+
+
+@pytest.mark.parametrize("mirroring,step,windows", [(True, 0.5, 8), (False, 0.5, 8), (False, 0.75, 8),
+                                                    (True, 0.25, 27)])
+def test_contract_streamed_signature_equals_brute_force(trained, mirroring, step, windows):
+    """The signature streamed inside nnU-Net's sliding-window prediction equals the explicitly assembled
+    feature map's, with test-time mirroring on and off and nnU-Net's -step_size 0.5, 0.75 (on a 48^3 image
+    with a 32^3 patch the same 2 x 2 x 2 grid as 0.5) and 0.25 (3 x 3 x 3 windows)."""
+    root, _ = trained
+    predictor, data = _predictor_and_case(root, mirroring, step)
     streamed = predictor.image_signature(data)
     expected, n_windows = _brute_force_signature(predictor, data)
-    assert n_windows == 8
+    assert n_windows == windows
     np.testing.assert_allclose(streamed, expected, atol=1e-4)
+    assert predictor._accumulators["last"].voxels == 48 ** 3
+
+
+@pytest.mark.parametrize("mirroring,calls_per_window", [(True, 8), (False, 1)])
+def test_contract_nnunet_window_and_call_order(trained, mirroring, calls_per_window):
+    """What the feature hooks assume of nnU-Net's sliding window (nnunetv2 2.8): the windows are predicted in
+    the order `_internal_get_sliding_window_slicers` returns them, one window per network call, each window
+    in 1 + 7 mirrored calls (1 without mirroring), the un-mirrored call first."""
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    root, _ = trained
+    predictor, data = _predictor_and_case(root, mirroring)
+    inputs = []
+    handle = predictor.network.register_forward_pre_hook(lambda m, args: inputs.append(args[0].clone()))
+    try:
+        predictor.image_signature(data)
+    finally:
+        handle.remove()
+    padded, _ = pad_nd_image(data, predictor.configuration_manager.patch_size, "constant", {"value": 0}, True, None)
+    slicers = predictor._slicers
+    assert len(inputs) == calls_per_window * len(slicers) and len(slicers) == 8
+    for k, sl in enumerate(slicers):
+        group = inputs[k * calls_per_window:(k + 1) * calls_per_window]
+        window = padded[sl][None]
+        assert all(x.shape == window.shape for x in group)
+        assert torch.equal(group[0], window)  # un-mirrored first
+        flips = [next((axes for axes in _flip_sets() if torch.equal(x, torch.flip(window, axes))), None)
+                 for x in group[1:]]
+        assert None not in flips and len(set(flips)) == calls_per_window - 1  # every mirror combination once
+
+
+def _flip_sets():
+    from itertools import combinations
+    return [c for n in (1, 2, 3) for c in combinations((2, 3, 4), n)]
+
+
+def test_contract_out_of_memory_fallback_restarts_the_signature(trained):
+    """nnU-Net retries a window loop that raised RuntimeError (out of GPU memory) with its results on the CPU;
+    the accumulators restart with it, so the signature equals an uninterrupted one. The CPU takes that path
+    too when perform_everything_on_device is set (nnU-Net compares the device with the string 'cpu')."""
+    root, _ = trained
+    predictor, data = _predictor_and_case(root, mirroring=False)
+    expected = predictor.image_signature(data)
+    calls = []
+
+    def fail_once(module, args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+    predictor.perform_everything_on_device = True
+    handle = predictor.network.register_forward_pre_hook(fail_once)
+    try:
+        streamed = predictor.image_signature(data)
+    finally:
+        handle.remove()
+    assert len(calls) == 3 + 8  # 2 windows and the failing call, then all 8 again
+    np.testing.assert_allclose(streamed, expected, atol=1e-6)
     assert predictor._accumulators["last"].voxels == 48 ** 3
 
 
@@ -77,6 +143,8 @@ def test_training_fits_signatures_next_to_checkpoint(trained):
     assert set(meta["sources"]) == {"Dataset011_LiverCT", "Dataset012_CorticalPlateMR", "Dataset013_ProstateMR"}
     np.testing.assert_allclose(np.linalg.norm(signatures, axis=1), 1.0)
     assert meta["tau"] == pytest.approx(SpectralOODDetector(2.5).fit(signatures).threshold_)
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))  # the fit ran as its own command
+    assert f"Spectral OOD fit: spectral: {len(split)} training images, last layer, 14 values each; tau = " in log
 
 
 def test_fit_command_bottleneck_layer(trained, tmp_path):
@@ -101,9 +169,8 @@ def test_fit_command_bottleneck_layer(trained, tmp_path):
 
 def test_score_writes_nnunet_outputs_and_ood_report(predicted, tmp_path):
     root, nnunet_out = predicted
-    _, env = root, dict(os.environ)
-    env = dict(env, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
-               nnUNet_results=str(root / "res"))
+    env = nnunet_env(root)  # the same settings as nnUNetv2_predict's run (nnUNet_def_n_proc sets its threads, and
+    # CPU convolutions round differently with another thread count)
     inputs = tmp_path / "in"
     inputs.mkdir()
     for case in CASES:

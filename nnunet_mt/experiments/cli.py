@@ -3,6 +3,7 @@ import argparse
 import os
 import sys
 
+from nnunet_mt.arguments import COUNT, DATASET_ID, PROCESSES, SEED
 from nnunet_mt.errors import InputError
 
 KINDS = ("joint-vs-dedicated", "transfer", "ood")
@@ -28,7 +29,7 @@ def add_parser(sub) -> None:
     k.add_argument("--methods", nargs="+", default=["spectral", "mcdropout"],
                    choices=["spectral", "mcdropout", "mahalanobis", "msp", "entropy"],
                    help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
-    k.add_argument("--mc_samples", type=int, default=10, help="dropout passes of mcdropout (default 10)")
+    k.add_argument("--mc_samples", type=COUNT, default=10, help="dropout passes of mcdropout (default 10)")
     _common(k)
 
 
@@ -37,24 +38,24 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "(default $nnUNet_results/nnunet_mt_experiments/<experiment>_<datasets>_<trainer>)")
     p.add_argument("-tr", default="nnUNetTrainerMultiTask", help="trainer (default nnUNetTrainerMultiTask; "
                    "nnUNetTrainerMultiTaskCPU on a CPU)")
-    p.add_argument("--budget", type=int, metavar="EPOCHS", help="cap in epochs for every model, on top of the "
+    p.add_argument("--budget", type=COUNT, metavar="EPOCHS", help="cap in epochs for every model, on top of the "
                    "paper's convergence rule (trainer variant <tr>_<EPOCHS>epochs; default: the trainer's own cap); "
                    "the tables report where each model stopped and why")
-    p.add_argument("--seed", type=int, help="seed of every model's initialization and draws (trainer variant "
+    p.add_argument("--seed", type=SEED, help="seed of every model's initialization and draws (trainer variant "
                    "<tr>_seed<N>; default: the trainer's seed 0); rerun with another seed and -o for repeats")
     p.add_argument("--normalization", choices=["paper", "nnunet"], default="paper",
                    help="intensity normalization of every merged dataset (nnunet_mt merge --normalization)")
-    p.add_argument("--id", type=int, default=500, help="id of the joint dataset; the datasets of the dedicated "
+    p.add_argument("--id", type=DATASET_ID, default=500, help="id of the joint dataset; the datasets of the dedicated "
                    "models take the next ids (default 500)")
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
     p.add_argument("-f", default="0", help="fold (default 0)")
     p.add_argument("-device", choices=["cuda", "cpu", "mps"], default="cuda", help="as nnUNetv2_train (default cuda)")
-    p.add_argument("-np", type=int, help="processes of nnUNetv2_plan_and_preprocess (-np and -npfp)")
-    p.add_argument("-npp", type=int, help="as nnUNetv2_predict (0 with -nps 0: no worker processes)")
-    p.add_argument("-nps", type=int, help="as nnUNetv2_predict")
+    p.add_argument("-np", type=COUNT, help="processes of nnUNetv2_plan_and_preprocess (-np and -npfp)")
+    p.add_argument("-npp", type=PROCESSES, help="as nnUNetv2_predict (0 with -nps 0: no worker processes)")
+    p.add_argument("-nps", type=PROCESSES, help="as nnUNetv2_predict")
     p.add_argument("--disable_tta", action="store_true", help="predict without mirroring (8x faster), as "
                    "nnUNetv2_predict")
-    p.add_argument("--parts", type=int, default=1, help="split each prediction into this many jobs (-num_parts)")
+    p.add_argument("--parts", type=COUNT, default=1, help="split each prediction into this many jobs (-num_parts)")
     p.add_argument("--print-jobs", action="store_true", help="print the commands still to run, one per line in "
                    "dependency order (e.g. for a cluster scheduler), instead of running them")
     p.add_argument("--tables-only", action="store_true", help="only write the tables from finished steps")
@@ -69,9 +70,11 @@ def _setup(args):
             raise InputError(f"${var} is not set: an experiment reads and writes nnU-Net's folders")
     if not os.path.isdir(folders["nnUNet_raw"]):
         raise InputError(f"{folders['nnUNet_raw']}: nnUNet_raw folder not found")
-    if args.parts < 1 or (args.budget is not None and args.budget < 1) or (args.seed is not None and args.seed < 0):
-        raise InputError("--parts and --budget must be positive, --seed non-negative")
     datasets = args.d if args.kind != "ood" else args.train + ["vs"] + args.ood
+    last_id = args.id + (len(args.d) if args.kind != "ood" else 0)  # dedicated / transfer datasets follow the joint one
+    if last_id > 999:
+        raise InputError(f"--id {args.id}: the experiment also writes datasets up to id {last_id}; nnU-Net ids end "
+                         f"at 999 (use --id {999 - (last_id - args.id)} or lower)")
     trainer = args.tr + (f"_{args.budget}epochs" if args.budget else "") + \
         (f"_seed{args.seed}" if args.seed is not None else "")
     name = f"{args.kind}_{'-'.join(d.partition(':')[0] for d in datasets)}_{trainer}_{args.normalization}"

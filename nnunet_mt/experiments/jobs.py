@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
+from nnunet_mt.errors import StepFailed
 
-class JobFailed(RuntimeError):
+
+class JobFailed(StepFailed):
     """A command of the experiment exited with an error (its own output says why)."""
 
 

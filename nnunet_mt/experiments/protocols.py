@@ -315,7 +315,9 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     if overlap:
         raise InputError(f"{setup.raw}: {sorted(overlap)[0]} is given both with --train and --ood")
     joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
-    model = Model(joint.folder_name, setup.trainer_name(dropout="mcdropout" in methods), setup.results)
+    from nnunet_mt_ood.methods import METHODS
+    model = Model(joint.folder_name, setup.trainer_name(dropout=any(METHODS[m].needs == "mc_dropout" for m in methods)),
+                  setup.results)
     jobs = prepare_jobs(setup, joint) + [train_job(setup, model, joint)]
     common = ["-d", joint.folder_name, "-c", setup.configuration, "-tr", model.trainer, "-p", setup.plans,
               "-f", setup.fold, "-device", setup.device, "--layer", layer, "--mc_samples", str(mc_samples)]
@@ -323,8 +325,7 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
         common.append("--disable_tta")
     to_fit = [m for m in methods if not (m == "spectral" and layer == "last")]  # training fits spectral/last
     if to_fit:
-        from nnunet_mt_ood.fit import fit_paths
-        outputs = [fit_paths(model.fold_dir(setup), m, layer)[1] for m in to_fit]  # the .json, written last
+        outputs = [METHODS[m].paths(model.fold_dir(setup), layer)[1] for m in to_fit]  # the .json, written last
         jobs.append(Job(f"fit {', '.join(to_fit)} on the training images of {joint.folder_name}",
                         ["nnunet_mt_ood", "fit"] + common + ["--method"] + list(to_fit), outputs, model.env(setup)))
     scores_dir = os.path.join(setup.output, "scores")

@@ -72,15 +72,11 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
     (the source's folds restricted to the target's cases), and the target's own dataset fingerprint with
     nnU-Net's extractor if it has none (nnUNetv2_train copies it); writes the source's folds first
     (stratified by source dataset) if it has none yet."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
-    from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import \
-        move_plans_between_datasets
-    from nnunetv2.configuration import default_num_processes
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_mt.nnunet_glue import dataset_name, extract_fingerprint, move_plans, nnunet_folders
+    nnUNet_raw, nnUNet_preprocessed, _ = nnunet_folders()
     if not nnUNet_raw or not nnUNet_preprocessed:
         raise InputError("$nnUNet_raw and $nnUNet_preprocessed must be set")
-    source_name = maybe_convert_to_dataset_name(source)
+    source_name = dataset_name(source)
     splits_file = os.path.join(nnUNet_preprocessed, source_name, "splits_final.json")
     if not os.path.isfile(os.path.join(nnUNet_preprocessed, source_name, plans + ".json")):
         raise InputError(f"{os.path.join(nnUNet_preprocessed, source_name, plans + '.json')}: missing; run "
@@ -92,7 +88,7 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
         splits = stratified_splits(training_cases_by_source(os.path.join(nnUNet_raw, source_name)))
         write_text_atomic(splits_file, json.dumps(splits, indent=1))
     for target in targets:
-        target_name = maybe_convert_to_dataset_name(target)
+        target_name = dataset_name(target)
         folder = os.path.join(nnUNet_preprocessed, target_name)
         try:
             cases = [c for cs in training_cases_by_source(os.path.join(nnUNet_raw, target_name)).values() for c in cs]
@@ -101,11 +97,10 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
             raise InputError(f"{splits_file}: {e} ({target_name})")
         os.makedirs(folder, exist_ok=True)
         if not os.path.isfile(os.path.join(folder, "dataset_fingerprint.json")):
-            extract_fingerprint_dataset(int(target_name[len("Dataset"):len("Dataset") + 3]),
-                                        num_processes=default_num_processes, clean=False, verbose=False)
+            extract_fingerprint(target_name)
         # nnUNetv2_preprocess reads dataset.json from here (nnUNetv2_plan_and_preprocess would have copied it)
         shutil.copyfile(os.path.join(nnUNet_raw, target_name, "dataset.json"), os.path.join(folder, "dataset.json"))
-        move_plans_between_datasets(source_name, target_name, plans, plans)
+        move_plans(source_name, target_name, plans)
         write_text_atomic(os.path.join(folder, "splits_final.json"), json.dumps(restricted, indent=1))
         log(f"{target_name}: plans '{plans}' of {source_name}, {len(restricted)} folds restricted to its "
             f"{len(restricted[0]['train']) + len(restricted[0]['val'])} cases")

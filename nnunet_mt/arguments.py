@@ -1,0 +1,30 @@
+"""argparse types that refuse a bad number when the command line is parsed, before any work: argparse
+prints one line, ``<prog>: error: argument -C: <why>``, and exits with code 2."""
+import argparse
+import math
+from typing import Callable, Optional
+
+
+def number(kind: type = float, low: Optional[float] = None, high: Optional[float] = None,
+           low_open: bool = False) -> Callable[[str], float]:
+    """A type for ``add_argument(type=...)``: a finite int or float within [low, high] ((low, high] if low_open)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and (value <= low if low_open else value < low) or high is not None and value > high:
+            left = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{text} is outside {left}{'-inf' if low is None else low}, "
+                                             f"{'inf' if high is None else high}]")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+DATASET_ID = number(int, 1, 999)  # nnU-Net's DatasetXXX ids
+COUNT = number(int, 1)
+PROCESSES = number(int, 0)
+SEED = number(int, 0, 2 ** 31 - 1)

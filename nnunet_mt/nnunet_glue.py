@@ -1,0 +1,70 @@
+"""The nnU-Net helpers we call outside the trainer, the predictor and the normalization class, in one
+place (nnunetv2 2.8's public module layout: a move there is fixed here, and `tests/test_compat.py`
+calls each of them against the installed nnU-Net).
+
+Imports are lazy: nnU-Net reads $nnUNet_raw / $nnUNet_preprocessed / $nnUNet_results when
+``nnunetv2.paths`` is first imported, and our commands must start fast.
+"""
+from typing import Optional, Sequence, Tuple
+
+from nnunet_mt.errors import InputError
+
+
+def dataset_name(dataset: str) -> str:
+    """nnU-Net's folder name (DatasetXXX_Name) of a dataset id or name; InputError when none is found."""
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise InputError(f"-d {dataset}: {str(e).strip().splitlines()[0]}")
+
+
+def nnunet_folders() -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """($nnUNet_raw, $nnUNet_preprocessed, $nnUNet_results) as nnU-Net reads them (None when unset).
+
+    nnunetv2 2.8 holds them as lazy path objects that are always truthy (read with ``.get()``); earlier
+    releases held the strings read at import."""
+    from nnunetv2 import paths
+    values = (paths.nnUNet_raw, paths.nnUNet_preprocessed, paths.nnUNet_results)
+    return tuple(v.get() if hasattr(v, "get") else v for v in values)
+
+
+def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> str:
+    """nnU-Net's results folder of a model: $nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    return get_output_folder(dataset_name(dataset), trainer, plans, configuration)
+
+
+def image_reader(file_ending: str, example_file: str):
+    """An instance of the reader/writer nnU-Net would pick for this file ending (e.g. SimpleITKIO)."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+    return determine_reader_writer_from_file_ending(file_ending, example_file, verbose=False)()
+
+
+def preprocessed_dataset(folder: str, case_ids: Sequence[str]):
+    """nnU-Net's dataset object over these cases of a preprocessed folder (any of its storage formats)."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    return infer_dataset_class(folder)(folder, list(case_ids))
+
+
+def preprocessed_case_ids(folder: str) -> list:
+    """The case identifiers of a preprocessed folder, sorted."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    return sorted(infer_dataset_class(folder).get_identifiers(folder))
+
+
+def extract_fingerprint(dataset: str) -> None:
+    """nnU-Net's dataset fingerprint (dataset_fingerprint.json in the preprocessed folder), as
+    nnUNetv2_extract_fingerprint writes it; an existing one is kept."""
+    from nnunetv2.configuration import default_num_processes
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
+    name = dataset_name(dataset)
+    extract_fingerprint_dataset(int(name[len("Dataset"):len("Dataset") + 3]), num_processes=default_num_processes,
+                                clean=False, verbose=False)
+
+
+def move_plans(source: str, target: str, plans: str) -> None:
+    """nnUNetv2_move_plans_between_datasets: the source's plans, renamed for the target, under the same name."""
+    from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import \
+        move_plans_between_datasets
+    move_plans_between_datasets(dataset_name(source), dataset_name(target), plans, plans)
