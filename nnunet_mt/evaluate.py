@@ -112,8 +112,8 @@ def markdown_table(groups: Dict[str, Dict[str, dict]], metrics: Sequence[str]) -
 def _load_dataset_json(dataset: Optional[str], pred_dir: str) -> dict:
     """dataset.json of -d (raw folder) if given, else the one nnUNetv2_predict copies into its output."""
     if dataset is not None:
-        from nnunet_mt.nnunet_glue import dataset_name, nnunet_folders
-        path = os.path.join(str(nnunet_folders()[0]), dataset_name(dataset), "dataset.json")
+        from nnunet_mt.nnunet_glue import dataset_name, required_folder
+        path = os.path.join(required_folder("nnUNet_raw"), dataset_name(dataset), "dataset.json")
     else:
         path = os.path.join(pred_dir, "dataset.json")
         if not os.path.isfile(path):

@@ -29,9 +29,23 @@ def nnunet_folders() -> Tuple[Optional[str], Optional[str], Optional[str]]:
     return tuple(v.get() if hasattr(v, "get") else v for v in values)
 
 
+FOLDER_ROLES = {"nnUNet_raw": "raw datasets", "nnUNet_preprocessed": "preprocessed data and plans",
+                "nnUNet_results": "trained models"}
+
+
+def required_folder(variable: str) -> str:
+    """The folder nnU-Net reads from $nnUNet_raw / $nnUNet_preprocessed / $nnUNet_results; InputError when unset."""
+    value = dict(zip(FOLDER_ROLES, nnunet_folders()))[variable]
+    if not value:
+        raise InputError(f"${variable} is not set: nnU-Net's folder of {FOLDER_ROLES[variable]} "
+                         f"(export {variable}=/path/to/it)")
+    return value
+
+
 def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> str:
     """nnU-Net's results folder of a model: $nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION."""
     from nnunetv2.utilities.file_path_utilities import get_output_folder
+    required_folder("nnUNet_results")
     return get_output_folder(dataset_name(dataset), trainer, plans, configuration)
 
 

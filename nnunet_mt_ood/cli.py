@@ -50,8 +50,8 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",))
 
 def _fit(args) -> None:
     from nnunet_mt.merge import case_sources
-    from nnunet_mt.nnunet_glue import nnunet_folders
-    nnUNet_preprocessed = nnunet_folders()[1]
+    from nnunet_mt.nnunet_glue import required_folder
+    nnUNet_preprocessed = required_folder("nnUNet_preprocessed")
     from nnunet_mt_ood.fit import compute_training_results, method_values, save_fit, training_cases
     from nnunet_mt_ood.parts import check_part, load_fit_parts, part_share, save_fit_part
     check_part(args.num_parts, args.part_id)

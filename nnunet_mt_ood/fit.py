@@ -2,6 +2,7 @@
 (file names and formats: ``nnunet_mt_ood.methods``)."""
 import json
 import os
+import zipfile
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
+from nnunet_mt.schema import read_json
 from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
 
 
@@ -70,6 +72,10 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
     return meta
 
 
+FIT_FIELDS = {"method": "str", "C": "number", "tau": "number", "n_channels": "int", "case_ids": "strs",
+              "sources": "strs", "train_scores": "numbers", "model": "dict", "layer": "str or null"}
+
+
 def load_detector(fold_dir: str, method: str, layer: str, c=None):
     """(fitted detector, metadata) of a method; InputError when not fitted."""
     spec = METHODS[method]
@@ -77,10 +83,20 @@ def load_detector(fold_dir: str, method: str, layer: str, c=None):
     if not os.path.isfile(meta_path) or (spec.npz_key and not os.path.isfile(npz)):
         flag = f"--method {method}" + (f" --layer {layer}" if spec.needs == "gram" else "")
         raise InputError(f"{meta_path}: not fitted (run: nnunet_mt_ood fit -d ... -c ... -tr ... -f ... {flag})")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = read_json(meta_path, FIT_FIELDS, f"{method} fit file")
     c = meta["C"] if c is None else c
-    values = np.load(npz)[spec.npz_key] if spec.npz_key else np.asarray(meta["train_scores"])
+    if spec.npz_key:
+        try:
+            with np.load(npz) as arrays:
+                values = np.asarray(arrays[spec.npz_key], dtype=np.float64)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise InputError(f"{npz}: unreadable {method} fit ({type(e).__name__}: {str(e)[:80]})")
+    else:
+        values = np.asarray(meta["train_scores"], dtype=np.float64)
+    values = values.reshape(len(values), -1)
+    if not np.all(np.isfinite(values)) or values.shape != (len(meta["case_ids"]), meta["n_channels"]):
+        raise InputError(f"{npz if spec.npz_key else meta_path}: {values.shape} training values, expected "
+                         f"{(len(meta['case_ids']), meta['n_channels'])} finite ones")
     if len(values) < 3:
         raise InputError(f"{meta_path}: {len(values)} training images; tau needs at least 3")
     return spec.detector(c).fit(values), meta

@@ -16,6 +16,7 @@ import numpy as np
 
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
+from nnunet_mt.schema import check_scores_report
 
 SCORES_PART = re.compile(r"^ood_scores\.part_(\d+)_of_(\d+)\.json$")
 
@@ -74,9 +75,10 @@ def collect_scores(out_dir: str, log=print) -> dict:
         try:
             with open(path) as f:
                 part = json.load(f)
-            cases = part["cases"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError) as e:
             raise InputError(f"{path}: cannot read scores part ({e})")
+        check_scores_report(path, part)
+        cases = part["cases"]
         if merged is None:
             merged = {k: v for k, v in part.items() if k != "part"}
             merged["cases"] = []

@@ -9,6 +9,7 @@ import numpy as np
 
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
+from nnunet_mt.schema import check_scores_report
 from nnunet_mt_ood.evaluation import detection_counts, roc_auc, roc_curve
 
 
@@ -18,10 +19,11 @@ def _load(paths: Sequence[str]):
         try:
             with open(path) as f:
                 report = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise InputError(f"{path}: cannot read OOD scores ({e})")
         if not isinstance(report, dict) or "methods" not in report or "cases" not in report:
             raise InputError(f"{path}: not an ood_scores.json written by nnunet_mt_ood score")
+        check_scores_report(path, report)
         if reports and report.get("model") != reports[0][1].get("model"):
             raise InputError(f"{path}: scores come from another model than {reports[0][0]}")
         reports.append((path, report))

@@ -72,10 +72,8 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
     (the source's folds restricted to the target's cases), and the target's own dataset fingerprint with
     nnU-Net's extractor if it has none (nnUNetv2_train copies it); writes the source's folds first
     (stratified by source dataset) if it has none yet."""
-    from nnunet_mt.nnunet_glue import dataset_name, extract_fingerprint, move_plans, nnunet_folders
-    nnUNet_raw, nnUNet_preprocessed, _ = nnunet_folders()
-    if not nnUNet_raw or not nnUNet_preprocessed:
-        raise InputError("$nnUNet_raw and $nnUNet_preprocessed must be set")
+    from nnunet_mt.nnunet_glue import dataset_name, extract_fingerprint, move_plans, required_folder
+    nnUNet_raw, nnUNet_preprocessed = required_folder("nnUNet_raw"), required_folder("nnUNet_preprocessed")
     source_name = dataset_name(source)
     splits_file = os.path.join(nnUNet_preprocessed, source_name, "splits_final.json")
     if not os.path.isfile(os.path.join(nnUNet_preprocessed, source_name, plans + ".json")):
