@@ -5,6 +5,7 @@ import sys
 
 from nnunet_mt.arguments import COUNT, DATASET_ID, PROCESSES, SEED
 from nnunet_mt.errors import InputError
+from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS  # the experiments orchestrate both packages
 
 KINDS = ("joint-vs-dedicated", "transfer", "ood")
 
@@ -26,10 +27,10 @@ def add_parser(sub) -> None:
     k.add_argument("--train", nargs="+", required=True, metavar="DATASET[:LABELS]", help="in-distribution datasets")
     k.add_argument("--ood", nargs="+", required=True, metavar="DATASET", help="held-out OOD datasets "
                    "(their imagesTs, or imagesTr when they have no test split)")
-    k.add_argument("--methods", nargs="+", default=["spectral", "mcdropout"],
-                   choices=["spectral", "mcdropout", "mahalanobis", "msp", "entropy"],
+    k.add_argument("--methods", nargs="+", default=["spectral", "mcdropout"], choices=list(METHODS),
                    help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
-    k.add_argument("--mc_samples", type=COUNT, default=10, help="dropout passes of mcdropout (default 10)")
+    k.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
+                   help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
     _common(k)
 
 

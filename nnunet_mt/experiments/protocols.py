@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from nnunet_mt.errors import InputError
 from nnunet_mt.experiments.jobs import Job
 from nnunet_mt.merge import PROVENANCE_KEY, Source, SourceSpec, load_dataset_json, load_source, resolve_folder
+from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS  # the experiments orchestrate both packages
 
 
 @dataclass
@@ -306,7 +307,7 @@ def ood_input(raw: str, dataset: str) -> Tuple[str, str]:
 
 
 def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], methods: Sequence[str],
-        layer: str = "last", mc_samples: int = 10) -> Tuple[List[Job], dict]:
+        layer: str = "last", mc_samples: int = MC_DROPOUT_SAMPLES) -> Tuple[List[Job], dict]:
     """Jobs of tables IV-V: train (or reuse) the joint model, fit, score in-distribution and OOD test images,
     evaluate. Returns the jobs and the paths of the evaluation outputs."""
     sources = load_sources(setup.raw, train_specs)
@@ -315,7 +316,6 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     if overlap:
         raise InputError(f"{setup.raw}: {sorted(overlap)[0]} is given both with --train and --ood")
     joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
-    from nnunet_mt_ood.methods import METHODS
     model = Model(joint.folder_name, setup.trainer_name(dropout=any(METHODS[m].needs == "mc_dropout" for m in methods)),
                   setup.results)
     jobs = prepare_jobs(setup, joint) + [train_job(setup, model, joint)]
