@@ -68,7 +68,7 @@ def test_a_failing_ood_fit_never_costs_the_training(preprocessed, monkeypatch):
     trainer = _trainer(preprocessed[0], "nnUNetTrainerMultiTaskSmoke", monkeypatch)
     trainer.fit_ood_isolated()
     log = open(trainer.log_file).read()
-    assert "Spectral OOD fit failed (exit code 2: nnunet_mt_ood: error: " in log
+    assert "Spectral OOD fit failed (exit code 2: nnunet_mt_ood fit: error: " in log
     assert "checkpoint_final.pth: checkpoint missing" in log
     assert ("Redo the fit with: nnunet_mt_ood fit -d Dataset500_MultiTask -c 3d_fullres -f 0 "
             "-tr nnUNetTrainerMultiTaskSmoke -p nnUNetPlans -device cpu") in log
