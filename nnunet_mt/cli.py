@@ -2,7 +2,7 @@
 import argparse
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from nnunet_mt.arguments import COUNT, DATASET_ID, SEED, number
 from nnunet_mt.errors import InputError, run_guarded

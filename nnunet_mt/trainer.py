@@ -265,11 +265,10 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         memory) is logged with the command that redoes it and never stops nnU-Net's final validation."""
         import shlex
         import subprocess
-        import sys
         import time
+        from nnunet_mt.experiments.jobs import console_script
         command = self.ood_fit_command()
-        here = os.path.join(os.path.dirname(sys.executable), command[0])  # the console script beside this Python
-        argv = [here if os.path.isfile(here) else command[0]] + command[1:]
+        argv = [console_script(command[0])] + command[1:]
         start = time.time()
         try:
             result = subprocess.run(argv, capture_output=True, text=True)

@@ -34,7 +34,7 @@ class Job:
         return prefix + " ".join(shlex.quote(a) for a in self.argv)
 
 
-def _executable(name: str) -> str:
+def console_script(name: str) -> str:
     """Prefer the console script installed beside this interpreter (the same venv), else PATH."""
     local = os.path.join(os.path.dirname(sys.executable), name)
     return local if os.path.isfile(local) else (shutil.which(name) or name)
@@ -60,7 +60,7 @@ def run_jobs(jobs: Sequence[Job], log=print) -> int:
         log(f"[{i}/{len(jobs)}] {job.title}\n  $ {job.shell()}")
         start = time.time()
         env = dict(os.environ, **job.env)
-        result = subprocess.run([_executable(job.argv[0])] + job.argv[1:], env=env)
+        result = subprocess.run([console_script(job.argv[0])] + job.argv[1:], env=env)
         if result.returncode != 0:
             raise JobFailed(f"step {i} ({job.title}) failed with exit code {result.returncode}: {job.shell()}")
         missing = [p for p in job.outputs if not os.path.exists(p)]
