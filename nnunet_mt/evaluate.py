@@ -13,8 +13,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
+from nnunet_mt.validate import refuse_stray_images
 from nnunet_mt.merge import case_sources
 from nnunet_mt.metrics import (DEFAULT_ROI_MARGIN, calibration_histogram, default_roi, dice, ece_from_histogram,
                                hd95_and_assd, mce_from_histogram, reference_roi)
@@ -28,25 +29,64 @@ def _reader(file_ending: str, example: str):
     return image_reader(file_ending, example)
 
 
+ORIGIN_TOLERANCE_MM = 1e-3  # nnU-Net copies the reference's header into its predictions exactly
+DIRECTION_TOLERANCE = 1e-4  # per entry of the direction cosine matrix
+PROBABILITY_TOLERANCE = 1e-3  # float16 storage and rounding: probabilities in [-tol, 1 + tol], sums within tol of 1
+
+
 def _read_seg(reader, path: str):
+    """(label map (z, y, x), spacing (mm), geometry: {'origin' / 'direction' / 'affine': array} as the reader
+    reports it)."""
     try:
         seg, props = reader.read_seg(path)
     except Exception as e:  # nnU-Net's readers raise assorted errors on broken files
         raise InputError(f"{path}: unreadable segmentation ({str(e).strip().splitlines()[-1] if str(e) else e!r})")
-    return seg[0], np.asarray(props["spacing"], dtype=float)
+    stuff = props.get("sitk_stuff") or {}
+    geometry = {k: np.asarray(stuff[k], float) for k in ("origin", "direction") if k in stuff}
+    if "nibabel_stuff" in props:
+        geometry["affine"] = np.asarray(props["nibabel_stuff"]["original_affine"], float)
+    return seg[0], np.asarray(props["spacing"], dtype=float), geometry
+
+
+def check_same_grid(pred_path: str, pred, pred_spacing, pred_geometry, ref, ref_spacing, ref_geometry) -> None:
+    """Raises InputError unless the prediction lies on the reference's voxel grid: same shape, spacing,
+    origin (mm) and direction (or affine, for nibabel-read files)."""
+    if ref.shape != pred.shape:
+        raise InputError(f"{pred_path}: shape {pred.shape} differs from the reference's {ref.shape}")
+    if not np.allclose(ref_spacing, pred_spacing, rtol=1e-4):
+        raise InputError(f"{pred_path}: spacing {tuple(pred_spacing)} differs from the reference's "
+                         f"{tuple(ref_spacing)}")
+    for key, tolerance in (("origin", ORIGIN_TOLERANCE_MM), ("direction", DIRECTION_TOLERANCE),
+                           ("affine", ORIGIN_TOLERANCE_MM)):
+        if key in ref_geometry and key in pred_geometry and not np.allclose(
+                ref_geometry[key], pred_geometry[key], rtol=0, atol=tolerance):
+            raise InputError(f"{pred_path}: {key} {np.round(pred_geometry[key], 4).tolist()} differs from the "
+                             f"reference's {np.round(ref_geometry[key], 4).tolist()} (shifted or flipped)")
+
+
+def check_probabilities(prob_path: str, probabilities: np.ndarray) -> None:
+    """Raises InputError unless `probabilities` (classes, z, y, x) are finite, within [0, 1] and sum to 1 over
+    the classes (logits or scores in their place are refused)."""
+    if not np.issubdtype(probabilities.dtype, np.floating) and not np.issubdtype(probabilities.dtype, np.integer):
+        raise InputError(f"{prob_path}: probabilities of type {probabilities.dtype}, expected numbers")
+    if not np.all(np.isfinite(probabilities)):
+        raise InputError(f"{prob_path}: {int(np.sum(~np.isfinite(probabilities)))} probabilities are NaN or infinite")
+    low, high = float(probabilities.min()), float(probabilities.max())
+    if low < -PROBABILITY_TOLERANCE or high > 1 + PROBABILITY_TOLERANCE:
+        raise InputError(f"{prob_path}: values from {low:.4g} to {high:.4g} are not probabilities in [0, 1] "
+                         f"(logits? save them with --save_probabilities)")
+    worst = float(np.max(np.abs(probabilities.sum(0, dtype=np.float64) - 1)))
+    if worst > PROBABILITY_TOLERANCE * probabilities.shape[0]:
+        raise InputError(f"{prob_path}: class probabilities do not sum to 1 (off by up to {worst:.4g})")
 
 
 def evaluate_case(case: str, ref_path: str, pred_path: str, prob_path: Optional[str], file_ending: str,
                   n_bins: int = 10, roi: str = "box") -> dict:
     """Metrics of one case; distances in mm. Raises InputError on mismatching files."""
     reader = _reader(file_ending, ref_path)
-    ref, ref_spacing = _read_seg(reader, ref_path)
-    pred, pred_spacing = _read_seg(reader, pred_path)
-    if ref.shape != pred.shape:
-        raise InputError(f"{pred_path}: shape {pred.shape} differs from the reference's {ref.shape}")
-    if not np.allclose(ref_spacing, pred_spacing, rtol=1e-4):
-        raise InputError(f"{pred_path}: spacing {tuple(pred_spacing)} differs from the reference's "
-                         f"{tuple(ref_spacing)}")
+    ref, ref_spacing, ref_geometry = _read_seg(reader, ref_path)
+    pred, pred_spacing, pred_geometry = _read_seg(reader, pred_path)
+    check_same_grid(pred_path, pred, pred_spacing, pred_geometry, ref, ref_spacing, ref_geometry)
     ref_fg, pred_fg = ref > 0, pred > 0
     hd, sd = hd95_and_assd(pred_fg, ref_fg, ref_spacing)
     result = {"case": case, "dice": dice(pred_fg, ref_fg), "hd95": hd, "assd": sd,
@@ -59,6 +99,7 @@ def evaluate_case(case: str, ref_path: str, pred_path: str, prob_path: Optional[
         if probabilities.shape[1:] != ref.shape:
             raise InputError(f"{prob_path}: probabilities of shape {probabilities.shape[1:]} do not match the "
                              f"segmentation {ref.shape}")
+        check_probabilities(prob_path, probabilities)
         if np.mean((probabilities.argmax(0) > 0) == pred_fg) < 0.99:
             raise InputError(f"{prob_path}: probabilities do not match the segmentation {pred_path}")
         fg_prob = 1.0 - probabilities[0].astype(np.float64)
@@ -134,6 +175,8 @@ def evaluate_folder(ref_dir: str, pred_dir: str, prob_dir: Optional[str] = None,
             raise InputError(f"{d}: folder not found")
     dataset_json = _load_dataset_json(dataset, pred_dir)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
+    for d in (ref_dir, pred_dir):
+        refuse_stray_images(d, file_ending)
     cases = sorted(f[:-len(file_ending)] for f in os.listdir(ref_dir) if f.endswith(file_ending))
     if not cases:
         raise InputError(f"{ref_dir}: no reference files ending in {file_ending}")
@@ -180,14 +223,13 @@ def evaluate_folder(ref_dir: str, pred_dir: str, prob_dir: Optional[str] = None,
 
     output = output or os.path.join(pred_dir, "metrics.json")
     stem = output[:-5] if output.endswith(".json") else output
-    write_text_atomic(output, json.dumps(report, indent=1, default=float))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["case", "source"] + metrics)
     for r in per_case:
         writer.writerow([r["case"], r["source"]] + [r[m] for m in metrics])
-    write_text_atomic(stem + ".csv", buffer.getvalue())
-    write_text_atomic(stem + ".md", table + "\n")
+    write_texts_atomic({output: json.dumps(report, indent=1, default=float), stem + ".csv": buffer.getvalue(),
+                        stem + ".md": table + "\n"})  # one set: all three or none
     if plots and "ece" in metrics:
         from nnunet_mt.plots import reliability_diagram_from_histogram
         os.makedirs(plots, exist_ok=True)

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from nnunet_mt.errors import InputError
 from nnunet_mt.intensity import CT_BELOW_HU, PAPER_CHANNEL_NAME, looks_like_ct
-from nnunet_mt.validate import check_case
+from nnunet_mt.validate import check_case, refuse_stray_images, write_image_checked
 
 PROVENANCE_KEY = "nnunet_mt"
 NORMALIZATIONS = ("paper", "nnunet")
@@ -100,6 +100,9 @@ def _list_cases(folder: str, split: str, file_ending: str, n_channels: int) -> D
             raise InputError(f"{image_dir}: missing training image folder")
         return {}
     by_case: Dict[str, List[str]] = {}
+    for stray_check in (image_dir, os.path.join(folder, f"labels{split}")):
+        if os.path.isdir(stray_check):
+            refuse_stray_images(stray_check, file_ending)
     for fname in sorted(os.listdir(image_dir)):
         if not fname.endswith(file_ending):
             continue
@@ -184,8 +187,10 @@ def check_paper_normalization_rule(source: Source) -> None:
 
 
 def _link_or_copy(src: str, dst: str) -> str:
+    """Hard-links (else copies) the file `src` names: a symlink is resolved first, so a relative one cannot
+    dangle in the merged dataset."""
     try:
-        os.link(src, dst)
+        os.link(os.path.realpath(src), dst)
         return "linked"
     except OSError:
         shutil.copyfile(src, dst)
@@ -207,7 +212,7 @@ def _binary_label(src: str, dst: str, declared: Sequence[int], foreground: Seque
     binary = np.isin(array, foreground).astype(np.uint8)
     out = sitk.GetImageFromArray(binary)
     out.CopyInformation(image)
-    sitk.WriteImage(out, dst, useCompression=True)
+    write_image_checked(out, dst)
     return bool(binary.any())
 
 
@@ -267,7 +272,7 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
                         if image.endswith(file_ending):
                             how.add(_link_or_copy(image, dst))
                         else:
-                            sitk.WriteImage(sitk.ReadImage(image), dst, useCompression=True)
+                            write_image_checked(sitk.ReadImage(image), dst)
                             how.add("converted")
                     if not _binary_label(files["label"], os.path.join(tmp, f"labels{split}", new_id + file_ending),
                                          declared, source.foreground):

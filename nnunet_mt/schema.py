@@ -1,5 +1,5 @@
-"""Checks of the JSON files our commands write and read back (fit files, score parts, ood_scores.json):
-required fields, their types, finite numbers. A file that fails is named in a one-line InputError with
+"""Checks of the files our commands write and read back (fit files, score parts, ood_scores.json, nnU-Net
+checkpoints): required fields, their types, finite numbers. A file that fails is named in a one-line InputError with
 the field, instead of a KeyError or TypeError traceback later."""
 import json
 import math
@@ -59,3 +59,21 @@ def check_scores_report(path: str, report: dict) -> None:
     for i, row in enumerate(report["cases"]):
         check_fields(path, row, {"case": "str", **{f"{m}_score": "number" for m in report["methods"]},
                                  **{f"{m}_is_ood": "bool" for m in report["methods"]}}, where=f"cases[{i}].")
+
+
+CHECKPOINT = {"network_weights": "dict", "init_args": "dict", "trainer_name": "str"}  # what nnU-Net's predictor reads
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuses a truncated, corrupt or hand-edited nnU-Net checkpoint (.pth) with one line naming the file and
+    the field, before nnU-Net's predictor would fail on it with a traceback."""
+    import torch
+    from nnunet_mt.errors import InputError
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # pickle, zip and torch errors of broken files come in many types
+        raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).strip()[:80]})")
+    if not isinstance(checkpoint, dict):
+        raise InputError(f"{path}: not an nnU-Net checkpoint (a {type(checkpoint).__name__}, not a dict)")
+    check_fields(path, checkpoint, CHECKPOINT)
+    check_fields(path, checkpoint["init_args"], {"configuration": "str"}, where="init_args.")

@@ -1,4 +1,5 @@
 """Checks of raw image files before nnU-Net reads them; each failure is one InputError naming the file."""
+import os
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -7,6 +8,26 @@ import SimpleITK as sitk
 from nnunet_mt.errors import InputError
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+# file endings nnU-Net's readers take: a file with one of them but not the dataset's own is a mistake to name
+IMAGE_ENDINGS = SITK_ENDINGS + (".nhdr", ".gipl", ".gipl.gz", ".tif", ".tiff", ".png", ".bmp", ".b2nd")
+
+
+def refuse_stray_images(folder: str, file_ending: str) -> None:
+    """Raises InputError naming the first image file in `folder` whose ending is not `file_ending` (it would
+    otherwise be skipped without a word)."""
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(IMAGE_ENDINGS) and not name.endswith(file_ending) and not name.startswith("."):
+            raise InputError(f"{os.path.join(folder, name)}: file ending differs from dataset.json's "
+                             f"'{file_ending}' (convert or remove it; it would be skipped)")
+
+
+def refuse_output_inside_input(input_dir: str, output_dir: str) -> None:
+    """Raises InputError when the output folder is the input folder or inside it: predictions written there
+    would be read as new input cases by the next run."""
+    inp, out = os.path.realpath(input_dir), os.path.realpath(output_dir)
+    if out == inp or out.startswith(inp.rstrip(os.sep) + os.sep):
+        raise InputError(f"{output_dir}: output folder is {'the input folder' if out == inp else 'inside the input folder'} "
+                         f"{input_dir} (the next run would read the predictions as input cases)")
 
 
 def image_header(path: str) -> sitk.ImageFileReader:
@@ -69,3 +90,29 @@ def check_case(images: Sequence[str], label: str = None) -> Optional[List[float]
                 raise InputError(f"{path}: {what} {name} {tuple(np.round(b, 4))} differs from the image's "
                                  f"{tuple(np.round(a, 4))} ({images[0]})")
     return [check_finite(path) for path in images]
+
+
+def check_written_image(path: str, size_xyz: Sequence[int]) -> None:
+    """Raises InputError (and removes the file) unless the image just written at `path` reads back with this
+    size (x, y, z voxels): SimpleITK returns normally from a write that ran out of disk and leaves a 0-byte
+    or truncated file."""
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        reader.ReadImageInformation()
+        ok, found = tuple(reader.GetSize()) == tuple(size_xyz), f"size {reader.GetSize()}"
+    except RuntimeError as e:
+        ok, found = False, str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+    if not ok:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        raise InputError(f"{path}: the image written does not read back ({found}, expected size "
+                         f"{tuple(size_xyz)}; disk full?)")
+
+
+def write_image_checked(image: sitk.Image, path: str) -> None:
+    """sitk.WriteImage (compressed), then check_written_image."""
+    sitk.WriteImage(image, path, useCompression=True)
+    check_written_image(path, image.GetSize())

@@ -40,6 +40,8 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",))
                                   perform_everything_on_device=device.type == "cuda", device=device,
                                   verbose=False, allow_tqdm=False)
     fold = args.f if args.f == "all" else int(args.f)
+    from nnunet_mt.schema import check_checkpoint
+    check_checkpoint(os.path.join(model_dir, f"fold_{args.f}", args.chk))
     predictor.initialize_from_trained_model_folder(model_dir, (fold,), args.chk)
     try:
         predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples))
@@ -90,10 +92,11 @@ def _fit(args) -> None:
 
 def _check_inputs(input_dir: str, dataset_json: dict) -> Dict[str, List[str]]:
     """One-line errors for inputs nnU-Net would choke on: channel count, unreadable headers, bad directions."""
-    from nnunet_mt.validate import check_case
+    from nnunet_mt.validate import check_case, refuse_stray_images
     if not os.path.isdir(input_dir):
         raise InputError(f"{input_dir}: input folder not found")
     ending = dataset_json["file_ending"]
+    refuse_stray_images(input_dir, ending)
     n_channels = len(dataset_json["channel_names"])
     cases = {}
     for fname in sorted(os.listdir(input_dir)):
@@ -110,6 +113,15 @@ def _check_inputs(input_dir: str, dataset_json: dict) -> Dict[str, List[str]]:
     return cases
 
 
+def _check_segmentations_written(out_dir: str, first_images: Dict[str, str], ending: str) -> None:
+    """Each segmentation nnU-Net wrote reads back with its input image's size (a full disk leaves 0-byte files)."""
+    from nnunet_mt.validate import SITK_ENDINGS, check_written_image, image_header
+    if not ending.endswith(SITK_ENDINGS):
+        return
+    for case, image in first_images.items():
+        check_written_image(os.path.join(out_dir, case + ending), image_header(image).GetSize())
+
+
 def _score(args) -> None:
     from nnunet_mt_ood.fit import load_detectors
     model_dir = _model_dir(args)
@@ -117,8 +129,11 @@ def _score(args) -> None:
     detectors = load_detectors(fold_dir, args.method, args.layer, args.C)
     from nnunet_mt_ood.parts import check_part, part_name, part_share, write_scores
     check_part(args.num_parts, args.part_id)
+    from nnunet_mt.validate import refuse_output_inside_input
+    refuse_output_inside_input(args.i, args.o)
     with open(os.path.join(model_dir, "dataset.json")) as f:
-        inputs = _check_inputs(args.i, json.load(f))
+        dataset_json = json.load(f)
+    inputs, ending = _check_inputs(args.i, dataset_json), dataset_json["file_ending"]
     share = part_share(inputs, args.num_parts, args.part_id)  # the cases nnUNetv2_predict's part would take
     if not share:
         raise InputError(f"{args.i}: {len(inputs)} cases, nothing left for part {args.part_id} of {args.num_parts}")
@@ -136,6 +151,7 @@ def _score(args) -> None:
     cases = sorted(predictor.results)
     if not cases:
         raise InputError(f"{args.i}: no case was predicted")
+    _check_segmentations_written(args.o, {c: sorted(inputs[c])[0] for c in share}, ending)
     rows = [{"case": c} for c in cases]
     methods = {}
     for method, (detector, meta) in detectors.items():

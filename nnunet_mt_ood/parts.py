@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.atomic import write_text_atomic, write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import check_scores_report
 
@@ -38,15 +38,15 @@ def part_name(part_id: int, num_parts: int) -> str:
 
 
 def write_scores(out_dir: str, report: dict) -> str:
-    """ood_scores.json and ood_scores.csv (one row per case) in out_dir, each written atomically."""
+    """ood_scores.json and ood_scores.csv (one row per case) in out_dir, written as one set (both or neither)."""
     rows = report["cases"]
-    write_text_atomic(os.path.join(out_dir, "ood_scores.json"), json.dumps(report, indent=1))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(os.path.join(out_dir, "ood_scores.csv"), buffer.getvalue())
-    return os.path.join(out_dir, "ood_scores.json")
+    written = os.path.join(out_dir, "ood_scores.json")
+    write_texts_atomic({written: json.dumps(report, indent=1), os.path.join(out_dir, "ood_scores.csv"): buffer.getvalue()})
+    return written
 
 
 def collect_scores(out_dir: str, log=print) -> dict:
@@ -57,7 +57,11 @@ def collect_scores(out_dir: str, log=print) -> dict:
     for path in sorted(glob.glob(os.path.join(out_dir, "ood_scores.part_*_of_*.json"))):
         match = SCORES_PART.match(os.path.basename(path))
         if match:
-            found[(int(match[1]), int(match[2]))] = path
+            key = (int(match[1]), int(match[2]))
+            if key in found:
+                raise InputError(f"{path}: names the same part as {found[key]} (part {key[0]} of {key[1]}); "
+                                 f"remove one")
+            found[key] = path
     if not found:
         raise InputError(f"{out_dir}: no ood_scores.part_<i>_of_<K>.json files (score with -num_parts K -part_id i)")
     totals = sorted({k for _, k in found})
@@ -78,6 +82,11 @@ def collect_scores(out_dir: str, log=print) -> dict:
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: cannot read scores part ({e})")
         check_scores_report(path, part)
+        declared = part.get("part")
+        if declared is not None and (not isinstance(declared, dict) or
+                                     (declared.get("part_id"), declared.get("num_parts")) != (i, num_parts)):
+            raise InputError(f"{path}: its 'part' field {json.dumps(declared)} contradicts the file name "
+                             f"(part {i} of {num_parts})")
         cases = part["cases"]
         if merged is None:
             merged = {k: v for k, v in part.items() if k != "part"}

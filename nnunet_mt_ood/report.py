@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import check_scores_report
 from nnunet_mt_ood.evaluation import detection_counts, roc_auc, roc_curve
@@ -79,8 +79,7 @@ def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: O
     stem = output or os.path.join(os.path.dirname(os.path.abspath(paths[0])), "ood_evaluation")
     summary = {"scores_files": [os.path.abspath(p) for p in paths], "n_in_distribution": int((~is_ood).sum()),
                "n_ood": int(is_ood.sum()), "ood_cases": [r["case"] for r, o in labelled if o], "methods": results}
-    for path, text in ((stem + ".json", json.dumps(summary, indent=1)), (stem + ".md", table + "\n")):
-        write_text_atomic(path, text)
+    write_texts_atomic({stem + ".json": json.dumps(summary, indent=1), stem + ".md": table + "\n"})
     png = plot_evaluation(results, stem + ".png")
     log(f"{int((~is_ood).sum())} in-distribution and {int(is_ood.sum())} OOD cases")
     log(table)

@@ -39,6 +39,28 @@ def assert_merge_refused(env, root, args, *needles):
     assert sorted(os.listdir(root / "raw")) == listing  # nothing written, not even a partial folder
 
 
+def nnunet_folders(root, monkeypatch):
+    """Empty raw/pre/res folders under root as $nnUNet_raw/_preprocessed/_results (for in-process runs)."""
+    for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res")):
+        (root / sub).mkdir(exist_ok=True)
+        monkeypatch.setenv(var, str(root / sub))
+
+
+def assert_refused_in_process(main, argv, needles, root, capsys):
+    """main(argv) exits 2 with one error line containing every needle, no traceback, and leaves every file
+    under root as it was (nothing written, nothing changed)."""
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and all(n in errors[0] for n in needles), err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
 def nnunet_env(root):
     env = dict(os.environ)
     env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import assert_refused_in_process, nnunet_folders
 from nnunet_mt_ood.cli import main as nnunet_mt_ood
 
 FOLD = "res/Dataset012_CorticalPlateMR/T__nnUNetPlans__3d_fullres/fold_0"
@@ -88,18 +89,6 @@ ROWS = [
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
 def test_bad_file_read_back(row, tmp_path, monkeypatch, capsys):
     _, setup, needles = row
-    for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res")):
-        (tmp_path / sub).mkdir(exist_ok=True)
-        monkeypatch.setenv(var, str(tmp_path / sub))
+    nnunet_folders(tmp_path, monkeypatch)
     (tmp_path / "in").mkdir()
-    argv = setup(tmp_path)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    try:
-        code = nnunet_mt_ood(argv)
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if "error:" in line]
-    assert len(errors) == 1 and all(n in errors[0] for n in needles), err
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written or changed
+    assert_refused_in_process(nnunet_mt_ood, setup(tmp_path), needles, tmp_path, capsys)

@@ -6,7 +6,7 @@ import os
 from typing import Dict, List, Sequence
 
 
-from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.evaluate import METRICS, cell, summarize
 
@@ -50,9 +50,8 @@ def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -
     writer.writerow(["training", "test_data", "n_cases"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])
     for r in table:
         writer.writerow([r["method"], r["data"], r["n_cases"]] + [r[m][s] for m in metrics for s in ("mean", "std")])
-    write_text_atomic(stem + ".json", json.dumps(table, indent=1, default=float))
-    write_text_atomic(stem + ".csv", buffer.getvalue())
-    write_text_atomic(stem + ".md", "\n".join(md) + "\n")
+    write_texts_atomic({stem + ".json": json.dumps(table, indent=1, default=float), stem + ".csv": buffer.getvalue(),
+                        stem + ".md": "\n".join(md) + "\n"})  # one set: all three or none
     png = plot_table(table, metrics, stem + ".png", title)
     log("\n".join(md))
     log(f"wrote {stem}.md, {stem}.csv, {stem}.json, {png}")

@@ -1,0 +1,178 @@
+"""Bad inputs, second round (issue 17, classes 1, 3, 4, 5): geometry and probability content in evaluate,
+stray file endings, output inside input, duplicate parts, broken checkpoints, output sets written whole.
+Each row is refused with one line naming the file, exit code 2, nothing written. In-process, through main(argv)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import assert_refused_in_process, nnunet_folders
+from nnunet_mt.atomic import write_texts_atomic
+from nnunet_mt.cli import main as nnunet_mt
+from nnunet_mt.errors import InputError
+from nnunet_mt.validate import check_written_image
+from nnunet_mt_ood.cli import main as nnunet_mt_ood
+from test_bad_files_read_back import FOLD, _collect, _fit_files, _report
+
+LABEL = np.zeros((8, 10, 12), np.uint8)
+LABEL[2:6, 3:7, 4:9] = 1
+
+
+def _image(path, array, origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    image.SetSpacing(spacing)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _evaluate(pred_geometry=None, probabilities=None, stray=None):
+    """A reference and a perfect prediction of one case (with probabilities), then one thing broken."""
+    def setup(ws):
+        _image(ws / "ref/case.nii.gz", LABEL)
+        _image(ws / "pred/case.nii.gz", LABEL, **(pred_geometry or {}))
+        p = np.stack([1.0 - LABEL, LABEL]).astype(np.float32)
+        np.savez_compressed(ws / "pred/case.npz", probabilities=probabilities(p) if probabilities else p)
+        if stray:
+            _image(ws / stray, LABEL)
+        return nnunet_mt, ["evaluate", "-ref", str(ws / "ref"), "-pred", str(ws / "pred"), "-prob", str(ws / "pred")]
+    return setup
+
+
+def _nan(p):
+    p[:, 0, 0, 0] = np.nan
+    return p
+
+
+def _merge(stray):
+    """demo-like source Dataset021 (2 CT-free MR cases) with a file of another ending beside them."""
+    def setup(ws):
+        src = ws / "raw/Dataset021_Src"
+        for case in ("a", "b"):
+            _image(src / f"imagesTr/{case}_0000.nii.gz", (LABEL * 100 + 50).astype(np.int16))
+            _image(src / f"labelsTr/{case}.nii.gz", LABEL)
+        (src / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "x": 1},
+                                                      "numTraining": 2, "file_ending": ".nii.gz"}))
+        _image(src / stray, LABEL)
+        return nnunet_mt, ["merge", "-d", "21", "-o", "600"]
+    return setup
+
+
+def _score(output=None, stray=False, checkpoint=None):
+    """Valid fit files and one input image; the output folder, an input file or the checkpoint broken."""
+    def setup(ws):
+        argv = _fit_files(ws)
+        _image(ws / "in/x_0000.nii.gz", LABEL.astype(np.float32))
+        (ws / "res/Dataset012_CorticalPlateMR/T__nnUNetPlans__3d_fullres/dataset.json").write_text(json.dumps(
+            {"channel_names": {"0": "MR"}, "labels": {"background": 0, "x": 1}, "file_ending": ".nii.gz"}))
+        if stray:
+            _image(ws / "in/y_0000.nii", LABEL.astype(np.float32))
+        if checkpoint is not None:
+            path = ws / FOLD / "checkpoint_final.pth"
+            checkpoint(path)
+        if output:
+            argv[argv.index("-o") + 1] = str(ws / output)
+        return nnunet_mt_ood, argv
+    return setup
+
+
+def _collect_same_part(ws):
+    argv = _collect()(ws)
+    _report(ws / "parts", name="ood_scores.part_00_of_2.json")  # also part 0 of 2
+    return nnunet_mt_ood, argv
+
+
+def _collect_contradicting_part(ws):
+    argv = _collect(edit=lambda r: r.update(part={"part_id": 0, "num_parts": 2}))(ws)
+    return nnunet_mt_ood, argv
+
+
+ROWS = [
+    # class 3: geometry and content
+    ("evaluate-origin-shifted", _evaluate(pred_geometry={"origin": (0.0, 0.0, 5.0)}), ["pred/case.nii.gz", "origin", "shifted"]),
+    ("evaluate-direction-flipped", _evaluate(pred_geometry={"direction": (-1, 0, 0, 0, 1, 0, 0, 0, 1)}),
+     ["pred/case.nii.gz", "direction"]),
+    ("evaluate-probabilities-nan", _evaluate(probabilities=_nan), ["pred/case.npz", "NaN or infinite"]),
+    ("evaluate-logits", _evaluate(probabilities=lambda p: 8 * p - 4), ["pred/case.npz", "not probabilities in [0, 1]"]),
+    ("evaluate-probabilities-no-sum", _evaluate(probabilities=lambda p: p * 0.5), ["pred/case.npz", "do not sum to 1"]),
+    # class 4: refuse or name, never skip
+    ("evaluate-stray-ending-reference", _evaluate(stray="ref/other.nii"), ["ref/other.nii", "file ending"]),
+    ("evaluate-stray-ending-prediction", _evaluate(stray="pred/other.mha"), ["pred/other.mha", "file ending"]),
+    ("merge-stray-image-ending", _merge("imagesTr/c_0000.nii"), ["imagesTr/c_0000.nii", "file ending"]),
+    ("merge-stray-label-ending", _merge("labelsTr/a.mha"), ["labelsTr/a.mha", "file ending"]),
+    ("score-output-is-input", _score(output="in"), ["in: output folder is the input folder"]),
+    ("score-output-inside-input", _score(output="in/predictions"), ["in/predictions", "inside the input folder"]),
+    ("score-stray-ending", _score(stray=True), ["in/y_0000.nii", "file ending"]),
+    ("collect-same-part-twice", _collect_same_part, ["ood_scores.part_0_of_2.json", "ood_scores.part_00_of_2.json",
+                                                     "same part"]),
+    ("collect-part-field-contradicts-name", _collect_contradicting_part,
+     ["ood_scores.part_1_of_2.json", "contradicts the file name"]),
+    # class 1: checkpoints read back
+    ("score-checkpoint-empty", _score(checkpoint=lambda p: p.write_bytes(b"")), ["checkpoint_final.pth", "unreadable checkpoint"]),
+    ("score-checkpoint-truncated", _score(checkpoint=lambda p: (torch.save({"x": torch.ones(1000)}, p),
+                                                                p.write_bytes(p.read_bytes()[:300]))),
+     ["checkpoint_final.pth", "unreadable checkpoint"]),
+    ("score-checkpoint-no-weights", _score(checkpoint=lambda p: torch.save(
+        {"trainer_name": "T", "init_args": {"configuration": "3d_fullres"}}, p)),
+     ["checkpoint_final.pth", "'network_weights' missing"]),
+    ("score-checkpoint-not-a-dict", _score(checkpoint=lambda p: torch.save([1, 2], p)),
+     ["checkpoint_final.pth", "not an nnU-Net checkpoint"]),
+    ("score-checkpoint-no-configuration", _score(checkpoint=lambda p: torch.save(
+        {"trainer_name": "T", "init_args": {}, "network_weights": {}}, p)),
+     ["checkpoint_final.pth", "'init_args.configuration' missing"]),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_round2(row, tmp_path, monkeypatch, capsys):
+    _, setup, needles = row
+    nnunet_folders(tmp_path, monkeypatch)
+    (tmp_path / "in").mkdir(exist_ok=True)
+    main, argv = setup(tmp_path)
+    assert_refused_in_process(main, argv, needles, tmp_path, capsys)
+
+
+def test_relative_symlink_image_is_merged_as_its_target(tmp_path, monkeypatch, capsys):
+    """A source image that is a relative symlink lands in the merged dataset as the file itself, not as a
+    link that would dangle there."""
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    os.makedirs(tmp_path / "raw")
+    _merge("labelsTs/unused.nii.gz")(tmp_path)
+    os.remove(tmp_path / "raw/Dataset021_Src/labelsTs/unused.nii.gz")
+    images = tmp_path / "raw/Dataset021_Src/imagesTr"
+    os.rename(images / "b_0000.nii.gz", tmp_path / "raw/Dataset021_Src/b_elsewhere.nii.gz")
+    os.symlink("../b_elsewhere.nii.gz", images / "b_0000.nii.gz")
+    assert nnunet_mt(["merge", "-d", "21", "-o", "600"]) == 0, capsys.readouterr().err
+    merged = [p for p in (tmp_path / "raw/Dataset600_MultiTask/imagesTr").iterdir() if "_b_" in p.name or
+              p.name.endswith("b_0000.nii.gz")]
+    assert len(merged) == 1 and not merged[0].is_symlink()
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(merged[0]))), (LABEL * 100 + 50))
+
+
+def test_a_written_image_that_does_not_read_back_is_an_error_and_removed(tmp_path):
+    path = tmp_path / "seg.nii.gz"
+    path.write_bytes(b"")  # what SimpleITK leaves on a full disk
+    with pytest.raises(InputError, match="seg.nii.gz: the image written does not read back"):
+        check_written_image(str(path), (12, 10, 8))
+    assert not path.exists()
+    _image(path, LABEL)
+    check_written_image(str(path), (12, 10, 8))  # (x, y, z) of the (z, y, x) array: fine
+    with pytest.raises(InputError, match=r"expected size \(8, 10, 12\)"):
+        check_written_image(str(path), (8, 10, 12))
+
+
+def test_output_sets_are_written_whole_or_not_at_all(tmp_path):
+    """The .csv of a set fails (full disk): the .json beside it keeps its previous content, no partial files."""
+    (tmp_path / "s.json").write_text("old json")
+    (tmp_path / "s.csv").write_text("old csv")
+    os.symlink("/dev/full", tmp_path / "s.csv.partial")
+    with pytest.raises(OSError):
+        write_texts_atomic({str(tmp_path / "s.json"): "new json", str(tmp_path / "s.csv"): "new csv"})
+    assert (tmp_path / "s.json").read_text() == "old json" and (tmp_path / "s.csv").read_text() == "old csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.json"]
+    write_texts_atomic({str(tmp_path / "s.json"): "new json", str(tmp_path / "s.csv"): "new csv"})
+    assert (tmp_path / "s.json").read_text() == "new json" and (tmp_path / "s.csv").read_text() == "new csv"
