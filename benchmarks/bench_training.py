@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 WORKER = r"""
@@ -25,23 +26,30 @@ import json, os, sys, time
 import torch
 sys.path.insert(0, {bench_dir!r})
 from batchgenerators.utilities.file_and_folder_operations import load_json
-from nnunetv2.paths import nnUNet_preprocessed
 import bench_training
 cls = bench_training.trainer_class({name!r})
-folder = os.path.join(nnUNet_preprocessed, {dataset!r})
+folder = os.path.join(os.environ["nnUNet_preprocessed"], {dataset!r})
 plans = load_json(os.path.join(folder, "nnUNetPlans.json"))
 plans["continue_training"] = False
-trainer = cls(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")), torch.device("cpu"))
+device = torch.device({device!r})
+trainer = cls(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")), device)
 trainer.initialize()
 trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
 trainer.network.train()
 trainer.lr_scheduler.step(0) if hasattr(trainer.lr_scheduler, "step") else None
-for _ in range(3):
+sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+for _ in range({warmup}):
     trainer.train_step(next(trainer.dataloader_train))
+sync()
 start = time.perf_counter()
 for _ in range({iterations}):
     trainer.train_step(next(trainer.dataloader_train))
-print(json.dumps({{"seconds": time.perf_counter() - start}}))
+sync()
+seconds = time.perf_counter() - start
+gpu = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
+print(json.dumps({{"seconds": seconds, "peak_gpu_mib": gpu, "patch_size": [int(v) for v in trainer.configuration_manager.patch_size],
+                  "batch_size": int(trainer.configuration_manager.batch_size)}}), flush=True)
+os._exit(0)  # data-augmentation workers (nnUNet_n_proc_DA > 0) would otherwise hold the process open
 """
 
 
@@ -51,6 +59,11 @@ def trainer_class(name: str):
     from nnunet_mt.trainer import nnUNetTrainerMultiTaskCPU
     if name == "ours":
         return nnUNetTrainerMultiTaskCPU
+    if name == "nnUNetTrainer":
+        return nnUNetTrainer
+    if name.startswith("nnUNetTrainerMultiTask"):  # any of ours, by its nnU-Net name
+        from nnunet_mt.trainer import trainer_variant
+        return trainer_variant(name)
 
     if name == "ours_uniform":
         class Uniform(nnUNetTrainerMultiTaskCPU):
@@ -73,16 +86,28 @@ def trainer_class(name: str):
     return PlainSameNetwork
 
 
+def measure_trainer(name, dataset, iterations, env, device="cpu", warmup=3):
+    """`iterations` train_step calls of trainer `name` after `warmup` ones, in a fresh process: a dict with
+    iterations_per_second, peak_rss_mib (os.wait4), peak_gpu_mib (torch.cuda.max_memory_allocated; None
+    on the CPU), patch_size and batch_size."""
+    code = WORKER.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), name=name, dataset=dataset,
+                         iterations=iterations, warmup=warmup, device=device)
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status != 0:
+            err.seek(0)
+            raise SystemExit(f"{name} failed:\n{err.read().decode()[-3000:]}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result["iterations_per_second"] = iterations / result.pop("seconds")
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    return result
+
+
 def measure(name, args, env):
-    code = WORKER.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), name=name, dataset=args.dataset,
-                         iterations=args.iterations)
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr.read().decode()[-3000:]}")
-    seconds = json.loads(out.decode().strip().splitlines()[-1])["seconds"]
-    return args.iterations / seconds, usage.ru_maxrss / 1024  # it/s, MiB
+    result = measure_trainer(name, args.dataset, args.iterations, env)
+    return result["iterations_per_second"], result["peak_rss_mib"]
 
 
 def main():

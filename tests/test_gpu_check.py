@@ -1,0 +1,99 @@
+"""scripts/gpu_check.sh cannot rot: its CPU dry run (GPU_CHECK_DEVICE=cpu) runs here on the session's trained
+smoke model, and its report fails on a failed check."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import SimpleITK as sitk
+
+from conftest import TRAINER
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = f"{TRAINER}__nnUNetPlans__3d_fullres"
+
+
+def _gpu_check_module():
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(REPO, "benchmarks", "gpu_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_dry_run_on_the_cpu(trained, tmp_path):
+    root, env = trained
+    work, out = tmp_path / "work", tmp_path / "out"
+    # the session's preprocessed data and smoke model: the script skips the steps that made them
+    for src, dst in (("raw", "raw"), ("pre", "preprocessed")):
+        shutil.copytree(root / src / "Dataset500_MultiTask", work / dst / "Dataset500_MultiTask")
+    shutil.copytree(root / "res" / "Dataset500_MultiTask" / MODEL, work / "results" / "Dataset500_MultiTask" / MODEL)
+    checkpoint = work / "results" / "Dataset500_MultiTask" / MODEL / "fold_0" / "checkpoint_final.pth"
+    trained_at = checkpoint.stat().st_mtime_ns
+    run_env = dict(env, GPU_CHECK_DEVICE="cpu", GPU_CHECK_WORK=str(work), GPU_CHECK_OUT=str(out))
+    result = subprocess.run(["bash", os.path.join(REPO, "scripts", "gpu_check.sh")], env=run_env,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert checkpoint.stat().st_mtime_ns == trained_at  # the model found was used, not trained again
+
+    report = json.loads((out / "gpu_check_cpu.json").read_text())
+    assert report["failures"] == []
+    steps = report["steps"]
+    train = [s for s in steps if s["step"] == "train"]
+    assert [s["label"] for s in train] == ["nnUNetTrainerMultiTaskCPU", "nnUNetTrainer"]
+    assert train[0]["patch_size"] == [32, 32, 32] and train[0]["batch_size"] == 2  # the CPU recipe
+    assert all(s["iterations_per_second"] > 0 and s["peak_gpu_mib"] is None for s in train)
+    runs = {s["label"]: s for s in steps if s["step"] == "run"}
+    assert len(runs) == 7 and all(s["exit_code"] == 0 and s["seconds"] > 0 for s in runs.values())
+    # on the CPU both sides of each comparison are the same computation: exact agreement
+    signatures = next(s for s in steps if s["step"] == "signatures")
+    assert len(signatures["max_abs_difference"]) == 2 and max(signatures["max_abs_difference"].values()) == 0.0
+    pairs = [s for s in steps if s["step"] == "segmentations"]
+    assert len(pairs) == 3 and all(set(s["voxel_agreement"].values()) == {1.0} for s in pairs)
+    assert sorted(len(s["voxel_agreement"]) for s in pairs) == [1, 2, 2]  # the large volume; test images
+    assert {"training_iterations_per_second", "spectral_time_test_images", "mahalanobis_time_large_volume"} \
+        <= set(report["ratios"])
+    assert all(v > 0 for k, v in report["ratios"].items() if "gpu" not in k)
+    assert "all checks passed" in (out / "gpu_check_cpu.md").read_text()
+    # the "large" volume: the requested size at the model's spacing, predicted whole
+    plans = json.loads((work / "results" / "Dataset500_MultiTask" / MODEL / "plans.json").read_text())
+    seg = sitk.ReadImage(str(work / "predictions" / "large_predict" / "large.nii.gz"))
+    assert sitk.GetArrayViewFromImage(seg).shape == (40, 64, 64)
+    spacing_zyx = np.asarray(plans["configurations"]["3d_fullres"]["spacing"])[np.argsort(plans["transpose_forward"])]
+    assert np.allclose(seg.GetSpacing()[::-1], spacing_zyx)
+
+
+def test_gpu_check_report_fails_on_a_failed_check(tmp_path):
+    gpu_check = _gpu_check_module()
+    record = tmp_path / "record.jsonl"
+    entries = [{"step": "signatures", "label": "signatures cuda vs cpu", "device": "cuda",
+                "max_abs_difference": {"a": 1e-3, "b": 0.05}, "tolerance": 2e-2},
+               {"step": "segmentations", "label": "predict vs spectral", "device": "cuda",
+                "voxel_agreement": {"a": 1.0, "b": 0.9995}, "minimum": 0.999},
+               {"step": "run", "label": "score spectral, large volume", "command": "nnunet_mt_ood score", "exit_code": 2,
+                "seconds": 1.0, "peak_gpu_mib": None, "peak_rss_mib": 100.0}]
+    record.write_text("\n".join(json.dumps(e) for e in entries))
+    code = gpu_check.main(["report", "--record", str(record), "--json", str(tmp_path / "g.json"),
+                           "--markdown", str(tmp_path / "g.md")])
+    failures = json.loads((tmp_path / "g.json").read_text())["failures"]
+    assert code == 1 and len(failures) == 2  # the signature beyond tolerance, the failed command; 0.9995 passes
+    assert "5.00e-02 > 0.02" in failures[0] and "exit code 2" in failures[1]
+    assert "**FAILED**" in (tmp_path / "g.md").read_text()
+
+
+def test_gpu_check_volume_is_ct_like_at_the_plans_spacing(tmp_path):
+    gpu_check = _gpu_check_module()
+    like = sitk.GetImageFromArray(np.zeros((4, 4, 4), np.int16))
+    like.SetOrigin((1.0, 2.0, 3.0))
+    sitk.WriteImage(like, str(tmp_path / "like.nii.gz"))
+    plans = {"transpose_forward": [2, 0, 1], "configurations": {"3d_fullres": {"spacing": [0.5, 3.0, 0.8]}}}
+    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    gpu_check.main(["volume", "-o", str(tmp_path / "v_0000.nii.gz"), "--shape", "10", "20", "30",
+                    "--like", str(tmp_path / "like.nii.gz"), "--plans", str(tmp_path / "plans.json")])
+    image = sitk.ReadImage(str(tmp_path / "v_0000.nii.gz"))
+    array = sitk.GetArrayFromImage(image)
+    # axis k of the transposed image is axis transpose_forward[k] of the original: z 3.0, y 0.8, x 0.5 mm
+    assert array.shape == (10, 20, 30) and np.allclose(image.GetSpacing(), (0.5, 0.8, 3.0))
+    assert image.GetOrigin() == (1.0, 2.0, 3.0)
+    assert array[5, 10, 15] == 120 and array[0, 0, 0] == -1000 and array[5, 10, 2] == 40
