@@ -1,4 +1,4 @@
-"""``nnunet_mt`` command line: demo-data, merge, evaluate, experiment, trainer-path."""
+"""``nnunet_mt`` command line: demo-data, merge, evaluate, calibrate, experiment, share-plans, trainer-path."""
 import argparse
 import os
 import sys
@@ -37,6 +37,16 @@ def _merge(args) -> None:
 def _evaluate(args) -> None:
     from nnunet_mt.evaluate import evaluate_folder
     evaluate_folder(args.ref, args.pred, args.prob, args.d, args.o, args.np, args.n_bins, args.roi, args.plots)
+
+
+def _calibrate(args) -> None:
+    from nnunet_mt.calibrate import apply_to_folder, calibrate
+    if args.apply:
+        if not args.o:
+            raise InputError("--apply needs -o OUT_DIR (a new folder for the calibrated copy)")
+        apply_to_folder(args.d, args.c, args.f, args.tr, args.p, args.apply, args.o)
+    else:
+        calibrate(args.d, args.c, args.f, args.tr, args.p, args.roi, args.per_source, args.device, not args.disable_tta)
 
 
 def _share_plans(args) -> None:
@@ -94,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "use it to compare models), or the whole image")
     p.add_argument("--plots", metavar="DIR", help="write a reliability diagram PNG per source dataset")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("calibrate", help="fit a temperature on a model's validation fold (stored with the model; "
+                       "nnunet_mt_ood score --save_probabilities then writes calibrated probabilities)")
+    p.add_argument("-d", required=True, metavar="DATASET", help="dataset the model was trained on")
+    p.add_argument("-c", default="3d_fullres", metavar="CONFIGURATION", help="configuration (default 3d_fullres)")
+    p.add_argument("-f", required=True, metavar="FOLD", help="fold whose validation cases fit the temperature")
+    p.add_argument("-tr", default="nnUNetTrainer", metavar="TRAINER", help="trainer class (default nnUNetTrainer)")
+    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("--roi", choices=["reference", "image"], default="reference",
+                   help="voxels the temperature is fitted on: the reference's bounding box grown by 5 voxels "
+                        "(default, as evaluate --roi reference) or the whole image")
+    p.add_argument("--per-source", action="store_true", help="also one temperature per source dataset of a "
+                   "merged dataset (picked at prediction by the nearest training signature)")
+    p.add_argument("-device", choices=["cpu", "cuda"], default="cuda", help="device for predicting the "
+                   "validation cases when the fold has no saved probabilities (default cuda)")
+    p.add_argument("--disable_tta", action="store_true", help="predict the validation cases without mirroring")
+    p.add_argument("--apply", metavar="PRED_DIR", help="instead of fitting: copy an nnUNetv2_predict output folder "
+                   "(--save_probabilities) to -o with its probabilities rescaled by the fitted global temperature")
+    p.add_argument("-o", metavar="OUT_DIR", help="with --apply: the new folder for the calibrated copy")
+    p.set_defaults(func=_calibrate)
 
     from nnunet_mt.experiments.cli import add_parser, run_experiment
     add_parser(sub)

@@ -15,13 +15,15 @@ import numpy as np
 
 from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
+from nnunet_mt.temperature import brier_score, negative_log_likelihood
 from nnunet_mt.validate import refuse_stray_images
 from nnunet_mt.merge import case_sources
 from nnunet_mt.metrics import (DEFAULT_ROI_MARGIN, calibration_histogram, default_roi, dice, ece_from_histogram,
                                hd95_and_assd, mce_from_histogram, reference_roi)
 
-METRICS = ("dice", "hd95", "assd", "ece", "mce")
-HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE", "mce": "MCE"}
+METRICS = ("dice", "hd95", "assd", "ece", "mce", "nll", "brier")
+HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE", "mce": "MCE", "nll": "NLL",
+           "brier": "Brier"}
 
 
 def _reader(file_ending: str, example: str):
@@ -106,8 +108,12 @@ def evaluate_case(case: str, ref_path: str, pred_path: str, prob_path: Optional[
         region = {"image": lambda: np.ones(ref.shape, bool), "reference": lambda: reference_roi(ref_fg),
                   "box": lambda: default_roi(fg_prob, ref_fg)}[roi]()
         histogram = calibration_histogram(fg_prob, ref_fg, n_bins, region)
+        if int(ref.max()) >= probabilities.shape[0]:
+            raise InputError(f"{ref_path}: label {int(ref.max())} but only {probabilities.shape[0]} classes in {prob_path}")
+        labels = ref[region].astype(np.int64)
         result.update(ece=ece_from_histogram(histogram), mce=mce_from_histogram(histogram),
-                      calibration_histogram=histogram.tolist())
+                      nll=negative_log_likelihood(probabilities[:, region], labels),
+                      brier=brier_score(probabilities[:, region], labels), calibration_histogram=histogram.tolist())
     return result
 
 

@@ -122,6 +122,26 @@ def _check_segmentations_written(out_dir: str, first_images: Dict[str, str], end
         check_written_image(os.path.join(out_dir, case + ending), image_header(image).GetSize())
 
 
+def _apply_calibration(fold_dir: str, out_dir: str, rows: List[dict], per_source: bool = True) -> Optional[dict]:
+    """Rescales each case's saved probabilities with the model's temperature (nnunet_mt calibrate): the
+    source's own T when the fit has one per source and the spectral detector names the case's nearest
+    training source without flagging it OOD, else the global T. Records the T used in each row."""
+    from nnunet_mt.calibrate import calibrate_saved_probabilities, load_calibration
+    calibration = load_calibration(fold_dir)
+    if calibration is None:
+        return None
+    by_source = (calibration.get("per_source") or {}) if per_source else {}
+    for row in rows:
+        source = row.get("nearest_source")
+        if source in by_source and row.get("spectral_is_ood") is False:
+            row["temperature"], row["temperature_from"] = by_source[source], f"source {source}"
+        else:
+            row["temperature"], row["temperature_from"] = calibration["temperature"], "global"
+        calibrate_saved_probabilities(os.path.join(out_dir, row["case"] + ".npz"), row["temperature"])
+    return {"file": os.path.join(fold_dir, "temperature.json"), "temperature": calibration["temperature"],
+            "per_source": calibration.get("per_source"), "region": calibration["region"]}
+
+
 def _score(args) -> None:
     from nnunet_mt_ood.fit import load_detectors
     model_dir = _model_dir(args)
@@ -172,8 +192,12 @@ def _score(args) -> None:
             methods[method]["warning"] = "fitted with a different test-time mirroring setting"
         if METHODS[method].needs == "mc_dropout" and meta.get("mc_samples") != args.mc_samples:
             methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
+    calibration = None if args.no_calibration or not args.save_probabilities else \
+        _apply_calibration(fold_dir, args.o, rows, per_source=not args.global_temperature)
     report = {"model": next(iter(detectors.values()))[1]["model"], "spectral_layer": args.layer,
               "methods": methods, "cases": rows}
+    if calibration is not None:
+        report["calibration"] = calibration
     if args.num_parts > 1:
         report["part"] = {"part_id": args.part_id, "num_parts": args.num_parts}
         written = os.path.join(args.o, f"ood_scores.{part_name(args.part_id, args.num_parts)}.json")
@@ -255,7 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output folder, as nnUNetv2_predict")
     _model_arguments(p)
     p.add_argument("-C", type=number(float, 0), default=None, help="override the fitted C (>= 0)")
-    p.add_argument("--save_probabilities", action="store_true", help="as nnUNetv2_predict")
+    p.add_argument("--save_probabilities", action="store_true", help="as nnUNetv2_predict; calibrated with the "
+                   "model's temperature when nnunet_mt calibrate has fitted one")
+    p.add_argument("--no-calibration", action="store_true", help="save the model's probabilities as they are, "
+                   "even when a temperature was fitted")
+    p.add_argument("--global-temperature", action="store_true", help="use the global temperature even where "
+                   "one per source dataset was fitted (calibrate --per-source)")
     p.add_argument("-npp", type=PROCESSES, default=3, help="preprocessing processes, as nnUNetv2_predict")
     p.add_argument("-nps", type=PROCESSES, default=3, help="export processes, as nnUNetv2_predict")
     p.add_argument("--plot", action="store_true", help="write ood_signatures.png and ood_histogram.png")

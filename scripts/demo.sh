@@ -13,35 +13,42 @@ mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 
 step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
 
-step "1/8 demo datasets (Dataset011-013 in-distribution, 014-015 held out as OOD)"
+step "1/9 demo datasets (Dataset011-013 in-distribution, 014-015 held out as OOD)"
 nnunet_mt demo-data --seed 0
 
-step "2/8 merge 011, 012, 013 (prostate zones 1+2 = foreground) into Dataset500_MultiTask"
+step "2/9 merge 011, 012, 013 (prostate zones 1+2 = foreground) into Dataset500_MultiTask"
 nnunet_mt merge -d 11 12 13:1,2 -o 500 --overwrite
 
-step "3/8 nnUNetv2_plan_and_preprocess"
+step "3/9 nnUNetv2_plan_and_preprocess"
 nnUNetv2_plan_and_preprocess -d 500 -c 3d_fullres -np 1
 
-step "4/8 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
+step "4/9 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
 nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu
 
-step "5/8 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training)"
+step "5/9 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training)"
 nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mcdropout mahalanobis msp entropy \
   --mc_samples "$MC" --disable_tta
 
-step "6/8 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution test cases, held-out OOD datasets"
+step "6/9 nnunet_mt calibrate: a temperature fitted on fold 0's validation cases (stored with the model)"
+nnunet_mt calibrate -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --disable_tta
+
+step "7/9 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution test cases, held-out OOD datasets"
 for pair in "Dataset500_MultiTask:id" "Dataset014_HippocampusMR:ood_hippocampus" "Dataset015_PancreasCT:ood_pancreas"; do
   ds=${pair%%:*}; name=${pair##*:}
   nnunet_mt_ood score -i "$nnUNet_raw/$ds/imagesTs" -o "$OUT/predictions/$name" -d 500 -c 3d_fullres -f 0 \
-    -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --plot \
+    -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --no-calibration --plot \
     --method spectral mcdropout mahalanobis msp entropy --mc_samples "$MC"
 done
 
-step "7/8 nnunet_mt evaluate: DSC, HD95, ASSD, ECE, MCE per source dataset"
+step "8/9 nnunet_mt evaluate: DSC, HD95, ASSD, ECE, MCE, NLL, Brier per source, without and with the temperature"
 nnunet_mt evaluate -ref "$nnUNet_raw/Dataset500_MultiTask/labelsTs" -pred "$OUT/predictions/id" \
   -prob "$OUT/predictions/id" --plots "$OUT/predictions/id/plots"
+rm -rf "$OUT/predictions/id_calibrated"
+nnunet_mt calibrate -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" --apply "$OUT/predictions/id" -o "$OUT/predictions/id_calibrated"
+nnunet_mt evaluate -ref "$nnUNet_raw/Dataset500_MultiTask/labelsTs" -pred "$OUT/predictions/id_calibrated" \
+  -prob "$OUT/predictions/id_calibrated" --plots "$OUT/predictions/id_calibrated/plots"
 
-step "8/8 nnunet_mt_ood evaluate: spectral OOD vs MC-dropout uncertainty and the other baselines"
+step "9/9 nnunet_mt_ood evaluate: spectral OOD vs MC-dropout uncertainty and the other baselines"
 nnunet_mt_ood evaluate "$OUT"/predictions/{id,ood_hippocampus,ood_pancreas}/ood_scores.json \
   --ood 'hippocampus*' 'pancreas*' -o "$OUT/predictions/ood_evaluation"
 
@@ -50,10 +57,12 @@ model="$nnUNet_results/Dataset500_MultiTask/${TRAINER}__nnUNetPlans__3d_fullres"
 grep -h "Sampling shares" "$model"/fold_0/training_log_*.txt | tail -n 1
 grep -h "Paper schedule\|Converged after\|Stopped at the cap" "$model"/fold_0/training_log_*.txt | tail -n 2
 grep -h "Spectral OOD" "$model"/fold_0/training_log_*.txt | tail -n 2
-echo "Segmentation (in-distribution test cases):"
+echo "Segmentation (in-distribution test cases; ECE/MCE/NLL/Brier over the box of reference and prediction + 5 voxels, the same with and without T):"
 cat "$OUT/predictions/id/metrics.md"
+echo "With the temperature fitted on fold 0's validation cases (T = $(python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['temperature'], 3))" "$model/fold_0/temperature.json")):"
+cat "$OUT/predictions/id_calibrated/metrics.md"
 echo "OOD detection (14 in-distribution test cases vs 8 held-out OOD cases):"
 cat "$OUT/predictions/ood_evaluation.md"
 echo "Training curves:      $model/fold_0/progress.png"
-echo "Reliability diagrams: $OUT/predictions/id/plots/"
+echo "Reliability diagrams: $OUT/predictions/id/plots/ (without T), $OUT/predictions/id_calibrated/plots/ (with T)"
 echo "OOD figures:          $OUT/predictions/ood_evaluation.png, $OUT/predictions/*/ood_histogram.png, ood_signatures.png"

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import BIN, CASES, run
-from nnunet_mt.metrics import assd, hd95
+from nnunet_mt.metrics import assd, default_roi, hd95
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,15 @@ def test_evaluate_real_prediction_folder(predicted, tmp_path):
         assert row["hd95"] == pytest.approx(hd95(p_arr, r_arr, spacing))
         assert row["assd"] == pytest.approx(assd(p_arr, r_arr, spacing))
         assert 0 <= row["ece"] <= row["mce"] <= 1
+        # NLL and Brier over the default region (box of reference | prediction, + 5 voxels), by hand
+        p = np.load(out / f"{row['case']}.npz")["probabilities"].astype(np.float64)
+        box = default_roi(1 - p[0], r_arr)
+        labels = r_arr[box].astype(int)
+        p_true = np.where(labels == 1, p[1][box], p[0][box])
+        assert row["nll"] == pytest.approx(-np.mean(np.log(np.maximum(p_true, 1e-7))), rel=1e-6)
+        assert row["brier"] == pytest.approx(np.mean(2 * (1 - p_true) ** 2), rel=1e-3)  # two classes summing to 1
     csv_lines = open(tmp_path / "m.csv").read().splitlines()
-    assert csv_lines[0] == "case,source,dice,hd95,assd,ece,mce" and len(csv_lines) == 1 + len(CASES)
+    assert csv_lines[0] == "case,source,dice,hd95,assd,ece,mce,nll,brier" and len(csv_lines) == 1 + len(CASES)
     assert sorted(os.listdir(tmp_path / "plots")) == sorted(f"reliability_{s}.png" for s in report["per_source"])
 
 

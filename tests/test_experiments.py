@@ -53,7 +53,7 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
         assert row["training"]["converged"] is False and row["training"]["window_iterations"] == 10
     md = (out / "table_II.md").read_text()
     assert "| 2 ep., cap |" in md and "paper normalization, no test-time mirroring" in md
-    assert "ECE/MCE counted over: reference bounding box + 5 voxels (same voxels for every model)" in md
+    assert "ECE/MCE/NLL/Brier counted over: reference bounding box + 5 voxels (same voxels for every model)" in md
     merged = json.loads((root / "raw/Dataset500_MultiTask/dataset.json").read_text())
     assert merged["nnunet_mt"]["normalization"] == "paper"  # the experiment's default
     # same plans and same cases: each dedicated dataset has the joint plans (but its own name) and the joint

@@ -8,9 +8,7 @@ from typing import Dict, List, Sequence
 
 from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
-from nnunet_mt.evaluate import METRICS, cell, summarize
-
-HEADERS = {"dice": "DSC", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "ece": "ECE", "mce": "MCE"}
+from nnunet_mt.evaluate import HEADERS, METRICS, cell, summarize
 
 
 def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -> List[dict]:
@@ -43,7 +41,7 @@ def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print) -
                   f" | {stopped(r['training'])} |")
     md += ["", "stopped: epochs trained, and whether the paper's convergence rule (conv.) or the epoch cap (cap) "
                "ended training (from each model's convergence.json).",
-           f"ECE/MCE counted over: {'; '.join(sorted(regions))}. Inference: nnU-Net's sliding window (step 0.5, "
+           f"ECE/MCE/NLL/Brier counted over: {'; '.join(sorted(regions))}. Inference: nnU-Net's sliding window (step 0.5, "
            f"Gaussian weighting), not the paper's 24-voxel overlap."]
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Temperature scaling on the real-data models of table II (issue 14): the joint model without T, with a
+# global T and with one T per source; each dedicated model without and with its T. Test cases only, ECE,
+# MCE, NLL and Brier over the reference's box + 5 voxels (the same voxels for every row). Run after
+#   BUDGET=15 TABLES=II bash benchmarks/realdata/run_experiments.sh      (same WORK, NORMALIZATION, SEED)
+# Writes $WORK/calibration_<normalization>_seed<N>/calibration.md (and a metrics.json per row).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+WORK="${WORK:-$HERE/work}"
+NORMALIZATION="${NORMALIZATION:-paper}"
+SEED="${SEED:-0}"
+BUDGET="${BUDGET:-15}"
+ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)
+export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
+export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
+TR="nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}"
+OUT="$WORK/calibration_${NORMALIZATION}_seed${SEED}"
+CPU=(-device cpu --disable_tta)
+score() {  # model id, test dataset folder, output folder, extra score options
+  local model=$1 data=$2 out=$3; shift 3
+  [ -f "$out/metrics.json" ] && return 0
+  nnunet_mt_ood score -i "$data/imagesTs" -o "$out" -d "$model" -c 3d_fullres -f 0 -tr "$TR" "${CPU[@]}" \
+      -npp 0 -nps 0 --save_probabilities "$@" > /dev/null
+  nnunet_mt evaluate -ref "$data/labelsTs" -pred "$out" -prob "$out" -o "$out/metrics.json" --roi reference > /dev/null
+}
+start=$(date +%s)
+nnunet_mt calibrate -d "$ID" -f 0 -tr "$TR" "${CPU[@]}" --per-source
+echo "joint model calibrated in $(( $(date +%s) - start )) s"
+for dedicated in "$nnUNet_raw"/Dataset$((ID / 10))[1-9]_*; do
+  name=$(basename "$dedicated"); name=${name#Dataset???_}; id=$(basename "$dedicated" | cut -c8-10)
+  score "$ID" "$dedicated" "$OUT/joint/$name" --no-calibration
+  score "$ID" "$dedicated" "$OUT/joint_global_T/$name" --global-temperature
+  score "$ID" "$dedicated" "$OUT/joint_per_source_T/$name"
+  start=$(date +%s)
+  nnunet_mt calibrate -d "$id" -f 0 -tr "$TR" "${CPU[@]}"
+  echo "$name calibrated in $(( $(date +%s) - start )) s"
+  score "$id" "$dedicated" "$OUT/dedicated/$name" --no-calibration
+  score "$id" "$dedicated" "$OUT/dedicated_T/$name"
+done
+python - "$OUT" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+lines = ["| model | test data | n | DSC | ECE | MCE | NLL | Brier |", "|---|---|---|---|---|---|---|---|"]
+for variant in ("dedicated", "dedicated_T", "joint", "joint_global_T", "joint_per_source_T"):
+    for path in sorted(glob.glob(os.path.join(out, variant, "*", "metrics.json"))):
+        s = json.load(open(path))["per_source"]
+        s = s.get("all", next(iter(s.values())))
+        cells = " | ".join(f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in ("dice", "ece", "mce", "nll", "brier"))
+        lines.append(f"| {variant} | {os.path.basename(os.path.dirname(path))} | {s['dice']['n']} | {cells} |")
+text = "\n".join(lines) + "\n\nECE/MCE/NLL/Brier over the reference's bounding box + 5 voxels; test cases only.\n"
+open(os.path.join(out, "calibration.md"), "w").write(text)
+print(text)
+PY

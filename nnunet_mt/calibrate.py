@@ -1,0 +1,197 @@
+"""`nnunet_mt calibrate`: a temperature fitted on a model's validation fold and stored beside its weights
+(fold_X/temperature.json); `nnunet_mt_ood score --save_probabilities` then writes calibrated probabilities.
+
+The validation probabilities come from nnU-Net itself: fold_X/validation/*.npz when the model was trained
+with `nnUNetv2_train ... --npz`, else `nnUNetv2_predict --save_probabilities` on the validation cases' raw
+images. References: nnU-Net's copy of the labels in nnUNet_preprocessed/DatasetXXX/gt_segmentations.
+"""
+import json
+import os
+import subprocess
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.errors import InputError
+from nnunet_mt.metrics import ece, reference_roi
+from nnunet_mt.temperature import (brier_score, fit_temperature, negative_log_likelihood, scale_probabilities)
+
+CALIBRATION_FILE = "temperature.json"
+MAX_FIT_VOXELS = 2_000_000  # a seeded random sample of the region's voxels, shared equally by the cases
+REGIONS = {"reference": "reference bounding box + 5 voxels", "image": "whole image"}
+
+
+def validation_cases(preprocessed_dir: str, fold: str) -> List[str]:
+    """The fold's validation case ids from nnU-Net's splits_final.json."""
+    path = os.path.join(preprocessed_dir, "splits_final.json")
+    try:
+        with open(path) as f:
+            splits = json.load(f)
+        return sorted(splits[int(fold)]["val"])
+    except FileNotFoundError:
+        raise InputError(f"{path}: no splits (train the model with nnUNetv2_train first)")
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise InputError(f"{path}: no validation cases for fold {fold} ({type(e).__name__}: {e})")
+
+
+def _predict_validation(dataset: str, configuration: str, fold: str, trainer: str, plans: str, cases: Sequence[str],
+                        raw_dir: str, dataset_json: dict, out: str, device: str, mirroring: bool) -> None:
+    """nnUNetv2_predict --save_probabilities on links to the validation cases' raw images."""
+    from nnunet_mt.experiments.jobs import console_script
+    images = os.path.join(out, "images")
+    os.makedirs(images)
+    ending = dataset_json["file_ending"]
+    for case in cases:
+        for channel in range(len(dataset_json["channel_names"])):
+            name = f"{case}_{channel:04d}{ending}"
+            src = os.path.join(raw_dir, "imagesTr", name)
+            if not os.path.isfile(src):
+                raise InputError(f"{src}: validation image missing")
+            os.symlink(os.path.realpath(src), os.path.join(images, name))
+    cmd = [console_script("nnUNetv2_predict"), "-i", images, "-o", os.path.join(out, "pred"), "-d", dataset,
+           "-c", configuration, "-f", fold, "-tr", trainer, "-p", plans, "--save_probabilities", "-device", device,
+           "-npp", "0", "-nps", "0"] + ([] if mirroring else ["--disable_tta"])
+    print(f"predicting {len(cases)} validation cases: {' '.join(cmd[1:])}", flush=True)
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise InputError(f"nnUNetv2_predict on the validation cases failed: {result.stderr.strip()[-300:]}")
+
+
+def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """NLL, Brier and ECE (foreground probability, 10 bins) of (classes, n) probabilities and (n,) labels."""
+    return {"nll": negative_log_likelihood(probabilities, labels), "brier": brier_score(probabilities, labels),
+            "ece": ece(1 - probabilities[0], labels > 0)}
+
+
+def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: str = "nnUNetPlans",
+              region: str = "reference", per_source: bool = False, device: str = "cpu", mirroring: bool = True,
+              log=print) -> dict:
+    """Fits T (and one T per source dataset with per_source) on the fold's validation cases; writes and
+    returns fold_X/temperature.json."""
+    from nnunet_mt.merge import case_sources
+    from nnunet_mt.nnunet_glue import dataset_name, image_reader, model_folder, required_folder
+    model_dir = model_folder(dataset, trainer, plans, configuration)
+    fold_dir = os.path.join(model_dir, f"fold_{fold}")
+    if not os.path.isfile(os.path.join(fold_dir, "checkpoint_final.pth")):
+        raise InputError(f"{fold_dir}/checkpoint_final.pth: checkpoint missing (train with nnUNetv2_train first)")
+    name = dataset_name(dataset)
+    preprocessed_dir = os.path.join(required_folder("nnUNet_preprocessed"), name)
+    with open(os.path.join(model_dir, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    ending = dataset_json["file_ending"]
+    cases = validation_cases(preprocessed_dir, fold)
+    saved = os.path.join(fold_dir, "validation")
+    with tempfile.TemporaryDirectory() as tmp:
+        if all(os.path.isfile(os.path.join(saved, c + ".npz")) for c in cases):
+            folder, origin = saved, f"fold_{fold}/validation (nnUNetv2_train --npz)"
+        else:
+            raw_dir = os.path.join(required_folder("nnUNet_raw"), name)
+            _predict_validation(name, configuration, fold, trainer, plans, cases, raw_dir, dataset_json, tmp,
+                                device, mirroring)
+            folder, origin = os.path.join(tmp, "pred"), "nnUNetv2_predict --save_probabilities on the validation images"
+        rng = np.random.default_rng(0)
+        per_case = max(1, MAX_FIT_VOXELS // len(cases))
+        probabilities, labels = [], []
+        for case in cases:
+            label_path = os.path.join(preprocessed_dir, "gt_segmentations", case + ending)
+            reference = image_reader(ending, label_path).read_seg(label_path)[0][0].astype(np.int64)
+            with np.load(os.path.join(folder, case + ".npz")) as npz:
+                p = npz["probabilities"]
+            if p.shape[1:] != reference.shape:
+                raise InputError(f"{folder}/{case}.npz: probabilities {p.shape[1:]} do not match the reference "
+                                 f"{reference.shape} ({label_path})")
+            mask = reference_roi(reference > 0) if region == "reference" else np.ones(reference.shape, bool)
+            index = np.flatnonzero(mask)
+            if index.size > per_case:
+                index = np.sort(rng.choice(index, per_case, replace=False))
+            probabilities.append(p.reshape(p.shape[0], -1)[:, index].astype(np.float64))
+            labels.append(reference.reshape(-1)[index])
+    sources = case_sources(dataset_json, cases)
+    groups: Dict[str, np.ndarray] = {"all": np.ones(len(cases), bool)}
+    if per_source:
+        groups.update({s: np.array([c == s for c in sources]) for s in sorted(set(sources))})
+    result = {"temperature": None, "per_source": None, "dataset": name, "trainer": trainer, "plans": plans,
+              "configuration": configuration, "fold": fold, "region": REGIONS[region], "probabilities_from": origin,
+              "cases": cases, "sources": sources, "fit": {}}
+    for group, members in groups.items():
+        p = np.concatenate([x for x, m in zip(probabilities, members) if m], axis=1)
+        y = np.concatenate([x for x, m in zip(labels, members) if m])
+        t, _, _ = fit_temperature(p, y)
+        result["fit"][group] = {"temperature": t, "voxels": int(y.size), "before": _scores(p, y),
+                                "after": _scores(scale_probabilities(p, t), y)}
+        log(f"{group}: T = {t:.3f} on {y.size} voxels; NLL {result['fit'][group]['before']['nll']:.4f} -> "
+            f"{result['fit'][group]['after']['nll']:.4f}, ECE {result['fit'][group]['before']['ece']:.4f} -> "
+            f"{result['fit'][group]['after']['ece']:.4f}")
+    result["temperature"] = result["fit"]["all"]["temperature"]
+    if per_source:
+        result["per_source"] = {s: result["fit"][s]["temperature"] for s in groups if s != "all"}
+    path = os.path.join(fold_dir, CALIBRATION_FILE)
+    write_text_atomic(path, json.dumps(result, indent=1))
+    log(f"wrote {path}")
+    return result
+
+
+def load_calibration(fold_dir: str) -> Optional[dict]:
+    """The fold's temperature.json (checked), or None when the model was not calibrated."""
+    from nnunet_mt.schema import check_fields, read_json
+    path = os.path.join(fold_dir, CALIBRATION_FILE)
+    if not os.path.isfile(path):
+        return None
+    data = read_json(path, {"temperature": "number", "region": "str", "cases": "strs"}, "calibration file")
+    if not data["temperature"] > 0:
+        raise InputError(f"{path}: field 'temperature' must be > 0 ({data['temperature']})")
+    if data.get("per_source") is not None:
+        check_fields(path, data["per_source"], {k: "number" for k in data["per_source"]}, where="per_source.")
+    return data
+
+
+def calibrate_saved_probabilities(npz_path: str, temperature: float) -> None:
+    """Rewrites nnU-Net's probabilities file with softmax(log p / T) (atomically; other arrays kept)."""
+    with np.load(npz_path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    dtype = arrays["probabilities"].dtype
+    arrays["probabilities"] = scale_probabilities(arrays["probabilities"], temperature).astype(dtype)
+    tmp = npz_path[:-len(".npz")] + ".partial.npz"
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, npz_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+
+def apply_to_folder(dataset: str, configuration: str, fold: str, trainer: str, plans: str, pred_dir: str,
+                    out_dir: str, log=print) -> float:
+    """A copy of an nnUNetv2_predict output folder (--save_probabilities) with every .npz rescaled by the
+    model's global temperature; segmentations and other files copied unchanged. Built in out_dir + '.partial'
+    and renamed, so out_dir is complete or absent. Returns T."""
+    import shutil
+    from nnunet_mt.nnunet_glue import model_folder
+    fold_dir = os.path.join(model_folder(dataset, trainer, plans, configuration), f"fold_{fold}")
+    calibration = load_calibration(fold_dir)
+    if calibration is None:
+        raise InputError(f"{fold_dir}/{CALIBRATION_FILE}: no temperature fitted (run nnunet_mt calibrate without "
+                         f"--apply first)")
+    if not os.path.isdir(pred_dir):
+        raise InputError(f"{pred_dir}: folder not found")
+    files = sorted(f for f in os.listdir(pred_dir) if f.endswith(".npz"))
+    if not files:
+        raise InputError(f"{pred_dir}: no .npz probabilities (predict with --save_probabilities)")
+    if os.path.exists(out_dir) or os.path.realpath(out_dir) == os.path.realpath(pred_dir):
+        raise InputError(f"{out_dir}: exists (the calibrated copy goes to a new folder; the original stays)")
+    partial = out_dir.rstrip(os.sep) + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(pred_dir, partial)
+    try:
+        for name in files:
+            calibrate_saved_probabilities(os.path.join(partial, name), calibration["temperature"])
+        os.replace(partial, out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log(f"wrote {out_dir}: {len(files)} probability files rescaled with T = {calibration['temperature']:.3f}")
+    return calibration["temperature"]

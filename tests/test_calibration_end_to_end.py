@@ -1,0 +1,87 @@
+"""`nnunet_mt calibrate` on the session's trained smoke model, then `nnunet_mt_ood score --save_probabilities`
+with and without the fitted temperature: real commands, real files."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import BIN, CASES, TRAINER, run
+from nnunet_mt.temperature import scale_probabilities
+
+MODEL = f"{TRAINER}__nnUNetPlans__3d_fullres"
+SOURCES = {"Dataset011_LiverCT", "Dataset012_CorticalPlateMR", "Dataset013_ProstateMR"}
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained, tmp_path_factory):
+    """A copy of the trained model (the session's model stays uncalibrated), calibrated per source."""
+    root, env = trained
+    results = tmp_path_factory.mktemp("calibrated_results")
+    shutil.copytree(root / "res/Dataset500_MultiTask" / MODEL, results / "Dataset500_MultiTask" / MODEL)
+    env = dict(env, nnUNet_results=str(results))
+    r = run([os.path.join(BIN, "nnunet_mt"), "calibrate", "-d", "500", "-f", "0", "-tr", TRAINER, "-device", "cpu",
+             "--disable_tta", "--per-source"], env)
+    fold = results / "Dataset500_MultiTask" / MODEL / "fold_0"
+    return root, env, fold, json.loads((fold / "temperature.json").read_text()), r.stdout
+
+
+def test_calibrate_fits_on_the_validation_fold(calibrated):
+    root, _, _, fit, stdout = calibrated
+    splits = json.loads((root / "pre/Dataset500_MultiTask/splits_final.json").read_text())
+    assert fit["cases"] == sorted(splits[0]["val"]) and fit["region"] == "reference bounding box + 5 voxels"
+    assert fit["probabilities_from"].startswith("nnUNetv2_predict")  # the smoke model was trained without --npz
+    assert set(fit["per_source"]) == set(fit["sources"]) <= SOURCES and len(fit["per_source"]) >= 2
+    for group in fit["fit"].values():
+        assert 0.05 <= group["temperature"] <= 20 and group["voxels"] > 0
+        assert group["after"]["nll"] <= group["before"]["nll"]  # never worse on the fitting voxels
+    assert fit["temperature"] == fit["fit"]["all"]["temperature"]
+    assert f"all: T = {fit['temperature']:.3f}" in stdout
+
+
+def test_score_writes_calibrated_probabilities_and_the_same_segmentation(calibrated, tmp_path):
+    root, env, fold, fit, _ = calibrated
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for case in CASES[:2]:
+        os.link(root / "raw/Dataset500_MultiTask/imagesTs" / f"{case}_0000.nii.gz", inputs / f"{case}_0000.nii.gz")
+    score = [os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(inputs), "-d", "500", "-c", "3d_fullres",
+             "-f", "0", "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta",
+             "--save_probabilities"]
+    run(score + ["-o", str(tmp_path / "calibrated")], env)
+    run(score + ["-o", str(tmp_path / "raw"), "--no-calibration"], env)
+    report = json.loads((tmp_path / "calibrated/ood_scores.json").read_text())
+    assert report["calibration"]["temperature"] == fit["temperature"]
+    assert "calibration" not in json.loads((tmp_path / "raw/ood_scores.json").read_text())
+    for row in report["cases"]:
+        case = row["case"]
+        expected_t = (fit["per_source"][row["nearest_source"]] if not row["spectral_is_ood"] else fit["temperature"])
+        assert row["temperature"] == expected_t
+        raw = np.load(tmp_path / "raw" / f"{case}.npz")["probabilities"]
+        calibrated_p = np.load(tmp_path / "calibrated" / f"{case}.npz")["probabilities"]
+        assert np.allclose(calibrated_p, scale_probabilities(raw, expected_t), atol=1e-6)
+        assert expected_t == 1.0 or not np.allclose(calibrated_p, raw, atol=1e-4)
+        segs = [sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / f"{case}.nii.gz"))) for d in ("raw", "calibrated")]
+        assert np.array_equal(*segs)  # temperature scaling keeps the argmax: the same segmentation
+        assert np.mean((calibrated_p.argmax(0) > 0) == (segs[0] > 0)) > 0.999
+
+
+def test_apply_calibrates_a_copy_of_an_nnunet_prediction_folder(calibrated, predicted, tmp_path):
+    """calibrate --apply: nnUNetv2_predict's own output folder, copied with the global T; the original stays."""
+    _, env, _, fit, _ = calibrated
+    _, prediction = predicted
+    before = {f: (prediction / f).read_bytes() for f in os.listdir(prediction)}
+    apply = [os.path.join(BIN, "nnunet_mt"), "calibrate", "-d", "500", "-f", "0", "-tr", TRAINER,
+             "--apply", str(prediction), "-o", str(tmp_path / "applied")]
+    run(apply, env)
+    assert {f: (prediction / f).read_bytes() for f in os.listdir(prediction)} == before
+    assert sorted(os.listdir(tmp_path / "applied")) == sorted(before)
+    for case in CASES:
+        raw = np.load(prediction / f"{case}.npz")["probabilities"]
+        applied = np.load(tmp_path / "applied" / f"{case}.npz")["probabilities"]
+        assert np.allclose(applied, scale_probabilities(raw, fit["temperature"]), atol=1e-6)
+        assert (tmp_path / "applied" / f"{case}.nii.gz").read_bytes() == before[f"{case}.nii.gz"]
+    again = run(apply, env, check=False)  # the copy exists: refused, nothing touched
+    assert again.returncode == 2 and "exists" in again.stderr.strip().splitlines()[-1]
