@@ -6,13 +6,8 @@
 # Writes $WORK/calibration_<normalization>_seed<N>/calibration.md (and a metrics.json per row).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-WORK="${WORK:-$HERE/work}"
-NORMALIZATION="${NORMALIZATION:-paper}"
-SEED="${SEED:-0}"
+source "$HERE/common.sh"
 BUDGET="${BUDGET:-15}"
-ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)
-export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
-export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 TR="nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}"
 OUT="$WORK/calibration_${NORMALIZATION}_seed${SEED}"
 CPU=(-device cpu --disable_tta)

@@ -5,13 +5,8 @@
 # (same WORK, NORMALIZATION, SEED); predicts each source's test set and evaluates it over the same region.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-WORK="${WORK:-$HERE/work}"
-NORMALIZATION="${NORMALIZATION:-paper}"
-SEED="${SEED:-0}"
+source "$HERE/common.sh"
 EPOCHS="${EPOCHS:-60}"
-ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)
-export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
-export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 TR="nnUNetTrainerMultiTaskCPU_${EPOCHS}epochs_seed${SEED}"
 JOINT=$(basename "$nnUNet_raw"/Dataset${ID}_*)
 nnUNet_n_proc_DA=0 nnUNetv2_train "$ID" 3d_fullres 0 -tr "$TR" -device cpu --c  # --c: resumes, or starts afresh
