@@ -91,6 +91,23 @@ def _collect_contradicting_part(ws):
     return nnunet_mt_ood, argv
 
 
+def _calibrate(temperature=None, apply=True, out=True, checkpoint=True):
+    """A model folder (fold 0) and an nnUNetv2_predict-like folder with one .npz; calibrate or --apply on it."""
+    def setup(ws):
+        _fit_files(ws)
+        fold = ws / FOLD
+        if not checkpoint:
+            (fold / "checkpoint_final.pth").unlink()
+        if temperature is not None:
+            (fold / "temperature.json").write_text(json.dumps({"temperature": temperature, "region": "r", "cases": []}))
+        (ws / "pred").mkdir()
+        np.savez(ws / "pred/x.npz", probabilities=np.full((2, 2, 2, 2), 0.5, np.float32))
+        argv = ["calibrate", "-d", "12", "-f", "0", "-tr", "T", "-device", "cpu"]
+        argv += ["--apply", str(ws / "pred")] if apply else []
+        return nnunet_mt, argv + (["-o", str(ws / "calibrated")] if out else [])
+    return setup
+
+
 ROWS = [
     # class 3: geometry and content
     ("evaluate-origin-shifted", _evaluate(pred_geometry={"origin": (0.0, 0.0, 5.0)}), ["pred/case.nii.gz", "origin", "shifted"]),
@@ -121,6 +138,15 @@ ROWS = [
      ["checkpoint_final.pth", "'network_weights' missing"]),
     ("score-checkpoint-not-a-dict", _score(checkpoint=lambda p: torch.save([1, 2], p)),
      ["checkpoint_final.pth", "not an nnU-Net checkpoint"]),
+    # calibrate (issue 14)
+    ("calibrate-apply-without-output", _calibrate(temperature=1.5, out=False), ["--apply needs -o"]),
+    ("calibrate-apply-before-fitting", _calibrate(), ["fold_0/temperature.json", "no temperature fitted"]),
+    ("calibrate-temperature-negative", _calibrate(temperature=-1.0), ["temperature.json", "must be > 0"]),
+    ("calibrate-temperature-nan", _calibrate(temperature=float("nan")), ["temperature.json", "finite number"]),
+    ("calibrate-apply-onto-itself", lambda ws: (lambda m, a: (m, a[:-1] + [str(ws / "pred")]))(
+        *_calibrate(temperature=1.5)(ws)), ["pred: exists"]),
+    ("calibrate-without-checkpoint", _calibrate(apply=False, out=False, checkpoint=False),
+     ["checkpoint_final.pth", "checkpoint missing"]),
     ("score-checkpoint-no-configuration", _score(checkpoint=lambda p: torch.save(
         {"trainer_name": "T", "init_args": {}, "network_weights": {}}, p)),
      ["checkpoint_final.pth", "'init_args.configuration' missing"]),
