@@ -233,7 +233,7 @@ def _collect(args) -> None:
 
 def _evaluate(args) -> None:
     from nnunet_mt_ood.report import evaluate_scores
-    evaluate_scores(args.scores, args.ood, args.id, args.o)
+    evaluate_scores(args.scores, args.ood, args.id, args.o, references=args.ref, failure_dice=args.failure_dice)
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
@@ -301,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-distribution cases (default: every case not matched by --ood)")
     p.add_argument("-o", metavar="PREFIX", help="output prefix (default: ood_evaluation beside the first file); "
                    "writes PREFIX.json, .md and .png")
+    p.add_argument("-ref", nargs="+", metavar="LABELS_DIR", help="reference labels, one folder per scores file (same "
+                   "order): adds failure detection (AUROC for Dice < --failure-dice, Spearman, risk-coverage and "
+                   "AURC) over every scored case, and PREFIX_risk_coverage.png")
+    p.add_argument("--failure-dice", type=number(float, 0, 1), default=0.5,
+                   help="a segmentation with Dice below this counts as a failure (default 0.5)")
     p.set_defaults(func=_evaluate)
     return parser
 

@@ -34,3 +34,24 @@ def roc_curve(scores: Sequence[float], is_ood: Sequence[bool]) -> Tuple[np.ndarr
     tpr = [0.0] + [float(np.mean(scores[is_ood] >= t)) if is_ood.any() else 0.0 for t in thresholds]
     fpr = [0.0] + [float(np.mean(scores[~is_ood] >= t)) if (~is_ood).any() else 0.0 for t in thresholds]
     return np.asarray(fpr), np.asarray(tpr)
+
+
+# --- failure detection (Zenk et al. 2025): does a high score predict a bad segmentation? -------------
+def risk_coverage(scores: Sequence[float], risks: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """(coverage, risk): keep the cases in order of increasing score (least suspicious first); after k of n
+    cases, coverage k / n and risk = mean risk (e.g. 1 - Dice) of the k kept. Equal scores keep case order."""
+    scores, risks = np.asarray(scores, float), np.asarray(risks, float)
+    order = np.argsort(scores, kind="stable")
+    kept = np.arange(1, len(scores) + 1)
+    return kept / len(scores), np.cumsum(risks[order]) / kept
+
+
+def aurc(scores: Sequence[float], risks: Sequence[float]) -> float:
+    """Area under the risk-coverage curve: the mean of its n risks (lower is better). A random order gives
+    about the mean risk, the best order (scores = risks) the optimal_aurc."""
+    return float(np.mean(risk_coverage(scores, risks)[1]))
+
+
+def optimal_aurc(risks: Sequence[float]) -> float:
+    """AURC of the best possible order: cases kept from the lowest risk up."""
+    return aurc(risks, risks)

@@ -10,7 +10,7 @@ import numpy as np
 from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import check_scores_report
-from nnunet_mt_ood.evaluation import detection_counts, roc_auc, roc_curve
+from nnunet_mt_ood.evaluation import aurc, detection_counts, optimal_aurc, risk_coverage, roc_auc, roc_curve
 
 
 def _load(paths: Sequence[str]):
@@ -46,9 +46,51 @@ def _matches(case: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(case, p) for p in patterns)
 
 
+def _case_dice(scores_path: str, reference_dir: str, cases: Sequence[str]) -> Dict[str, float]:
+    """Dice of each case's segmentation (beside scores_path, as score wrote it) against reference_dir."""
+    import SimpleITK as sitk
+    from nnunet_mt.metrics import dice
+    folder = os.path.dirname(os.path.abspath(scores_path))
+    ending = ".nii.gz"
+    if os.path.isfile(os.path.join(folder, "dataset.json")):
+        with open(os.path.join(folder, "dataset.json")) as f:
+            ending = json.load(f).get("file_ending", ending)
+    values = {}
+    for case in cases:
+        seg_path, ref_path = os.path.join(folder, case + ending), os.path.join(reference_dir, case + ending)
+        for path, what in ((seg_path, "segmentation"), (ref_path, "reference")):
+            if not os.path.isfile(path):
+                raise InputError(f"{path}: {what} of case '{case}' missing (-ref needs one per scored case)")
+        try:
+            seg, ref = (sitk.GetArrayFromImage(sitk.ReadImage(p)) for p in (seg_path, ref_path))
+        except RuntimeError as e:
+            raise InputError(f"{seg_path}: unreadable ({str(e).strip().splitlines()[-1]})")
+        if seg.shape != ref.shape:
+            raise InputError(f"{seg_path}: shape {seg.shape} differs from the reference's {ref.shape} ({ref_path})")
+        values[case] = dice(seg > 0, ref > 0)
+    return values
+
+
+def failure_detection(scores: np.ndarray, dice: np.ndarray, failure_dice: float) -> dict:
+    """How well scores predict bad segmentations: AUROC for Dice < failure_dice, Spearman of score and Dice,
+    AURC (risk = 1 - Dice) with the random (mean risk) and optimal references."""
+    from scipy.stats import spearmanr
+    risks = 1 - dice
+    coverage, risk = risk_coverage(scores, risks)
+    rho = spearmanr(scores, dice)[0] if len(dice) > 2 and np.ptp(dice) > 0 and np.ptp(scores) > 0 else float("nan")
+    return {"failure_auroc": roc_auc(scores, dice < failure_dice), "spearman_score_dice": float(rho),
+            "aurc": aurc(scores, risks), "aurc_random": float(np.mean(risks)), "aurc_optimal": optimal_aurc(risks),
+            "coverage": coverage.tolist(), "risk": risk.tolist(), "n_failed": int(np.sum(dice < failure_dice))}
+
+
 def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: Optional[Sequence[str]] = None,
-                    output: Optional[str] = None, log=print) -> dict:
+                    output: Optional[str] = None, log=print, references: Optional[Sequence[str]] = None,
+                    failure_dice: float = 0.5) -> dict:
+    """OOD-vs-ID detection per method; with references (one label folder per scores file), also failure
+    detection over every scored case: does a high score predict Dice < failure_dice?"""
     reports = _load(paths)
+    if references is not None and len(references) != len(paths):
+        raise InputError(f"-ref: {len(references)} folders for {len(paths)} scores files (one per file, same order)")
     ood_patterns = _patterns(ood)
     id_patterns = _patterns(in_distribution) if in_distribution else None
     rows = [r for _, report in reports for r in report["cases"]]
@@ -79,12 +121,47 @@ def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: O
     stem = output or os.path.join(os.path.dirname(os.path.abspath(paths[0])), "ood_evaluation")
     summary = {"scores_files": [os.path.abspath(p) for p in paths], "n_in_distribution": int((~is_ood).sum()),
                "n_ood": int(is_ood.sum()), "ood_cases": [r["case"] for r, o in labelled if o], "methods": results}
+    pngs = []
+    if references is not None:
+        dice_of = {}
+        for (path, report), ref in zip(reports, references):
+            dice_of.update(_case_dice(path, ref, [r["case"] for r in report["cases"]]))
+        dice = np.array([dice_of[r["case"]] for r in rows])
+        failure = {m: failure_detection(np.array([r[f"{m}_score"] for r in rows]), dice, failure_dice) for m in methods}
+        summary["failure"] = {"failure_dice": failure_dice, "n_cases": len(rows), "dice": dice.tolist(),
+                              "methods": failure}
+        lines = [f"Failure detection over {len(rows)} cases ({failure[methods[0]]['n_failed']} with Dice < "
+                 f"{failure_dice}; risk = 1 - Dice):", "",
+                 "| method | failure AUROC | Spearman (score, Dice) | AURC |", "|---|---|---|---|"]
+        lines += [f"| {m} | {f['failure_auroc']:.2f} | {f['spearman_score_dice']:.2f} | {f['aurc']:.3f} |"
+                  for m, f in failure.items()]
+        f0 = failure[methods[0]]
+        lines += [f"| random order | 0.50 | 0 | {f0['aurc_random']:.3f} |",
+                  f"| best order | 1.00 | - | {f0['aurc_optimal']:.3f} |"]
+        table += "\n\n" + "\n".join(lines)
+        pngs.append(plot_risk_coverage(failure, stem + "_risk_coverage.png"))
     write_texts_atomic({stem + ".json": json.dumps(summary, indent=1), stem + ".md": table + "\n"})
-    png = plot_evaluation(results, stem + ".png")
+    png = ", ".join([plot_evaluation(results, stem + ".png")] + pngs)
     log(f"{int((~is_ood).sum())} in-distribution and {int(is_ood.sum())} OOD cases")
     log(table)
     log(f"wrote {stem}.json, {stem}.md, {png}")
     return summary
+
+
+def plot_risk_coverage(failure: Dict[str, dict], path: str) -> str:
+    """Risk-coverage curves of all methods, with the random (mean risk) and the best possible order."""
+    from nnunet_mt.plots import save_png, subplots
+    fig, axes = subplots(1, 1, figsize=(5, 4), squeeze=False)
+    ax = axes[0, 0]
+    for m, f in failure.items():
+        ax.plot(f["coverage"], f["risk"], marker=".", label=f"{m} (AURC {f['aurc']:.3f})")
+    any_f = next(iter(failure.values()))
+    ax.axhline(any_f["aurc_random"], color="gray", ls=":", label=f"random (AURC {any_f['aurc_random']:.3f})")
+    ax.set_xlabel("coverage (cases kept, least suspicious first)")
+    ax.set_ylabel("risk of the kept cases (1 - Dice)")
+    ax.set_title(f"risk-coverage (best possible AURC {any_f['aurc_optimal']:.3f})")
+    ax.legend(fontsize=7)
+    return save_png(fig, path)
 
 
 def plot_evaluation(results: Dict[str, dict], path: str) -> str:
