@@ -185,6 +185,12 @@ def _score(args) -> None:
         if hasattr(detector, "nearest"):  # distance-to-nearest-training-image methods
             for row, n in zip(rows, detector.nearest(values)):
                 row["nearest_training_case"], row["nearest_source"] = meta["case_ids"][n], meta["sources"][n]
+            if method == "spectral":  # what a user acts on: how far from each source, accept or flag
+                for source, distances in detector.distance_by_group(values, meta["sources"]).items():
+                    for row, d in zip(rows, distances):
+                        row[f"distance_to_{source}"] = float(d)
+                for row, o in zip(rows, flags):
+                    row["decision"] = "flag" if o else "accept"
         methods[method] = {"tau": detector.threshold_, "C": detector.c, "layer": meta["layer"],
                            "train_scores": detector.train_scores_.tolist(), "train_case_ids": meta["case_ids"],
                            "train_sources": meta["sources"]}
@@ -207,6 +213,11 @@ def _score(args) -> None:
     for method, info in methods.items():
         flagged = sum(r[f"{method}_is_ood"] for r in rows)
         print(f"\n{method}: tau = {info['tau']:.5f}, {flagged} of {len(rows)} cases flagged OOD")
+    if rows and "decision" in rows[0]:
+        from collections import Counter
+        decisions, nearest = Counter(r["decision"] for r in rows), Counter(r["nearest_source"] for r in rows)
+        print(f"decisions (spectral): {dict(sorted(decisions.items()))}; nearest training source: "
+              f"{dict(sorted(nearest.items()))}")
     print("\n| case | " + " | ".join(f"{m} score | OOD" for m in methods) + " | nearest training case |")
     print("|---|" + "---|---|" * len(methods) + "---|")
     for r in rows:

@@ -29,6 +29,13 @@ class SpectralOODDetector:
         """Index of the nearest training signature for each row."""
         return _pairwise_distances(np.atleast_2d(signatures), self.train_signatures_).argmin(1)
 
+    def distance_by_group(self, signatures, groups) -> dict:
+        """{group: distance of each row to the nearest training signature of that group}; groups: one label
+        per training signature (e.g. its source dataset)."""
+        distances = _pairwise_distances(np.atleast_2d(np.asarray(signatures, float)), self.train_signatures_)
+        groups = np.asarray(groups)
+        return {str(g): distances[:, groups == g].min(1) for g in sorted(set(groups.tolist()))}
+
     def score(self, signatures) -> np.ndarray:
         """OODM of each signature (row): distance to the nearest training signature."""
         return _pairwise_distances(np.atleast_2d(np.asarray(signatures, float)), self.train_signatures_).min(1)

@@ -194,12 +194,20 @@ def test_score_writes_nnunet_outputs_and_ood_report(predicted, tmp_path):
     meta = json.load(open(_fold_dir(root) / "spectral_signatures_last.json"))
     tau = report["methods"]["spectral"]["tau"]
     assert tau == pytest.approx(meta["tau"])
+    sources = sorted(set(meta["sources"]))
     for row in rows.values():
         assert row["spectral_is_ood"] == (row["spectral_score"] > tau)
         assert row["nearest_training_case"] in meta["case_ids"]
+        # the distance to each source's nearest signature: the smallest is the score, from the nearest source
+        distances = {s: row[f"distance_to_{s}"] for s in sources}
+        assert min(distances.values()) == pytest.approx(row["spectral_score"])
+        assert min(distances, key=distances.get) == row["nearest_source"]
+        assert row["decision"] == ("flag" if row["spectral_is_ood"] else "accept")
     assert "flagged OOD" in r.stdout and (out / "ood_histogram.png").is_file() and (out / "ood_signatures.png").is_file()
+    assert "decisions (spectral): {" in r.stdout and "nearest training source: {" in r.stdout
     csv_header = open(out / "ood_scores.csv").readline().strip()
-    assert csv_header == "case,spectral_score,spectral_is_ood,nearest_training_case,nearest_source"
+    assert csv_header == ",".join(["case", "spectral_score", "spectral_is_ood", "nearest_training_case", "nearest_source"]
+                                  + [f"distance_to_{s}" for s in sources] + ["decision"])
 
 
 def _score_refused(env, args, *needles):

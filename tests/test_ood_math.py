@@ -44,3 +44,12 @@ def test_leave_one_out_threshold_by_hand():
 def test_fewer_than_three_training_signatures_is_an_error():
     with pytest.raises(ValueError, match="at least 3"):
         SpectralOODDetector().fit(np.zeros((2, 14)))
+
+
+def test_distance_by_group_is_the_nearest_signature_of_each_group():
+    train = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 5.0]])
+    detector = SpectralOODDetector().fit(train)
+    by_group = detector.distance_by_group([[0.0, 4.0], [0.9, 0.0]], ["A", "A", "B", "B"])
+    assert by_group["A"] == pytest.approx([4.0, 0.1])  # nearest A signatures: (0, 0) and (1, 0)
+    assert by_group["B"] == pytest.approx([1.0, np.hypot(0.9, 3.0)])
+    assert np.minimum(by_group["A"], by_group["B"]) == pytest.approx(detector.score([[0.0, 4.0], [0.9, 0.0]]))
