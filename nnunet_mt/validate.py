@@ -8,15 +8,18 @@ import SimpleITK as sitk
 from nnunet_mt.errors import InputError
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-# file endings nnU-Net's readers take: a file with one of them but not the dataset's own is a mistake to name
-IMAGE_ENDINGS = SITK_ENDINGS + (".nhdr", ".gipl", ".gipl.gz", ".tif", ".tiff", ".png", ".bmp", ".b2nd")
+# file endings nnU-Net's readers take, by family: a volume in another format of the dataset's own family is a
+# mistake to name; a figure (.png) beside NIfTI predictions is not
+ENDING_FAMILIES = (SITK_ENDINGS + (".nhdr", ".gipl", ".gipl.gz"), (".png", ".bmp", ".tif", ".tiff"))
 
 
 def refuse_stray_images(folder: str, file_ending: str) -> None:
-    """Raises InputError naming the first image file in `folder` whose ending is not `file_ending` (it would
-    otherwise be skipped without a word)."""
+    """Raises InputError naming the first image file in `folder` whose ending is of the same family as
+    `file_ending` (3D medical formats, or 2D raster formats) but not `file_ending` itself: it would otherwise
+    be skipped without a word."""
+    family = next((f for f in ENDING_FAMILIES if file_ending.endswith(f)), ())
     for name in sorted(os.listdir(folder)):
-        if name.endswith(IMAGE_ENDINGS) and not name.endswith(file_ending) and not name.startswith("."):
+        if name.endswith(family) and not name.endswith(file_ending) and not name.startswith("."):
             raise InputError(f"{os.path.join(folder, name)}: file ending differs from dataset.json's "
                              f"'{file_ending}' (convert or remove it; it would be skipped)")
 

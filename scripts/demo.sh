@@ -48,9 +48,10 @@ nnunet_mt calibrate -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" --apply "$OUT/predi
 nnunet_mt evaluate -ref "$nnUNet_raw/Dataset500_MultiTask/labelsTs" -pred "$OUT/predictions/id_calibrated" \
   -prob "$OUT/predictions/id_calibrated" --plots "$OUT/predictions/id_calibrated/plots"
 
-step "9/9 nnunet_mt_ood evaluate: spectral OOD vs MC-dropout uncertainty and the other baselines"
+step "9/9 nnunet_mt_ood evaluate: spectral OOD vs MC-dropout uncertainty and the other baselines; failure detection"
 nnunet_mt_ood evaluate "$OUT"/predictions/{id,ood_hippocampus,ood_pancreas}/ood_scores.json \
-  --ood 'hippocampus*' 'pancreas*' -o "$OUT/predictions/ood_evaluation"
+  --ood 'hippocampus*' 'pancreas*' -o "$OUT/predictions/ood_evaluation" \
+  -ref "$nnUNet_raw"/{Dataset500_MultiTask,Dataset014_HippocampusMR,Dataset015_PancreasCT}/labelsTs
 
 step "summary"
 model="$nnUNet_results/Dataset500_MultiTask/${TRAINER}__nnUNetPlans__3d_fullres"
@@ -61,8 +62,15 @@ echo "Segmentation (in-distribution test cases; ECE/MCE/NLL/Brier over the box o
 cat "$OUT/predictions/id/metrics.md"
 echo "With the temperature fitted on fold 0's validation cases (T = $(python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['temperature'], 3))" "$model/fold_0/temperature.json")):"
 cat "$OUT/predictions/id_calibrated/metrics.md"
-echo "OOD detection (14 in-distribution test cases vs 8 held-out OOD cases):"
+echo "Nearest training source and decision (spectral) per scored set:"
+for name in id ood_hippocampus ood_pancreas; do
+  python -c "import collections, json, sys; rows = json.load(open(sys.argv[1]))['cases']
+print(f'  {sys.argv[2]}:', dict(collections.Counter((r['nearest_source'], r['decision']) for r in rows)))" \
+    "$OUT/predictions/$name/ood_scores.json" "$name"
+done
+echo "OOD detection (14 in-distribution test cases vs 8 held-out OOD cases), then failure detection:"
 cat "$OUT/predictions/ood_evaluation.md"
 echo "Training curves:      $model/fold_0/progress.png"
 echo "Reliability diagrams: $OUT/predictions/id/plots/ (without T), $OUT/predictions/id_calibrated/plots/ (with T)"
 echo "OOD figures:          $OUT/predictions/ood_evaluation.png, $OUT/predictions/*/ood_histogram.png, ood_signatures.png"
+echo "Risk-coverage:        $OUT/predictions/ood_evaluation_risk_coverage.png"

@@ -202,3 +202,11 @@ def test_output_sets_are_written_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.json"]
     write_texts_atomic({str(tmp_path / "s.json"): "new json", str(tmp_path / "s.csv"): "new csv"})
     assert (tmp_path / "s.json").read_text() == "new json" and (tmp_path / "s.csv").read_text() == "new csv"
+
+
+def test_figures_beside_predictions_are_not_stray_images(tmp_path, monkeypatch, capsys):
+    """score --plot writes PNG figures into the prediction folder; only volumes of another format are stray."""
+    nnunet_folders(tmp_path, monkeypatch)
+    main, argv = _evaluate()(tmp_path)
+    (tmp_path / "pred/ood_histogram.png").write_bytes(b"\x89PNG not read")
+    assert main(argv) == 0, capsys.readouterr().err
