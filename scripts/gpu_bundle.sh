@@ -3,7 +3,7 @@
 # package index: nnU-Net, the dependencies that machine lacks (versions as in this checkout's .venv) and
 # this package, installed into one folder and compressed with xz (SimpleITK's wheel alone is 53 MB zipped,
 # about 29 MB this way), so everything travels inside the 64 MiB a device call may carry.
-#   make install && bash scripts/gpu_bundle.sh        -> .gpu_bundle/site.tar.xz (about 40 MB; git-ignored)
+#   make install && bash scripts/gpu_bundle.sh        -> .gpu_bundle/site.tar.xz (44.5 MB here; git-ignored)
 # On the GPU machine, from the repository root:
 #   source scripts/gpu_site.sh && bash scripts/gpu_check.sh
 set -euo pipefail
