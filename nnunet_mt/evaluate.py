@@ -82,13 +82,20 @@ def check_probabilities(prob_path: str, probabilities: np.ndarray) -> None:
         raise InputError(f"{prob_path}: class probabilities do not sum to 1 (off by up to {worst:.4g})")
 
 
-def evaluate_case(case: str, ref_path: str, pred_path: str, prob_path: Optional[str], file_ending: str,
-                  n_bins: int = 10, roi: str = "box") -> dict:
-    """Metrics of one case; distances in mm. Raises InputError on mismatching files."""
+def read_on_one_grid(ref_path: str, pred_path: str, file_ending: str):
+    """(reference, prediction, spacing (mm)) label maps (z, y, x), read with nnU-Net's reader for the ending;
+    InputError unless both lie on the same voxel grid (check_same_grid)."""
     reader = _reader(file_ending, ref_path)
     ref, ref_spacing, ref_geometry = _read_seg(reader, ref_path)
     pred, pred_spacing, pred_geometry = _read_seg(reader, pred_path)
     check_same_grid(pred_path, pred, pred_spacing, pred_geometry, ref, ref_spacing, ref_geometry)
+    return ref, pred, ref_spacing
+
+
+def evaluate_case(case: str, ref_path: str, pred_path: str, prob_path: Optional[str], file_ending: str,
+                  n_bins: int = 10, roi: str = "box") -> dict:
+    """Metrics of one case; distances in mm. Raises InputError on mismatching files."""
+    ref, pred, ref_spacing = read_on_one_grid(ref_path, pred_path, file_ending)
     ref_fg, pred_fg = ref > 0, pred > 0
     hd, sd = hd95_and_assd(pred_fg, ref_fg, ref_spacing)
     result = {"case": case, "dice": dice(pred_fg, ref_fg), "hd95": hd, "assd": sd,

@@ -47,8 +47,9 @@ def _matches(case: str, patterns: Sequence[str]) -> bool:
 
 
 def _case_dice(scores_path: str, reference_dir: str, cases: Sequence[str]) -> Dict[str, float]:
-    """Dice of each case's segmentation (beside scores_path, as score wrote it) against reference_dir."""
-    import SimpleITK as sitk
+    """Dice of each case's segmentation (beside scores_path, as score wrote it) against reference_dir; read
+    and grid-checked as `nnunet_mt evaluate` does."""
+    from nnunet_mt.evaluate import read_on_one_grid
     from nnunet_mt.metrics import dice
     folder = os.path.dirname(os.path.abspath(scores_path))
     ending = ".nii.gz"
@@ -61,12 +62,7 @@ def _case_dice(scores_path: str, reference_dir: str, cases: Sequence[str]) -> Di
         for path, what in ((seg_path, "segmentation"), (ref_path, "reference")):
             if not os.path.isfile(path):
                 raise InputError(f"{path}: {what} of case '{case}' missing (-ref needs one per scored case)")
-        try:
-            seg, ref = (sitk.GetArrayFromImage(sitk.ReadImage(p)) for p in (seg_path, ref_path))
-        except RuntimeError as e:
-            raise InputError(f"{seg_path}: unreadable ({str(e).strip().splitlines()[-1]})")
-        if seg.shape != ref.shape:
-            raise InputError(f"{seg_path}: shape {seg.shape} differs from the reference's {ref.shape} ({ref_path})")
+        ref, seg, _ = read_on_one_grid(ref_path, seg_path, ending)
         values[case] = dice(seg > 0, ref > 0)
     return values
 
