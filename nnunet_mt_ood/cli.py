@@ -12,6 +12,7 @@ from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.arguments import COUNT, PROCESSES, number
 from nnunet_mt.errors import InputError, run_guarded
 from nnunet_mt_ood.features import LAYERS
+from nnunet_mt_ood.baselines import KNN_NEIGHBOUR
 from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
 
 
@@ -83,7 +84,8 @@ def _fit(args) -> None:
             return
     for method in args.method:
         meta = save_fit(fold_dir, method, args.layer, values[method], case_ids,
-                        case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples)
+                        case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples,
+                        options={"k": args.knn_k})
         where = f", {meta['layer']} layer" if meta["layer"] else ""
         print(f"{method}: {len(case_ids)} training images{where}, {meta['n_channels']} values each; "
               f"tau = {meta['tau']:.5f} (C = {meta['C']})")
@@ -257,8 +259,9 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", choices=LAYERS, default="last",
                    help="feature map: 'last' (input of the segmentation head, the paper's) or 'bottleneck'")
     p.add_argument("--method", nargs="+", choices=list(METHODS), default=["spectral"],
-                   help="OOD methods (several allowed): spectral (the paper's), mahalanobis (pooled bottleneck "
-                        "features), msp (1 - mean max softmax), entropy (mean softmax entropy), mcdropout "
+                   help="OOD methods (several allowed): spectral (the paper's), mahalanobis and knn (pooled "
+                        "bottleneck features: Gaussian, nearest-neighbour distance), msp (1 - mean max softmax), "
+                        "entropy (mean softmax entropy), mcdropout "
                         f"({MC_DROPOUT_SAMPLES} dropout passes, foreground entropy; needs a _dropout model)")
     p.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
                    help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
@@ -282,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(p)
     p.add_argument("-C", type=number(float, 0), default=DEFAULT_C,
                    help=f"tau = mean + C * std of leave-one-out scores (default {DEFAULT_C})")
+    p.add_argument("--knn_k", type=COUNT, default=KNN_NEIGHBOUR,
+                   help=f"knn: distance to the k-th nearest training image (default {KNN_NEIGHBOUR}; kept with the fit)")
     _part_arguments(p, "training images", "fold_X/ood_fit_parts/part_<i>_of_<K>.npz")
     p.add_argument("--collect", action="store_true", help="merge the K parts (-num_parts K) and fit tau")
     p.set_defaults(func=_fit)

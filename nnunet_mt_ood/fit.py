@@ -3,7 +3,7 @@
 import json
 import os
 import zipfile
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,13 +51,14 @@ def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarra
 
 def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
-             mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
+             mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None) -> dict:
     """Fits a method's threshold on the training values (see method_values) and writes its files; returns
-    the JSON content."""
+    the JSON content. options: the method's detector options (e.g. knn's k), kept in the JSON."""
     if len(values) < 3:
         raise InputError(f"{fold_dir}: {len(values)} training images; tau needs at least 3")
     spec = METHODS[method]
-    detector = spec.detector(c).fit(values)
+    options = {o: v for o, v in (options or {}).items() if o in spec.options}
+    detector = spec.make_detector(c, options).fit(values)
     npz, meta_path = spec.paths(fold_dir, layer)
     if spec.npz_key:
         np.savez(npz + ".partial.npz", **{spec.npz_key: values})
@@ -68,6 +69,7 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
             "tta": tta if spec.uses_test_time_mirroring else None}
     if spec.needs == "mc_dropout":
         meta["mc_samples"] = mc_samples
+    meta.update(options)
     write_text_atomic(meta_path, json.dumps(meta, indent=1))
     return meta
 
@@ -99,7 +101,10 @@ def load_detector(fold_dir: str, method: str, layer: str, c=None):
                          f"{(len(meta['case_ids']), meta['n_channels'])} finite ones")
     if len(values) < 3:
         raise InputError(f"{meta_path}: {len(values)} training images; tau needs at least 3")
-    return spec.detector(c).fit(values), meta
+    try:
+        return spec.make_detector(c, meta).fit(values), meta
+    except (TypeError, ValueError) as e:  # a recorded option the detector cannot take
+        raise InputError(f"{meta_path}: {method} fit cannot be used ({str(e)[:120]})")
 
 
 def load_detectors(fold_dir: str, methods: Sequence[str], layer: str, c=None) -> Dict[str, tuple]:

@@ -4,18 +4,18 @@ fold folder, and the defaults. Every command (fit, score, evaluate) and the expe
 Files (open formats):
 - spectral: ``spectral_signatures_<layer>.npz`` (``signatures``, float64 (n_cases, channels)) and ``.json``
   (case ids, source datasets, tau, C, leave-one-out scores, layer, model);
-- mahalanobis: ``ood_fit_mahalanobis_<MAHALANOBIS_LAYER>.npz`` (``features``: per-image channel means) and ``.json``;
+- mahalanobis, knn: ``ood_fit_<method>_<POOLED_LAYER>.npz`` (``features``: per-image channel means) and ``.json``;
 - msp, entropy, mcdropout: ``ood_fit_<method>.json`` (training scores, tau, C, ...).
 """
 import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
-from nnunet_mt_ood.baselines import MahalanobisDetector, ThresholdDetector
+from nnunet_mt_ood.baselines import KNNDetector, MahalanobisDetector, ThresholdDetector
 from nnunet_mt_ood.detector import SpectralOODDetector
 
 DEFAULT_C = 2.5  # tau = mean + C std of the leave-one-out training scores
-MAHALANOBIS_LAYER = "bottleneck"
+POOLED_LAYER = "bottleneck"  # the layer whose channel means mahalanobis and knn use
 MC_DROPOUT_SAMPLES = 10
 
 
@@ -27,6 +27,11 @@ class OODMethod:
     stem: str  # file name stem in the fold folder; {layer}: the spectral layer
     npz_key: Optional[str] = None  # the training values' array in the .npz; None: scores kept in the .json
     uses_test_time_mirroring: bool = False  # the scores change with nnU-Net's mirroring
+    options: Tuple[str, ...] = ()  # detector arguments besides C, chosen at fit time and kept in the .json
+
+    def make_detector(self, c: float, fit_meta: Optional[dict] = None):
+        """The detector, with the options a fit recorded (their defaults when fit_meta lacks them)."""
+        return self.detector(c, **{o: (fit_meta or {})[o] for o in self.options if o in (fit_meta or {})})
 
     def paths(self, fold_dir: str, layer: str) -> Tuple[str, str]:
         """(.npz, .json) of this method's fit in a fold folder."""
@@ -34,20 +39,21 @@ class OODMethod:
         return stem + ".npz", stem + ".json"
 
     def fitted_layer(self, layer: str) -> Optional[str]:
-        return layer if self.needs == "gram" else MAHALANOBIS_LAYER if self.needs == "pooled" else None
+        return layer if self.needs == "gram" else POOLED_LAYER if self.needs == "pooled" else None
 
     def input(self, results: dict, layer: str):
         """What the detector scores, from one case's predictor results (see OODPredictor.results)."""
         if self.needs == "gram":
             return results[f"signature_{layer}"]
         if self.needs == "pooled":
-            return results[f"pooled_{MAHALANOBIS_LAYER}"]
+            return results[f"pooled_{POOLED_LAYER}"]
         return results[self.name]
 
 
 METHODS: Dict[str, OODMethod] = {m.name: m for m in (
     OODMethod("spectral", "gram", SpectralOODDetector, "spectral_signatures_{layer}", "signatures"),
-    OODMethod("mahalanobis", "pooled", MahalanobisDetector, f"ood_fit_mahalanobis_{MAHALANOBIS_LAYER}", "features"),
+    OODMethod("mahalanobis", "pooled", MahalanobisDetector, f"ood_fit_mahalanobis_{POOLED_LAYER}", "features"),
+    OODMethod("knn", "pooled", KNNDetector, f"ood_fit_knn_{POOLED_LAYER}", "features", options=("k",)),
     OODMethod("msp", "softmax", ThresholdDetector, "ood_fit_msp", uses_test_time_mirroring=True),
     OODMethod("entropy", "softmax", ThresholdDetector, "ood_fit_entropy", uses_test_time_mirroring=True),
     OODMethod("mcdropout", "mc_dropout", ThresholdDetector, "ood_fit_mcdropout"),
@@ -57,5 +63,5 @@ METHODS: Dict[str, OODMethod] = {m.name: m for m in (
 def predictor_options(methods: Sequence[str], layer: str, mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
     """Keyword arguments of OODPredictor.enable_ood for the requested methods."""
     needs = {METHODS[m].needs for m in methods}
-    return {"layer": layer, "layers": [MAHALANOBIS_LAYER] if "pooled" in needs else [],
+    return {"layer": layer, "layers": [POOLED_LAYER] if "pooled" in needs else [],
             "softmax_scores": "softmax" in needs, "mc_dropout_samples": mc_samples if "mc_dropout" in needs else 0}

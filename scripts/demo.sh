@@ -26,7 +26,7 @@ step "4/9 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
 nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu
 
 step "5/9 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training)"
-nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mcdropout mahalanobis msp entropy \
+nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mcdropout mahalanobis knn msp entropy \
   --mc_samples "$MC" --disable_tta
 
 step "6/9 nnunet_mt calibrate: a temperature fitted on fold 0's validation cases (stored with the model)"
@@ -37,7 +37,7 @@ for pair in "Dataset500_MultiTask:id" "Dataset014_HippocampusMR:ood_hippocampus"
   ds=${pair%%:*}; name=${pair##*:}
   nnunet_mt_ood score -i "$nnUNet_raw/$ds/imagesTs" -o "$OUT/predictions/$name" -d 500 -c 3d_fullres -f 0 \
     -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --no-calibration --plot \
-    --method spectral mcdropout mahalanobis msp entropy --mc_samples "$MC"
+    --method spectral mcdropout mahalanobis knn msp entropy --mc_samples "$MC"
 done
 
 step "8/9 nnunet_mt evaluate: DSC, HD95, ASSD, ECE, MCE, NLL, Brier per source, without and with the temperature"

@@ -35,6 +35,15 @@ def _fit_files(ws, meta=None, npz=None, raw_json=None):
             "-f", "0", "-device", "cpu"]
 
 
+def _knn_fit(ws, k):
+    """A knn fit whose recorded k was edited by hand."""
+    argv = _fit_files(ws)
+    meta = dict(GOOD_FIT, method="knn", layer="bottleneck", k=k)
+    (ws / FOLD / "ood_fit_knn_bottleneck.json").write_text(json.dumps(meta))
+    np.savez(ws / FOLD / "ood_fit_knn_bottleneck.npz", features=np.ones((3, 2)) * [[1], [2], [3]])
+    return argv + ["--method", "knn"]
+
+
 def _report(ws, edit=None, raw=None, name="ood_scores.json"):
     report = json.loads(json.dumps(GOOD_REPORT))
     if edit:
@@ -69,6 +78,9 @@ ROWS = [
     ("fit-npz-corrupt", lambda ws: _fit_files(ws, npz="garbage"), ["spectral_signatures_last.npz", "unreadable"]),
     ("fit-npz-wrong-array", lambda ws: _fit_files(ws, npz="other"), ["spectral_signatures_last.npz", "unreadable"]),
     ("fit-npz-wrong-shape", lambda ws: _fit_files(ws, meta={"n_channels": 5}), ["spectral_signatures_last.npz", "expected"]),
+    ("knn-fit-k-zero", lambda ws: _knn_fit(ws, 0), ["ood_fit_knn_bottleneck.json", "k must be a whole number"]),
+    ("knn-fit-k-text", lambda ws: _knn_fit(ws, "two"), ["ood_fit_knn_bottleneck.json", "k must be a whole number"]),
+    ("knn-fit-k-too-large", lambda ws: _knn_fit(ws, 3), ["ood_fit_knn_bottleneck.json", "at least 4"]),
     ("evaluate-report-truncated", _evaluate(raw=json.dumps(GOOD_REPORT)[:30]), ["ood_scores.json", "cannot read"]),
     ("evaluate-score-nan", _evaluate(edit=lambda r: r["cases"][0].update(spectral_score=float("nan"))),
      ["ood_scores.json", "'cases[0].spectral_score'", "finite number"]),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nnunet_mt_ood.baselines import (MahalanobisDetector, ThresholdDetector, foreground_entropy,
+from nnunet_mt_ood.baselines import (KNNDetector, MahalanobisDetector, ThresholdDetector, foreground_entropy,
                                      ledoit_wolf_covariance, max_softmax_score, mean_entropy)
 
 
@@ -46,3 +46,26 @@ def test_threshold_detector():
     assert det.predict([2.5, 3.0]).tolist() == [False, True]
     with pytest.raises(ValueError, match="at least 3"):
         ThresholdDetector().fit([1, 2])
+
+
+def test_knn_known_answer_scale_invariance_and_sklearn():
+    # unit vectors after normalisation: (1,0), (0,1), (1,1)/sqrt2, (-1,0); 45 degrees apart: 2 sin(22.5 deg)
+    train = np.array([[2.0, 0.0], [0.0, 5.0], [3.0, 3.0], [-0.5, 0.0]])
+    det = KNNDetector(c=2.5).fit(train)
+    chord45 = 2 * np.sin(np.pi / 8)
+    np.testing.assert_allclose(det.train_scores_, [chord45, chord45, chord45, np.sqrt(2)])
+    assert det.threshold_ == pytest.approx(det.train_scores_.mean() + 2.5 * det.train_scores_.std())
+    np.testing.assert_allclose(det.score([[7.0, 0.0], [0.0, -1.0]]), [0.0, np.sqrt(2)])  # scale does not matter
+    assert det.predict([[0.0, -1.0]]).tolist() == [False]  # sqrt 2 < tau here
+    # k-th neighbour distances against scikit-learn on random 16-dimensional features
+    from sklearn.neighbors import NearestNeighbors
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 16)), rng.normal(size=(5, 16))
+    ux, uy = x / np.linalg.norm(x, axis=1, keepdims=True), y / np.linalg.norm(y, axis=1, keepdims=True)
+    for k in (1, 3):
+        det = KNNDetector(k=k).fit(x)
+        ref = NearestNeighbors(n_neighbors=k + 1).fit(ux)
+        np.testing.assert_allclose(det.score(y), ref.kneighbors(uy, n_neighbors=k)[0][:, -1])
+        np.testing.assert_allclose(det.train_scores_, ref.kneighbors(ux)[0][:, k])  # itself first, then k others
+    with pytest.raises(ValueError, match="at least 4"):
+        KNNDetector(k=3).fit(x[:3])

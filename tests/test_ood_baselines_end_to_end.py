@@ -9,7 +9,7 @@ from conftest import BIN, run
 
 pytestmark = pytest.mark.slow
 TRAINER = "nnUNetTrainerMultiTaskSmoke_dropout"
-METHODS = ["spectral", "mahalanobis", "msp", "entropy", "mcdropout"]
+METHODS = ["spectral", "mahalanobis", "knn", "msp", "entropy", "mcdropout"]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def dropout_model(demo_raw):
         dict(env, nnUNet_n_proc_DA="0"))
     common = ["-d", "12", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-device", "cpu", "--disable_tta",
               "--mc_samples", "2"]
-    run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", *METHODS], env)
+    run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", *METHODS, "--knn_k", "2"], env)
     return root, env, common
 
 
@@ -32,6 +32,11 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
     assert mc["mc_samples"] == 2 and len(mc["train_scores"]) == 6 and mc["tau"] > 0
     maha = np.load(fold / "ood_fit_mahalanobis_bottleneck.npz")["features"]
     assert maha.shape == (6, 14 * 8)
+    knn = np.load(fold / "ood_fit_knn_bottleneck.npz")["features"]
+    assert np.array_equal(knn, maha)  # the same pooled bottleneck features, computed once
+    from nnunet_mt_ood.baselines import KNNDetector
+    knn_fit = json.load(open(fold / "ood_fit_knn_bottleneck.json"))
+    assert knn_fit["k"] == 2 and knn_fit["tau"] == pytest.approx(KNNDetector(k=2).fit(knn).threshold_)
     reports = []
     for name, ds in (("id", "Dataset012_CorticalPlateMR"), ("ood", "Dataset014_HippocampusMR")):
         out = tmp_path / name
@@ -85,7 +90,7 @@ def test_methods_work_for_nnunets_own_trainer(dropout_model, tmp_path, monkeypat
     save_json(trainer.dataset_json, os.path.join(trainer.output_folder_base, "dataset.json"))
     trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
     common = ["-d", "12", "-c", "3d_fullres", "-tr", "nnUNetTrainer", "-f", "0", "-device", "cpu", "--disable_tta"]
-    methods = ["spectral", "mahalanobis", "msp", "entropy"]
+    methods = ["spectral", "mahalanobis", "knn", "msp", "entropy"]
     r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", *methods], env)
     assert "spectral: 6 training images, last layer, 32 values each" in r.stdout  # nnU-Net's 32 features
     out = tmp_path / "out"
