@@ -157,6 +157,15 @@ def test_ood_experiment(joint_vs_dedicated):
                                                           if c["case"].startswith("hippocampus"))
     assert evaluation["methods"]["spectral"]["fp"] == sum(c["spectral_is_ood"] for c in cases
                                                           if c["case"].startswith("D01"))
+    # failure detection: every scored folder has labels, so the Dice of each case's segmentation (foreground)
+    failure = evaluation["failure"]
+    labels = {"in_distribution": root / "raw/Dataset500_MultiTask/labelsTs",
+              "Dataset014_HippocampusMR": root / "raw/Dataset014_HippocampusMR/labelsTs"}
+    by_hand = [_dice(sitk.GetArrayFromImage(sitk.ReadImage(str(labels[name] / f"{c['case']}.nii.gz"))) > 0,
+                     sitk.GetArrayFromImage(sitk.ReadImage(str(out / "scores" / name / f"{c['case']}.nii.gz"))) > 0)
+               for name in labels for c in json.loads((out / "scores" / name / "ood_scores.json").read_text())["cases"]]
+    assert failure["n_cases"] == 6 and np.allclose(failure["dice"], by_hand)
+    assert "Failure detection over 6 cases" in (out / "table_IV.md").read_text()
     # with mcdropout (the default) the experiment trains the _dropout variant and fits it: the job list
     jobs = experiment(env, *args, "--print-jobs").stdout
     assert f"nnUNetv2_train 500 3d_fullres 0 -tr {TRAINER}_dropout -device cpu --c" in jobs

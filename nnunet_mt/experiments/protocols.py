@@ -354,6 +354,10 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
         if name != "in_distribution":
             ood_lists.append(os.path.join(out, "ood_scores.csv"))
     prefix = os.path.join(setup.output, "table_IV")
-    jobs.append(Job("evaluate OOD detection (table IV)", ["nnunet_mt_ood", "evaluate"] + score_files +
-                    ["--ood"] + ood_lists + ["-o", prefix], [prefix + ".json"]))
+    # failure detection (does a high score predict Dice < 0.5?) when every scored folder has its labels
+    labels = [os.path.join(os.path.dirname(d), "labels" + os.path.basename(d)[len("images"):]) for _, d in groups]
+    references = ["-ref"] + labels if all(os.path.isdir(d) for d in labels) else []
+    jobs.append(Job("evaluate OOD detection (table IV)" + (" and failure detection" if references else ""),
+                    ["nnunet_mt_ood", "evaluate"] + score_files + ["--ood"] + ood_lists + references + ["-o", prefix],
+                    [prefix + ".json"]))
     return jobs, {"evaluation": prefix + ".json", "scores": score_files, "model": model}
