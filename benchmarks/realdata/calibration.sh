@@ -3,13 +3,13 @@
 # global T and with one T per source; each dedicated model without and with its T. Test cases only, ECE,
 # MCE, NLL and Brier over the reference's box + 5 voxels (the same voxels for every row). Run after
 #   BUDGET=15 TABLES=II bash benchmarks/realdata/run_experiments.sh      (same WORK, NORMALIZATION, SEED)
-# Writes $WORK/calibration_<normalization>_seed<N>/calibration.md (and a metrics.json per row).
+# Writes $WORK/calibration_<normalization>_seed<N>_cap<BUDGET>/calibration.md (and a metrics.json per row).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/common.sh"
 BUDGET="${BUDGET:-15}"
 TR="nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}"
-OUT="$WORK/calibration_${NORMALIZATION}_seed${SEED}"
+OUT="$WORK/calibration_${NORMALIZATION}_seed${SEED}_cap${BUDGET}"
 CPU=(-device cpu --disable_tta)
 score() {  # model id, test dataset folder, output folder, extra score options
   local model=$1 data=$2 out=$3; shift 3

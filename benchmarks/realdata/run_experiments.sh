@@ -3,7 +3,7 @@
 #   bash benchmarks/realdata/run_experiments.sh            (WORK=folder to use another scratch folder)
 #   NORMALIZATION=nnunet SEED=1 TABLES="II" bash benchmarks/realdata/run_experiments.sh
 # Every model trains until the paper's convergence rule stops it (CPU window: 200 iterations), capped at the
-# CPU trainer's 25 epochs (BUDGET=N for another cap). Resumable: rerun after an interruption and finished
+# CPU trainer's 25 epochs (BUDGET=N for another cap; the output folders then end in _capN). Resumable: rerun after an interruption and finished
 # steps are skipped.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -21,7 +21,7 @@ ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)  # each normalization
 CPU=(-tr nnUNetTrainerMultiTaskCPU -device cpu -npp 0 -nps 0 -np 1 --disable_tta --id "$ID"
      --normalization "$NORMALIZATION" --seed "$SEED")
 [ -z "${BUDGET:-}" ] || CPU+=(--budget "$BUDGET")
-RUN="${NORMALIZATION}_seed${SEED}"
+RUN="${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}"  # e.g. paper_seed0_cap15
 SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # table II: joint model on all sources vs one model each (shared plans, folds and calibration region)
 [[ " $TABLES " != *" II "* ]] || nnunet_mt experiment joint-vs-dedicated -d "${SOURCES[@]}" "${CPU[@]}" -o "$WORK/joint_vs_dedicated_$RUN"
@@ -30,4 +30,4 @@ SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # tables IV-V: OOD detection on the joint model above; brain MR of another source and breast MR are OOD.
 # (MC dropout needs a second, dropout-trained model: add mcdropout to OOD_METHODS when the budget allows.)
 [[ " $TABLES " != *" IV "* ]] || nnunet_mt experiment ood --train "${SOURCES[@]}" --ood 904 905 \
-    --methods ${OOD_METHODS:-spectral entropy msp mahalanobis} --mc_samples 5 "${CPU[@]}" -o "$WORK/ood_$RUN"
+    --methods ${OOD_METHODS:-spectral entropy msp mahalanobis knn} --mc_samples 5 "${CPU[@]}" -o "$WORK/ood_$RUN"
