@@ -34,3 +34,17 @@ def write_texts_atomic(texts: Dict[str, str]) -> None:
             except OSError:
                 pass
         raise
+
+
+def save_npz_atomic(path: str, compressed: bool = False, **arrays) -> None:
+    """np.savez(_compressed) to path (ending in .npz) via a '.partial.npz' beside it and an atomic rename;
+    on failure the partial file is removed and path keeps its previous content."""
+    import numpy as np
+    tmp = path[:-len(".npz")] + ".partial.npz"
+    try:
+        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

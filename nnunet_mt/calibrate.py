@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.atomic import save_npz_atomic, write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.metrics import ece, reference_roi
 from nnunet_mt.temperature import (brier_score, fit_temperature, negative_log_likelihood, scale_probabilities)
@@ -153,14 +153,7 @@ def calibrate_saved_probabilities(npz_path: str, temperature: float) -> None:
         arrays = {k: npz[k] for k in npz.files}
     dtype = arrays["probabilities"].dtype
     arrays["probabilities"] = scale_probabilities(arrays["probabilities"], temperature).astype(dtype)
-    tmp = npz_path[:-len(".npz")] + ".partial.npz"
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, npz_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    save_npz_atomic(npz_path, compressed=True, **arrays)
 
 
 

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from nnunet_mt.atomic import write_text_atomic
+from nnunet_mt.atomic import save_npz_atomic, write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import read_json
 from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
@@ -61,8 +61,7 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
     detector = spec.make_detector(c, options).fit(values)
     npz, meta_path = spec.paths(fold_dir, layer)
     if spec.npz_key:
-        np.savez(npz + ".partial.npz", **{spec.npz_key: values})
-        os.replace(npz + ".partial.npz", npz)
+        save_npz_atomic(npz, **{spec.npz_key: values})
     meta = {"method": method, "layer": spec.fitted_layer(layer),
             "C": c, "tau": detector.threshold_, "n_channels": int(values.shape[1]), "case_ids": list(case_ids),
             "sources": list(sources), "train_scores": detector.train_scores_.tolist(), "model": model,

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from nnunet_mt.atomic import write_text_atomic, write_texts_atomic
+from nnunet_mt.atomic import save_npz_atomic, write_text_atomic, write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import check_scores_report
 
@@ -111,8 +111,7 @@ def save_fit_part(fold_dir: str, num_parts: int, part_id: int, case_ids: Sequenc
     folder = os.path.join(fold_dir, "ood_fit_parts")
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(folder, part_name(part_id, num_parts))
-    np.savez(stem + ".partial.npz", case_ids=np.asarray(case_ids), **{f"values_{m}": v for m, v in values.items()})
-    os.replace(stem + ".partial.npz", stem + ".npz")
+    save_npz_atomic(stem + ".npz", case_ids=np.asarray(case_ids), **{f"values_{m}": v for m, v in values.items()})
     write_text_atomic(stem + ".json", json.dumps(settings, indent=1))
     return stem + ".npz"
 

@@ -210,3 +210,20 @@ def test_figures_beside_predictions_are_not_stray_images(tmp_path, monkeypatch, 
     main, argv = _evaluate()(tmp_path)
     (tmp_path / "pred/ood_histogram.png").write_bytes(b"\x89PNG not read")
     assert main(argv) == 0, capsys.readouterr().err
+
+
+def test_npz_files_are_written_whole_or_not_at_all(tmp_path):
+    """save_npz_atomic (fit files, fit parts, calibrated probabilities): a full disk keeps the previous file."""
+    import numpy as np
+    from nnunet_mt.atomic import save_npz_atomic
+    path = tmp_path / "fit.npz"
+    save_npz_atomic(str(path), features=np.arange(3.0))
+    os.symlink("/dev/full", tmp_path / "fit.partial.npz")
+    with pytest.raises(OSError):
+        save_npz_atomic(str(path), compressed=True, features=np.zeros((64, 64)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.npz"]
+    with np.load(path) as npz:
+        assert npz["features"].tolist() == [0.0, 1.0, 2.0]
+    save_npz_atomic(str(path), compressed=True, features=np.ones(2))
+    with np.load(path) as npz:
+        assert npz["features"].tolist() == [1.0, 1.0]
