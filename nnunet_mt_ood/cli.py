@@ -33,7 +33,7 @@ def _model_dir(args) -> str:
     return model_dir
 
 
-def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",)):
+def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",), keep_mc_probabilities=None):
     from nnunet_mt_ood.methods import predictor_options
     from nnunet_mt_ood.predictor import OODPredictor
     device = _device(args.device)
@@ -45,7 +45,8 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",))
     check_checkpoint(os.path.join(model_dir, f"fold_{args.f}", args.chk))
     predictor.initialize_from_trained_model_folder(model_dir, (fold,), args.chk)
     try:
-        predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples))
+        predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples),
+                             keep_mc_probabilities=keep_mc_probabilities)
     except ValueError as e:
         raise InputError(f"{model_dir}: {e}")
     return predictor
@@ -159,7 +160,9 @@ def _score(args) -> None:
     share = part_share(inputs, args.num_parts, args.part_id)  # the cases nnUNetv2_predict's part would take
     if not share:
         raise InputError(f"{args.i}: {len(inputs)} cases, nothing left for part {args.part_id} of {args.num_parts}")
-    predictor = _predictor(args, model_dir, use_mirroring=not args.disable_tta, methods=args.method)
+    maps = _maps_setup(args, model_dir)
+    predictor = _predictor(args, model_dir, use_mirroring=not args.disable_tta, methods=args.method,
+                           keep_mc_probabilities=maps)
     os.makedirs(args.o, exist_ok=True)
     files = [sorted(inputs[c]) for c in share]
     outputs = [os.path.join(args.o, c) for c in share]
@@ -202,6 +205,8 @@ def _score(args) -> None:
             methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
     calibration = None if args.no_calibration or not args.save_probabilities else \
         _apply_calibration(fold_dir, args.o, rows, per_source=not args.global_temperature)
+    if maps:
+        _write_maps(predictor, args.o, maps, cases, {c: sorted(inputs[c]) for c in share}, ending)
     report = {"model": next(iter(detectors.values()))[1]["model"], "spectral_layer": args.layer,
               "methods": methods, "cases": rows}
     if calibration is not None:
@@ -237,6 +242,43 @@ def _score(args) -> None:
         p2 = plot_oodm_histogram(detector.train_scores_, detector.score(test), detector.threshold_,
                                  os.path.join(args.o, "ood_histogram.png"))
         print(f"wrote {p1} and {p2}")
+
+
+def _maps_setup(args, model_dir: str):
+    """For --save_maps: checks what the maps need and returns the scratch folder for MC-dropout probabilities
+    (None without --save_maps)."""
+    if not args.save_maps:
+        return None
+    if not args.save_probabilities:
+        raise InputError(f"{args.o}: --save_maps needs --save_probabilities (the entropy map is of the "
+                         f"probabilities nnU-Net writes)")
+    with open(os.path.join(model_dir, "plans.json")) as f:
+        reader = json.load(f).get("image_reader_writer")
+    if reader != "SimpleITKIO":
+        raise InputError(f"{os.path.join(model_dir, 'plans.json')}: --save_maps writes images with SimpleITK; "
+                         f"this model reads its images with {reader}")
+    scratch = os.path.join(args.o, "maps", ".mc_probabilities")
+    os.makedirs(scratch, exist_ok=True)
+    return scratch
+
+
+def _write_maps(predictor, out_dir: str, scratch: str, cases, files, ending: str) -> None:
+    """maps/<case>_entropy<ending> (entropy of the probabilities written, calibrated if a temperature was
+    applied) and, with mcdropout, maps/<case>_mcdropout_entropy<ending> (of the dropout passes' mean)."""
+    import shutil
+    from nnunet_mt_ood.maps import write_entropy_map
+    folder = os.path.dirname(scratch)
+    for case in cases:
+        segmentation = os.path.join(out_dir, case + ending)
+        with np.load(os.path.join(out_dir, case + ".npz")) as npz:
+            write_entropy_map(npz["probabilities"], segmentation, os.path.join(folder, f"{case}_entropy{ending}"))
+        mc = os.path.join(scratch, case + ".npy")
+        if os.path.isfile(mc):
+            probabilities = predictor.mc_dropout_probabilities_in_image_space(files[case], np.load(mc))
+            write_entropy_map(probabilities, segmentation, os.path.join(folder, f"{case}_mcdropout_entropy{ending}"))
+            os.remove(mc)
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"wrote {len(cases)} voxel entropy map(s) per case into {folder}")
 
 
 def _collect(args) -> None:
@@ -304,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-npp", type=PROCESSES, default=3, help="preprocessing processes, as nnUNetv2_predict")
     p.add_argument("-nps", type=PROCESSES, default=3, help="export processes, as nnUNetv2_predict")
     p.add_argument("--plot", action="store_true", help="write ood_signatures.png and ood_histogram.png")
+    p.add_argument("--save_maps", action="store_true", help="voxel entropy maps with the input's geometry in "
+                   "OUTPUT/maps/: <case>_entropy (of the probabilities written; needs --save_probabilities) and, "
+                   "with mcdropout, <case>_mcdropout_entropy (of the dropout passes' mean)")
     _part_arguments(p, "cases", "ood_scores.part_<i>_of_<K>.json (merge with nnunet_mt_ood collect)")
     p.set_defaults(func=_score)
     p = sub.add_parser("collect", help="merge the ood_scores.part_<i>_of_<K>.json of a split score run")

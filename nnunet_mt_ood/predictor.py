@@ -10,7 +10,10 @@ probabilities are exactly nnU-Net's:
 - ``_internal_maybe_mirror_and_predict``: arms the feature hooks for the window's un-mirrored pass;
 - ``predict_sliding_window_return_logits``: finishes the image's Gram matrices and channel sums;
 - ``predict_logits_from_preprocessed_data``: stores the case's results (signature, pooled features,
-  softmax scores, MC-dropout score).
+  softmax scores, MC-dropout score) and, for voxel maps, the case's MC-dropout mean probabilities.
+
+``mc_dropout_probabilities_in_image_space`` takes those back to the input image's grid with nnU-Net's own
+preprocessor (for the crop and transpose of the case) and export function.
 """
 import os
 from typing import Dict, Optional, Sequence
@@ -41,14 +44,18 @@ class OODPredictor(nnUNetPredictor):
     """
 
     def enable_ood(self, layer: str = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
-                          mc_dropout_samples: int = 0) -> "OODPredictor":
-        """Call after initialization (needs the network). Raises ValueError for a layer the network lacks."""
+                          mc_dropout_samples: int = 0, keep_mc_probabilities: Optional[str] = None) -> "OODPredictor":
+        """Call after initialization (needs the network). Raises ValueError for a layer the network lacks.
+        keep_mc_probabilities: a folder where each case's MC-dropout mean probabilities (preprocessed grid)
+        are kept as <case>.npy, for voxel maps."""
         if len(self.configuration_manager.patch_size) != 3:
             raise ValueError("OOD scores need a 3D configuration (3d_fullres, 3d_lowres, ...)")
         self.layer = layer
         self.results: Dict[str, dict] = {}
         self.softmax_scores = softmax_scores
         self.mc_dropout_samples = mc_dropout_samples
+        self.keep_mc_probabilities = keep_mc_probabilities
+        self._last_mc_probabilities: Optional[np.ndarray] = None
         if mc_dropout_samples and not self._dropout_modules():
             raise ValueError("MC-dropout needs a network with dropout (train it with a _dropout variant, e.g. nnUNetTrainerMultiTask_dropout)")
         self._current_case: Optional[str] = None
@@ -88,6 +95,8 @@ class OODPredictor(nnUNetPredictor):
             case = self._pending_cases.pop(0)
         if case is not None:
             self.results[case] = self.last_results(data, logits)
+            if self.keep_mc_probabilities and self._last_mc_probabilities is not None:
+                np.save(os.path.join(self.keep_mc_probabilities, case + ".npy"), self._last_mc_probabilities)
         return logits
 
     def _internal_get_sliding_window_slicers(self, image_size):
@@ -177,9 +186,23 @@ class OODPredictor(nnUNetPredictor):
             results["msp"] = max_softmax_score(probabilities)
             results["entropy"] = mean_entropy(probabilities)
         if self.mc_dropout_samples:
-            results["mcdropout"] = foreground_entropy(self.mc_dropout_mean_probabilities(data,
-                                                                                       self.mc_dropout_samples))
+            self._last_mc_probabilities = self.mc_dropout_mean_probabilities(data, self.mc_dropout_samples)
+            results["mcdropout"] = foreground_entropy(self._last_mc_probabilities)
         return results
+
+    def mc_dropout_probabilities_in_image_space(self, case_files: Sequence[str], mean_probabilities: np.ndarray):
+        """The MC-dropout mean probabilities (classes, *preprocessed grid) of the case read from case_files,
+        in the input image's array layout and size, as nnU-Net exports probabilities: resampled, uncropped
+        and transposed back by nnU-Net's own functions (the case is preprocessed again for its crop)."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+        preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
+        _, _, properties = preprocessor.run_case(list(case_files), None, self.plans_manager,
+                                                 self.configuration_manager, self.dataset_json)
+        log_p = torch.log(torch.from_numpy(mean_probabilities).float().clamp_min(1e-12))  # softmax(log p) = p
+        _, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
+            log_p, self.plans_manager, self.configuration_manager, self.plans_manager.get_label_manager(
+                self.dataset_json), properties, return_probabilities=True)
+        return probabilities
 
     def image_results(self, data: torch.Tensor) -> dict:
         """Results for one preprocessed image (c, x, y, z) with the network's current weights."""

@@ -40,8 +40,9 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
     reports = []
     for name, ds in (("id", "Dataset012_CorticalPlateMR"), ("ood", "Dataset014_HippocampusMR")):
         out = tmp_path / name
+        maps = ["--save_probabilities", "--save_maps"] if name == "id" else []
         run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(root / "raw" / ds / "imagesTs"), "-o", str(out),
-             *common, "--method", *METHODS, "-npp", "0", "-nps", "0"], env)
+             *common, "--method", *METHODS, "-npp", "0", "-nps", "0", *maps], env)
         reports.append(out / "ood_scores.json")
         report = json.load(open(out / "ood_scores.json"))
         assert set(report["methods"]) == set(METHODS) and len(report["cases"]) == 4
@@ -49,6 +50,7 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
             for m in METHODS:
                 assert row[f"{m}_is_ood"] == (row[f"{m}_score"] > report["methods"][m]["tau"])
             assert 0 <= row["msp_score"] <= 0.5 and 0 <= row["entropy_score"] <= np.log(2) + 1e-9
+    _check_maps(root / "raw/Dataset012_CorticalPlateMR/imagesTs", tmp_path / "id")
     r = run([os.path.join(BIN, "nnunet_mt_ood"), "evaluate", *map(str, reports), "--ood", "hippocampus*",
              "-o", str(tmp_path / "eval")], env)
     summary = json.load(open(tmp_path / "eval.json"))
@@ -61,6 +63,29 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
         assert result["auc"] == pytest.approx(roc_auc(scores, [False] * 4 + [True] * 4))
     assert "| method | accuracy | sensitivity | specificity | AUC |" in r.stdout
     assert (tmp_path / "eval.png").is_file() and (tmp_path / "eval.md").is_file()
+
+
+def _check_maps(images, out):
+    """--save_maps: per case an entropy map of the probabilities written and one of the MC-dropout mean, each
+    with the input image's size, spacing, origin and direction; no scratch files left."""
+    import SimpleITK as sitk
+    from nnunet_mt_ood.baselines import voxel_entropy
+    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+    assert sorted(p.name for p in (out / "maps").iterdir()) == sorted(
+        f"{c}_{kind}.nii.gz" for c in cases for kind in ("entropy", "mcdropout_entropy"))
+    for case in cases:
+        image = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
+        for kind in ("entropy", "mcdropout_entropy"):
+            m = sitk.ReadImage(str(out / "maps" / f"{case}_{kind}.nii.gz"))
+            assert m.GetSize() == image.GetSize() and np.allclose(m.GetSpacing(), image.GetSpacing())
+            assert np.allclose(m.GetOrigin(), image.GetOrigin()) and np.allclose(m.GetDirection(), image.GetDirection())
+            values = sitk.GetArrayFromImage(m)
+            assert values.dtype == np.float32 and values.min() >= 0 and values.max() <= np.log(2) + 1e-6
+        with np.load(out / f"{case}.npz") as npz:  # nnU-Net's probabilities, in the image's array layout
+            expected = voxel_entropy(npz["probabilities"])
+        np.testing.assert_allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "maps" / f"{case}_entropy.nii.gz"))),
+                                   expected, atol=1e-6)
+        assert sitk.GetArrayFromImage(sitk.ReadImage(str(out / "maps" / f"{case}_mcdropout_entropy.nii.gz"))).max() > 0
 
 
 def test_evaluate_refuses_scores_of_another_model(dropout_model, tmp_path):
@@ -100,3 +125,12 @@ def test_methods_work_for_nnunets_own_trainer(dropout_model, tmp_path, monkeypat
     assert set(report["methods"]) == set(methods) and len(report["cases"]) == 4
     refused = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", "mcdropout"], env, check=False)
     assert refused.returncode == 2 and "needs a network with dropout" in refused.stderr
+
+
+def test_save_maps_needs_the_probabilities(dropout_model, tmp_path):
+    root, env, common = dropout_model
+    out = tmp_path / "out"
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(root / "raw/Dataset012_CorticalPlateMR/imagesTs"),
+             "-o", str(out), *common, "--method", "spectral", "-npp", "0", "-nps", "0", "--save_maps"], env, check=False)
+    assert r.returncode == 2 and "--save_maps needs --save_probabilities" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

@@ -1,0 +1,31 @@
+"""Voxel uncertainty maps a viewer can overlay: entropy of a probability map, written as an image with the
+geometry of the segmentation nnU-Net wrote for the same case. numpy and SimpleITK only."""
+import os
+
+import numpy as np
+
+from nnunet_mt.errors import InputError
+from nnunet_mt_ood.baselines import voxel_entropy
+
+
+def write_entropy_map(probabilities: np.ndarray, segmentation_path: str, out_path: str) -> None:
+    """Writes -sum_c p_c log p_c (nats, float32) of probabilities (classes, *image array) to out_path, with
+    the size, spacing (mm), origin and direction of segmentation_path; via a temporary name, then renamed."""
+    import SimpleITK as sitk
+    like = sitk.ReadImage(segmentation_path)
+    entropy = voxel_entropy(probabilities).astype(np.float32)
+    if entropy.shape != sitk.GetArrayViewFromImage(like).shape:
+        raise InputError(f"{segmentation_path}: segmentation of shape {sitk.GetArrayViewFromImage(like).shape}, "
+                         f"probabilities of shape {probabilities.shape[1:]}: cannot place the map")
+    image = sitk.GetImageFromArray(entropy)
+    image.CopyInformation(like)
+    folder, name = os.path.split(out_path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, ".partial_" + name)  # keeps the ending: SimpleITK picks the format by it
+    try:
+        sitk.WriteImage(image, tmp, True)
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
