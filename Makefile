@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps --force-reinstall .
 
+# Two pytest-xdist workers (one per core of the 2-core machines), whole files per worker, slowest first.
+TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 demo: install
 	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/demo.sh

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -5,9 +6,24 @@ import sys
 
 import pytest
 
+# Two test workers on two cores: nnU-Net sets torch to one thread per core in every training and prediction,
+# so two such processes share each core; OpenMP threads that wait sleep instead of spinning on a busy core.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts (nnUNetv2_*, nnunet_mt)
 TRAINER = "nnUNetTrainerMultiTaskSmoke"
 CASES = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
+
+
+# The slowest files first, longest first: pytest-xdist hands whole files to its workers in this order
+# (`--dist loadfile --no-loadscope-reorder` in the Makefile), so the two workers finish close together.
+SLOWEST_FIRST = ["test_experiments.py", "test_gpu_check.py", "test_calibration_end_to_end.py",
+                 "test_training_schedule.py", "test_ood_baselines_end_to_end.py", "test_ood_end_to_end.py",
+                 "test_scale_out.py", "test_interruptions.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keeps its order
 
 
 def run(cmd, env, check=True, timeout=900):
@@ -70,41 +86,96 @@ def nnunet_env(root):
     return env
 
 
+# The session's demo model is built once per test run, by the real commands, in a shared folder. Under
+# pytest-xdist (`make test` runs two workers) the first worker that needs a stage builds it under a file
+# lock and each worker then works on its own copy, so tests that add to or change the folders stay
+# independent, as they are in a one-process run (where the shared folder is the worker's own).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+STAGES = ("raw", "pre", "res", "pred")  # demo data, merged + preprocessed, trained, predicted
+
+
+def _build_stage(stage, root, env):
+    if stage == "raw":
+        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env)
+    elif stage == "pre":
+        run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env)
+        run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
+    elif stage == "res":
+        run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
+            dict(env, nnUNet_n_proc_DA="0"))
+    else:
+        inputs = root / "pred_inputs"
+        inputs.mkdir()
+        for case in CASES:
+            os.link(root / "raw/Dataset500_MultiTask/imagesTs" / f"{case}_0000.nii.gz", inputs / f"{case}_0000.nii.gz")
+        run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(inputs), "-o", str(root / "pred"), "-d", "500",
+             "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-npp", "0", "-nps", "0", "-device", "cpu",
+             "--save_probabilities"], env)
+
+
+def _listing(root):
+    """Paths two levels below root (e.g. raw/Dataset011_LiverCT), relative."""
+    return {str(p.relative_to(root)) for p in root.glob("*/*")}
+
+
+def _stage(factory, local_root, stage):
+    """Builds the shared folder up to `stage` (once per run), then copies what each of those stages made
+    into this worker's root, unless that root is the shared folder."""
+    import filelock  # a dependency of torch
+    base = factory.getbasetemp()
+    shared = (base.parent if WORKER else base) / "shared_nnunet"
+    shared.mkdir(exist_ok=True)
+    with filelock.FileLock(str(shared) + ".lock"):
+        for name in STAGES[:STAGES.index(stage) + 1]:
+            marker = shared / f".{name}_built"
+            if not marker.exists():
+                before = _listing(shared)
+                _build_stage(name, shared, nnunet_env(shared))
+                marker.write_text(json.dumps(sorted(_listing(shared) - before)))
+        made = json.loads((shared / f".{stage}_built").read_text())
+    if local_root != shared:
+        for rel in made:
+            if (shared / rel).is_dir():
+                shutil.copytree(shared / rel, local_root / rel)
+            else:
+                (local_root / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(shared / rel, local_root / rel)
+
+
 @pytest.fixture(scope="session")
-def demo_raw(tmp_path_factory):
+def session_root(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    root = tmp_path_factory.mktemp("nnunet") if WORKER else base / "shared_nnunet"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_raw(tmp_path_factory, session_root):
     """Demo datasets in a fresh nnUNet_raw; returns (root, env)."""
-    root = tmp_path_factory.mktemp("nnunet")
-    env = nnunet_env(root)
-    run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env)
-    return root, env
+    _stage(tmp_path_factory, session_root, "raw")
+    return session_root, nnunet_env(session_root)
 
 
 @pytest.fixture(scope="session")
-def preprocessed(demo_raw):
+def preprocessed(tmp_path_factory, demo_raw):
     """demo-data -> merge -> nnUNetv2_plan_and_preprocess, through the real commands."""
     root, env = demo_raw
-    run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env)
-    run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
+    _stage(tmp_path_factory, root, "pre")
     return root, env
 
 
 @pytest.fixture(scope="session")
-def trained(preprocessed):
+def trained(tmp_path_factory, preprocessed):
     """... -> nnUNetv2_train (fold 0, 2 epochs), through the real commands."""
     root, env = preprocessed
-    train_env = dict(env, nnUNet_n_proc_DA="0")
-    run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"], train_env)
+    _stage(tmp_path_factory, root, "res")
     return root, env
 
 
 @pytest.fixture(scope="session")
-def predicted(trained, tmp_path_factory):
+def predicted(tmp_path_factory, trained):
     """nnUNetv2_predict (with --save_probabilities) on a CT, an MR and an anisotropic MR test case."""
     root, env = trained
-    inputs = tmp_path_factory.mktemp("inputs")
-    for case in CASES:
-        os.link(root / "raw/Dataset500_MultiTask/imagesTs" / f"{case}_0000.nii.gz", inputs / f"{case}_0000.nii.gz")
-    out = root / "pred"
-    run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(inputs), "-o", str(out), "-d", "500", "-c", "3d_fullres",
-         "-f", "0", "-tr", TRAINER, "-npp", "0", "-nps", "0", "-device", "cpu", "--save_probabilities"], env)
-    return root, out
+    _stage(tmp_path_factory, root, "pred")
+    return root, root / "pred"

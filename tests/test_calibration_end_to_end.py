@@ -12,6 +12,7 @@ from conftest import BIN, CASES, TRAINER, run
 from nnunet_mt.temperature import scale_probabilities
 
 MODEL = f"{TRAINER}__nnUNetPlans__3d_fullres"
+pytestmark = pytest.mark.slow
 SOURCES = {"Dataset011_LiverCT", "Dataset012_CorticalPlateMR", "Dataset013_ProstateMR"}
 
 

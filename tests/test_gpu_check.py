@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import TRAINER
@@ -22,6 +23,7 @@ def _gpu_check_module():
     return module
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(trained, tmp_path):
     root, env = trained
     work, out = tmp_path / "work", tmp_path / "out"
