@@ -257,7 +257,7 @@ def _maps_setup(args, model_dir: str):
     if reader != "SimpleITKIO":
         raise InputError(f"{os.path.join(model_dir, 'plans.json')}: --save_maps writes images with SimpleITK; "
                          f"this model reads its images with {reader}")
-    scratch = os.path.join(args.o, "maps", ".mc_probabilities")
+    scratch = os.path.join(args.o, "maps", f".mc_probabilities_{args.part_id}_of_{args.num_parts}")  # one per part
     os.makedirs(scratch, exist_ok=True)
     return scratch
 
