@@ -186,8 +186,9 @@ class OODPredictor(nnUNetPredictor):
             results["msp"] = max_softmax_score(probabilities)
             results["entropy"] = mean_entropy(probabilities)
         if self.mc_dropout_samples:
-            self._last_mc_probabilities = self.mc_dropout_mean_probabilities(data, self.mc_dropout_samples)
-            results["mcdropout"] = foreground_entropy(self._last_mc_probabilities)
+            mean = self.mc_dropout_mean_probabilities(data, self.mc_dropout_samples)
+            results["mcdropout"] = foreground_entropy(mean)
+            self._last_mc_probabilities = mean if self.keep_mc_probabilities else None  # held only for maps
         return results
 
     def mc_dropout_probabilities_in_image_space(self, case_files: Sequence[str], mean_probabilities: np.ndarray):
