@@ -1,0 +1,88 @@
+"""`nnunet_mt_ood score` per OOD method against `nnUNetv2_predict`, on images of growing size (issue 18).
+
+    .venv/bin/python benchmarks/bench_ood_sizes.py [--work /tmp/ood_sizes] [--sizes 64 128 192] [--json F]
+
+Builds its own model first (skipped when --work already holds it): the demo's cortical-plate MR dataset
+(Dataset012), planned and preprocessed by nnU-Net, trained for 2 epochs with the CPU recipe and dropout
+(`nnUNetTrainerMultiTaskSmoke_dropout`: what a prediction costs does not depend on how well the model is
+trained), every method fitted on its training images. Then, per size, one cube of that many voxels per
+side at the model's spacing (`gpu_check.py volume`): `nnUNetv2_predict`, and `nnunet_mt_ood score` with each
+method alone, every command a separate process (-npp 0 -nps 0 --disable_tta -device cpu). Reported: wall
+time and peak resident memory (os.wait4) and their ratios to `nnUNetv2_predict` on the same image.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from bench_ood_overhead import measure as _run  # (wall s, peak RSS MiB) of one command as its own process
+
+BIN = os.path.dirname(sys.executable)
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAINER = "nnUNetTrainerMultiTaskSmoke_dropout"
+METHODS = ["spectral", "mahalanobis", "knn", "msp", "entropy", "mcdropout"]
+MC_SAMPLES = 5  # the demo's
+
+
+def _model(work, env):
+    """Demo Dataset012, preprocessed, trained and fitted in work/ (each step skipped when done)."""
+    model = os.path.join(work, "results", "Dataset012_CorticalPlateMR", f"{TRAINER}__nnUNetPlans__3d_fullres")
+    if os.path.isfile(os.path.join(model, "fold_0", "ood_fit_mcdropout.json")):
+        return model
+    subprocess.run([f"{BIN}/nnunet_mt", "demo-data", "-d", "12"], env=env, check=True)
+    subprocess.run([f"{BIN}/nnUNetv2_plan_and_preprocess", "-d", "12", "-c", "3d_fullres", "-np", "1"], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([f"{BIN}/nnUNetv2_train", "12", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
+                   env=dict(env, nnUNet_n_proc_DA="0"), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([f"{BIN}/nnunet_mt_ood", "fit", "-d", "12", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
+                    "-device", "cpu", "--disable_tta", "--mc_samples", str(MC_SAMPLES), "--method", *METHODS],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="/tmp/ood_sizes", help="scratch folder (reused)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 192], help="cube edges in voxels")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    work = os.path.abspath(args.work)
+    env = dict(os.environ, nnUNet_raw=f"{work}/raw", nnUNet_preprocessed=f"{work}/preprocessed",
+               nnUNet_results=f"{work}/results", nnUNet_def_n_proc="1")
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.makedirs(env[var], exist_ok=True)
+    model = _model(work, env)
+    like = os.path.join(env["nnUNet_raw"], "Dataset012_CorticalPlateMR", "imagesTs")
+    like = os.path.join(like, sorted(os.listdir(like))[0])
+    common = ["-d", "12", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-npp", "0", "-nps", "0", "-device", "cpu",
+              "--disable_tta"]
+    rows = []
+    print("| volume (voxels) | command | wall (s) | peak RSS (MiB) | wall / predict | memory / predict |")
+    print("|---|---|---|---|---|---|")
+    for size in args.sizes:
+        images = os.path.join(work, f"volume_{size}")
+        if not os.path.isdir(images):
+            subprocess.run([sys.executable, os.path.join(HERE, "gpu_check.py"), "volume", "-o",
+                            os.path.join(images, "cube_0000.nii.gz"), "--shape", str(size), str(size), str(size),
+                            "--like", like, "--plans", os.path.join(model, "plans.json")], check=True)
+        out = os.path.join(work, "out", str(size))
+        t0, m0 = _run([f"{BIN}/nnUNetv2_predict", "-i", images, "-o", f"{out}/predict", *common], env)
+        runs = [("nnUNetv2_predict", t0, m0)]
+        for method in args.methods:
+            t, m = _run([f"{BIN}/nnunet_mt_ood", "score", "-i", images, "-o", f"{out}/{method}", *common,
+                         "--method", method, "--mc_samples", str(MC_SAMPLES)], env)
+            runs.append((f"score {method}", t, m))
+        for name, t, m in runs:
+            rows.append({"size": size, "command": name, "wall_s": t, "peak_rss_mib": m,
+                         "wall_ratio": t / t0, "memory_ratio": m / m0})
+            print(f"| {size}^3 | {name} | {t:.1f} | {m:.0f} | {t / t0:.2f} | {m / m0:.2f} |", flush=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"trainer": TRAINER, "mc_samples": MC_SAMPLES, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
