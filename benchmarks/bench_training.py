@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 WORKER = r"""
 import json, os, sys, time
