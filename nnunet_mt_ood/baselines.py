@@ -1,7 +1,9 @@
 """Baseline OOD scores and detectors (scikit-learn style): Mahalanobis and k-nearest-neighbour distance on
-pooled features, thresholded
-uncertainty scores (MC-dropout entropy, max-softmax, mean entropy). numpy in, numbers out."""
+pooled features, thresholded uncertainty scores (MC-dropout entropy, max-softmax, mean entropy). numpy in,
+numbers out."""
 import numpy as np
+
+from nnunet_mt_ood.detector import pairwise_distances
 
 ENTROPY_EPS = 1e-12  # p log p with p clipped here: 0 log 0 = 0
 
@@ -115,7 +117,7 @@ class KNNDetector:
         return x / np.where(norms > 0, norms, 1.0)
 
     def _kth_distance(self, x: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
-        distances = np.sqrt(np.maximum(((x[:, None, :] - self.train_[None, :, :]) ** 2).sum(-1), 0))
+        distances = pairwise_distances(x, self.train_)
         if leave_one_out:
             np.fill_diagonal(distances, np.inf)
         return np.sort(distances, axis=1)[:, self.k - 1]

@@ -2,7 +2,7 @@
 import numpy as np
 
 
-def _pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distances, shape (len(a), len(b))."""
     return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
 
@@ -18,7 +18,7 @@ class SpectralOODDetector:
         train = np.asarray(train_signatures, dtype=np.float64)
         if train.ndim != 2 or len(train) < 3:
             raise ValueError(f"need at least 3 training signatures (rows) to fit tau, got shape {train.shape}")
-        distances = _pairwise_distances(train, train)
+        distances = pairwise_distances(train, train)
         np.fill_diagonal(distances, np.inf)
         self.train_signatures_ = train
         self.train_scores_ = distances.min(1)  # leave-one-out OODM
@@ -27,18 +27,18 @@ class SpectralOODDetector:
 
     def nearest(self, signatures) -> np.ndarray:
         """Index of the nearest training signature for each row."""
-        return _pairwise_distances(np.atleast_2d(signatures), self.train_signatures_).argmin(1)
+        return pairwise_distances(np.atleast_2d(signatures), self.train_signatures_).argmin(1)
 
     def distance_by_group(self, signatures, groups) -> dict:
         """{group: distance of each row to the nearest training signature of that group}; groups: one label
         per training signature (e.g. its source dataset)."""
-        distances = _pairwise_distances(np.atleast_2d(np.asarray(signatures, float)), self.train_signatures_)
+        distances = pairwise_distances(np.atleast_2d(np.asarray(signatures, float)), self.train_signatures_)
         groups = np.asarray(groups)
         return {str(g): distances[:, groups == g].min(1) for g in sorted(set(groups.tolist()))}
 
     def score(self, signatures) -> np.ndarray:
         """OODM of each signature (row): distance to the nearest training signature."""
-        return _pairwise_distances(np.atleast_2d(np.asarray(signatures, float)), self.train_signatures_).min(1)
+        return pairwise_distances(np.atleast_2d(np.asarray(signatures, float)), self.train_signatures_).min(1)
 
     def predict(self, signatures) -> np.ndarray:
         """True where the signature is out of distribution (OODM > threshold_)."""

@@ -31,7 +31,8 @@ class OODMethod:
 
     def make_detector(self, c: float, fit_meta: Optional[dict] = None):
         """The detector, with the options a fit recorded (their defaults when fit_meta lacks them)."""
-        return self.detector(c, **{o: (fit_meta or {})[o] for o in self.options if o in (fit_meta or {})})
+        recorded = fit_meta or {}
+        return self.detector(c, **{o: recorded[o] for o in self.options if o in recorded})
 
     def paths(self, fold_dir: str, layer: str) -> Tuple[str, str]:
         """(.npz, .json) of this method's fit in a fold folder."""
