@@ -1,6 +1,6 @@
 """Baseline OOD scores and detectors (scikit-learn style): Mahalanobis and k-nearest-neighbour distance on
-pooled features, thresholded uncertainty scores (MC-dropout entropy, max-softmax, mean entropy). numpy in,
-numbers out."""
+pooled features, thresholded uncertainty scores (MC-dropout entropy, max-softmax, mean entropy, fold-ensemble
+disagreement). numpy in, numbers out."""
 import numpy as np
 
 from nnunet_mt_ood.detector import pairwise_distances
@@ -30,6 +30,43 @@ def foreground_entropy(mean_probabilities: np.ndarray) -> float:
     entropy = voxel_entropy(mean_probabilities)
     foreground = mean_probabilities.argmax(0) > 0
     return float(entropy[foreground].mean() if foreground.any() else entropy.mean())
+
+
+def mean_pairwise_dice(segmentations, labels) -> float:
+    """Agreement of several models' segmentations of one image (same shape, integer labels): the mean over
+    model pairs of the mean over `labels` (foreground) of Dice; a label neither of a pair predicts counts 1
+    (they agree). 1 = identical segmentations."""
+    if len(segmentations) < 2:
+        raise ValueError(f"need two or more segmentations, got {len(segmentations)}")
+    labels = list(labels)
+    if not labels:
+        raise ValueError("need at least one foreground label")
+    pairs = []
+    for i in range(len(segmentations)):
+        for j in range(i + 1, len(segmentations)):
+            a, b = np.asarray(segmentations[i]), np.asarray(segmentations[j])
+            if a.shape != b.shape:
+                raise ValueError(f"segmentation shapes differ: {a.shape} vs {b.shape}")
+            dice = []
+            for label in labels:
+                in_a, in_b = a == label, b == label
+                total = int(in_a.sum()) + int(in_b.sum())
+                dice.append(1.0 if total == 0 else 2.0 * int(np.logical_and(in_a, in_b).sum()) / total)
+            pairs.append(np.mean(dice))
+    return float(np.mean(pairs))
+
+
+def voxel_disagreement(segmentations) -> float:
+    """Fraction of the voxels some model labels foreground (> 0) on which the models do not all give the same
+    label; 0 when no model predicts any foreground."""
+    stack = np.stack([np.asarray(s) for s in segmentations])
+    if len(stack) < 2:
+        raise ValueError(f"need two or more segmentations, got {len(stack)}")
+    foreground = (stack > 0).any(0)
+    if not foreground.any():
+        return 0.0
+    disagree = (stack != stack[0]).any(0)
+    return float(disagree[foreground].mean())
 
 
 def ledoit_wolf_covariance(x: np.ndarray) -> np.ndarray:

@@ -26,11 +26,32 @@ def _device(name: str):
 def _model_dir(args) -> str:
     from nnunet_mt.nnunet_glue import model_folder
     model_dir = model_folder(args.d, args.tr, args.p, args.c)
-    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
-    checkpoint = os.path.join(fold_dir, args.chk)
-    if not os.path.isfile(checkpoint):
-        raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train first)")
+    for fold in args.folds:
+        checkpoint = os.path.join(model_dir, f"fold_{fold}", args.chk)
+        if not os.path.isfile(checkpoint):
+            raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train first)")
     return model_dir
+
+
+def _check_folds(args) -> None:
+    """-f: one fold, or (for --method ensemble only) two or more; sets args.folds (all) and args.f (the first)."""
+    folds = list(dict.fromkeys(args.f))
+    ensemble = [m for m in args.method if METHODS[m].needs_several_folds]
+    if ensemble and len(folds) < 2:
+        raise InputError(f"-f {' '.join(args.f)}: --method ensemble needs two or more folds (e.g. -f 0 1 2 3 4)")
+    if len(folds) > 1 and len(ensemble) != len(args.method):
+        others = " ".join(m for m in args.method if m not in ensemble)
+        raise InputError(f"-f {' '.join(args.f)}: {others} belong(s) to one model: give one fold (several folds "
+                         f"are for --method ensemble alone)")
+    if ensemble and len(ensemble) != len(args.method):
+        raise InputError(f"--method {' '.join(args.method)}: ensemble scores several folds, the others one model: "
+                         f"score them in two runs")
+    args.folds, args.f = folds, folds[0]
+
+
+def _fit_dir(args, model_dir: str) -> str:
+    """Where the fits live: the fold folder, or for a fold ensemble the model folder."""
+    return model_dir if len(args.folds) > 1 else os.path.join(model_dir, f"fold_{args.f}")
 
 
 def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",), keep_mc_probabilities=None):
@@ -40,10 +61,11 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",),
     predictor = OODPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                   perform_everything_on_device=device.type == "cuda", device=device,
                                   verbose=False, allow_tqdm=False)
-    fold = args.f if args.f == "all" else int(args.f)
     from nnunet_mt.schema import check_checkpoint
-    check_checkpoint(os.path.join(model_dir, f"fold_{args.f}", args.chk))
-    predictor.initialize_from_trained_model_folder(model_dir, (fold,), args.chk)
+    for fold in args.folds:
+        check_checkpoint(os.path.join(model_dir, f"fold_{fold}", args.chk))
+    predictor.initialize_from_trained_model_folder(model_dir, tuple(f if f == "all" else int(f) for f in args.folds),
+                                                   args.chk)
     try:
         predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples),
                              keep_mc_probabilities=keep_mc_probabilities)
@@ -55,21 +77,27 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",),
 def _fit(args) -> None:
     from nnunet_mt.merge import case_sources
     from nnunet_mt.nnunet_glue import required_folder
-    nnUNet_preprocessed = required_folder("nnUNet_preprocessed")
     from nnunet_mt_ood.fit import compute_training_results, method_values, save_fit, training_cases
     from nnunet_mt_ood.parts import check_part, load_fit_parts, part_share, save_fit_part
     check_part(args.num_parts, args.part_id)
+    _check_folds(args)
+    nnUNet_preprocessed = required_folder("nnUNet_preprocessed")
     model_dir = _model_dir(args)
-    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
+    fold_dir = _fit_dir(args, model_dir)
     # features come from the un-mirrored pass only; softmax scores depend on test-time mirroring
     tta = any(METHODS[m].uses_test_time_mirroring for m in args.method) and not args.disable_tta
     model = {"trainer": args.tr, "plans": args.p, "configuration": args.c, "fold": args.f, "checkpoint": args.chk}
+    if len(args.folds) > 1:
+        model["folds"] = args.folds
     settings = {"model": model, "methods": list(args.method), "layer": args.layer, "tta": tta,
                 "mc_samples": args.mc_samples, "step_size": args.step_size}
     predictor = _predictor(args, model_dir, use_mirroring=tta, methods=args.method)
     base = os.path.join(str(nnUNet_preprocessed), predictor.plans_manager.dataset_name)
     folder = os.path.join(base, predictor.configuration_manager.data_identifier)
     case_ids = training_cases(base, folder, args.f)
+    for other in args.folds[1:]:  # a fold ensemble: the images every one of its folds trained on
+        kept = set(training_cases(base, folder, other))
+        case_ids = [c for c in case_ids if c in kept]
     model["dataset"] = predictor.plans_manager.dataset_name
     if args.collect:
         values = load_fit_parts(fold_dir, args.num_parts, case_ids, args.method, settings)
@@ -86,7 +114,7 @@ def _fit(args) -> None:
     for method in args.method:
         meta = save_fit(fold_dir, method, args.layer, values[method], case_ids,
                         case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples,
-                        options={"k": args.knn_k})
+                        options={"k": args.knn_k}, folds=args.folds)
         where = f", {meta['layer']} layer" if meta["layer"] else ""
         print(f"{method}: {len(case_ids)} training images{where}, {meta['n_channels']} values each; "
               f"tau = {meta['tau']:.5f} (C = {meta['C']})")
@@ -147,9 +175,10 @@ def _apply_calibration(fold_dir: str, out_dir: str, rows: List[dict], per_source
 
 def _score(args) -> None:
     from nnunet_mt_ood.fit import load_detectors
+    _check_folds(args)
     model_dir = _model_dir(args)
-    fold_dir = os.path.join(model_dir, f"fold_{args.f}")
-    detectors = load_detectors(fold_dir, args.method, args.layer, args.C)
+    fold_dir = _fit_dir(args, model_dir)
+    detectors = load_detectors(fold_dir, args.method, args.layer, args.C, folds=args.folds)
     from nnunet_mt_ood.parts import check_part, part_name, part_share, write_scores
     check_part(args.num_parts, args.part_id)
     from nnunet_mt.validate import refuse_output_inside_input
@@ -187,6 +216,9 @@ def _score(args) -> None:
         scores, flags = detector.score(values), detector.predict(values)
         for row, s, o in zip(rows, scores, flags):
             row[f"{method}_score"], row[f"{method}_is_ood"] = float(s), bool(o)
+        if METHODS[method].needs_several_folds:
+            for row in rows:
+                row["ensemble_disagreement"] = float(predictor.results[row["case"]]["ensemble_disagreement"])
         if hasattr(detector, "nearest"):  # distance-to-nearest-training-image methods
             for row, n in zip(rows, detector.nearest(values)):
                 row["nearest_training_case"], row["nearest_source"] = meta["case_ids"][n], meta["sources"][n]
@@ -296,7 +328,8 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
     p.add_argument("-tr", default="nnUNetTrainer", help="trainer class (default nnUNetTrainer)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    p.add_argument("-f", required=True, help="one fold (signatures belong to one model), e.g. 0 or all")
+    p.add_argument("-f", nargs="+", required=True, help="one fold (signatures belong to one model), e.g. 0 or all; "
+                   "several (e.g. 0 1 2 3 4, as nnUNetv2_predict) for --method ensemble")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
     p.add_argument("--layer", choices=LAYERS, default="last",
                    help="feature map: 'last' (input of the segmentation head, the paper's) or 'bottleneck'")
@@ -304,7 +337,8 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
                    help="OOD methods (several allowed): spectral (the paper's), mahalanobis and knn (pooled "
                         "bottleneck features: Gaussian, nearest-neighbour distance), msp (1 - mean max softmax), "
                         "entropy (mean softmax entropy), mcdropout "
-                        f"({MC_DROPOUT_SAMPLES} dropout passes, foreground entropy; needs a _dropout model)")
+                        f"({MC_DROPOUT_SAMPLES} dropout passes, foreground entropy; needs a _dropout model), "
+                        "ensemble (1 - mean pairwise Dice of the folds given with -f; writes nnU-Net's ensemble)")
     p.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
                    help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
     p.add_argument("-step_size", type=number(float, 0, 1, low_open=True), default=0.5, help="sliding window step, as nnUNetv2_predict")

@@ -51,15 +51,16 @@ def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarra
 
 def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
-             mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None) -> dict:
+             mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None, folds: Sequence[str] = ()) -> dict:
     """Fits a method's threshold on the training values (see method_values) and writes its files; returns
-    the JSON content. options: the method's detector options (e.g. knn's k), kept in the JSON."""
+    the JSON content. options: the method's detector options (e.g. knn's k), kept in the JSON; folds: an
+    ensemble's folds (its file names carry them)."""
     if len(values) < 3:
         raise InputError(f"{fold_dir}: {len(values)} training images; tau needs at least 3")
     spec = METHODS[method]
     options = {o: v for o, v in (options or {}).items() if o in spec.options}
     detector = spec.make_detector(c, options).fit(values)
-    npz, meta_path = spec.paths(fold_dir, layer)
+    npz, meta_path = spec.paths(fold_dir, layer, folds)
     if spec.npz_key:
         save_npz_atomic(npz, **{spec.npz_key: values})
     meta = {"method": method, "layer": spec.fitted_layer(layer),
@@ -77,13 +78,14 @@ FIT_FIELDS = {"method": "str", "C": "number", "tau": "number", "n_channels": "in
               "sources": "strs", "train_scores": "numbers", "model": "dict", "layer": "str or null"}
 
 
-def load_detector(fold_dir: str, method: str, layer: str, c=None):
+def load_detector(fold_dir: str, method: str, layer: str, c=None, folds: Sequence[str] = ()):
     """(fitted detector, metadata) of a method; InputError when not fitted."""
     spec = METHODS[method]
-    npz, meta_path = spec.paths(fold_dir, layer)
+    npz, meta_path = spec.paths(fold_dir, layer, folds)
     if not os.path.isfile(meta_path) or (spec.npz_key and not os.path.isfile(npz)):
         flag = f"--method {method}" + (f" --layer {layer}" if spec.needs == "gram" else "")
-        raise InputError(f"{meta_path}: not fitted (run: nnunet_mt_ood fit -d ... -c ... -tr ... -f ... {flag})")
+        fold = " ".join(folds) if spec.needs_several_folds else "..."
+        raise InputError(f"{meta_path}: not fitted (run: nnunet_mt_ood fit -d ... -c ... -tr ... -f {fold} {flag})")
     meta = read_json(meta_path, FIT_FIELDS, f"{method} fit file")
     c = meta["C"] if c is None else c
     if spec.npz_key:
@@ -106,5 +108,6 @@ def load_detector(fold_dir: str, method: str, layer: str, c=None):
         raise InputError(f"{meta_path}: {method} fit cannot be used ({str(e)[:120]})")
 
 
-def load_detectors(fold_dir: str, methods: Sequence[str], layer: str, c=None) -> Dict[str, tuple]:
-    return {m: load_detector(fold_dir, m, layer, c) for m in methods}
+def load_detectors(fold_dir: str, methods: Sequence[str], layer: str, c=None,
+                   folds: Sequence[str] = ()) -> Dict[str, tuple]:
+    return {m: load_detector(fold_dir, m, layer, c, folds) for m in methods}

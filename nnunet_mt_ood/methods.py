@@ -5,7 +5,9 @@ Files (open formats):
 - spectral: ``spectral_signatures_<layer>.npz`` (``signatures``, float64 (n_cases, channels)) and ``.json``
   (case ids, source datasets, tau, C, leave-one-out scores, layer, model);
 - mahalanobis, knn: ``ood_fit_<method>_<POOLED_LAYER>.npz`` (``features``: per-image channel means) and ``.json``;
-- msp, entropy, mcdropout: ``ood_fit_<method>.json`` (training scores, tau, C, ...).
+- msp, entropy, mcdropout: ``ood_fit_<method>.json`` (training scores, tau, C, ...);
+- ensemble (several folds of one model, ``-f 0 1 ...``): ``ood_fit_ensemble_folds_<f1>_<f2>....json`` in the
+  model folder (beside the fold folders), as the fit belongs to no single fold.
 """
 import os
 from dataclasses import dataclass
@@ -22,7 +24,8 @@ MC_DROPOUT_SAMPLES = 10
 @dataclass(frozen=True)
 class OODMethod:
     name: str
-    needs: str  # from the prediction: "gram" (spectral layer), "pooled" (channel means), "softmax", "mc_dropout"
+    needs: str  # from the prediction: "gram" (spectral layer), "pooled" (channel means), "softmax", "mc_dropout",
+    # "folds" (one segmentation per fold of an ensemble)
     detector: type  # fit(values) / score(values) with threshold_, constructed with C
     stem: str  # file name stem in the fold folder; {layer}: the spectral layer
     npz_key: Optional[str] = None  # the training values' array in the .npz; None: scores kept in the .json
@@ -34,9 +37,13 @@ class OODMethod:
         recorded = fit_meta or {}
         return self.detector(c, **{o: recorded[o] for o in self.options if o in recorded})
 
-    def paths(self, fold_dir: str, layer: str) -> Tuple[str, str]:
-        """(.npz, .json) of this method's fit in a fold folder."""
-        stem = os.path.join(fold_dir, self.stem.format(layer=layer))
+    @property
+    def needs_several_folds(self) -> bool:
+        return self.needs == "folds"
+
+    def paths(self, fold_dir: str, layer: str, folds: Sequence[str] = ()) -> Tuple[str, str]:
+        """(.npz, .json) of this method's fit in a fold folder (for ensemble: the model folder, and its folds)."""
+        stem = os.path.join(fold_dir, self.stem.format(layer=layer, folds="_".join(map(str, folds))))
         return stem + ".npz", stem + ".json"
 
     def fitted_layer(self, layer: str) -> Optional[str]:
@@ -58,11 +65,13 @@ METHODS: Dict[str, OODMethod] = {m.name: m for m in (
     OODMethod("msp", "softmax", ThresholdDetector, "ood_fit_msp", uses_test_time_mirroring=True),
     OODMethod("entropy", "softmax", ThresholdDetector, "ood_fit_entropy", uses_test_time_mirroring=True),
     OODMethod("mcdropout", "mc_dropout", ThresholdDetector, "ood_fit_mcdropout"),
+    OODMethod("ensemble", "folds", ThresholdDetector, "ood_fit_ensemble_folds_{folds}", uses_test_time_mirroring=True),
 )}
 
 
 def predictor_options(methods: Sequence[str], layer: str, mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
     """Keyword arguments of OODPredictor.enable_ood for the requested methods."""
     needs = {METHODS[m].needs for m in methods}
-    return {"layer": layer, "layers": [POOLED_LAYER] if "pooled" in needs else [],
-            "softmax_scores": "softmax" in needs, "mc_dropout_samples": mc_samples if "mc_dropout" in needs else 0}
+    return {"layer": None if needs == {"folds"} else layer, "layers": [POOLED_LAYER] if "pooled" in needs else [],
+            "softmax_scores": "softmax" in needs, "mc_dropout_samples": mc_samples if "mc_dropout" in needs else 0,
+            "fold_disagreement": "folds" in needs}

@@ -8,9 +8,11 @@ probabilities are exactly nnU-Net's:
 - ``_internal_predict_sliding_window_return_logits``: starts the feature accumulators (again after
   nnU-Net's out-of-memory fallback to the CPU);
 - ``_internal_maybe_mirror_and_predict``: arms the feature hooks for the window's un-mirrored pass;
-- ``predict_sliding_window_return_logits``: finishes the image's Gram matrices and channel sums;
+- ``predict_sliding_window_return_logits``: finishes the image's Gram matrices and channel sums; for a fold
+  ensemble (nnU-Net calls it once per fold, in ``list_of_parameters`` order) keeps each fold's segmentation;
 - ``predict_logits_from_preprocessed_data``: stores the case's results (signature, pooled features,
-  softmax scores, MC-dropout score) and, for voxel maps, the case's MC-dropout mean probabilities.
+  softmax scores, MC-dropout score, fold disagreement) and, for voxel maps, the case's MC-dropout mean
+  probabilities. The logits it returns are nnU-Net's (for several folds: their mean, as nnUNetv2_predict).
 
 ``mc_dropout_probabilities_in_image_space`` takes those back to the input image's grid with nnU-Net's own
 preprocessor (for the crop and transpose of the case) and export function.
@@ -27,7 +29,8 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.network import DropoutConv3d
-from nnunet_mt_ood.baselines import foreground_entropy, max_softmax_score, mean_entropy
+from nnunet_mt_ood.baselines import (foreground_entropy, max_softmax_score, mean_entropy, mean_pairwise_dice,
+                                     voxel_disagreement)
 from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator
 from nnunet_mt_ood.signatures import signature_from_gram
 
@@ -40,16 +43,27 @@ class OODPredictor(nnUNetPredictor):
 
     For the spectral layer L: ``signature_L`` and ``pooled_L`` (channel means); for each further layer in
     ``layers``: ``pooled_L`` only (streamed without a Gram matrix or upsampling); with softmax scores:
-    ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``.
+    ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``; with fold disagreement (several folds):
+    ``ensemble`` (1 - mean pairwise Dice of the folds' segmentations) and ``ensemble_disagreement``.
     """
 
-    def enable_ood(self, layer: str = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
-                          mc_dropout_samples: int = 0, keep_mc_probabilities: Optional[str] = None) -> "OODPredictor":
+    def enable_ood(self, layer: Optional[str] = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
+                   mc_dropout_samples: int = 0, keep_mc_probabilities: Optional[str] = None,
+                   fold_disagreement: bool = False) -> "OODPredictor":
         """Call after initialization (needs the network). Raises ValueError for a layer the network lacks.
-        keep_mc_probabilities: a folder where each case's MC-dropout mean probabilities (preprocessed grid)
-        are kept as <case>.npy, for voxel maps."""
+        layer: the spectral layer (None: no Gram matrix). keep_mc_probabilities: a folder where each case's
+        MC-dropout mean probabilities (preprocessed grid) are kept as <case>.npy, for voxel maps.
+        fold_disagreement: the folds' segmentations are compared (needs two or more folds, and then nothing
+        else, as every other score belongs to one model)."""
         if len(self.configuration_manager.patch_size) != 3:
             raise ValueError("OOD scores need a 3D configuration (3d_fullres, 3d_lowres, ...)")
+        several = len(self.list_of_parameters) > 1
+        if fold_disagreement and not several:
+            raise ValueError("the ensemble score needs two or more folds (-f 0 1 ...)")
+        if several and (not fold_disagreement or layer or layers or softmax_scores or mc_dropout_samples):
+            raise ValueError("OOD scores other than ensemble belong to one model: predict with a single fold")
+        self.fold_disagreement = fold_disagreement
+        self._fold_segmentations: list = []
         self.layer = layer
         self.results: Dict[str, dict] = {}
         self.softmax_scores = softmax_scores
@@ -64,7 +78,7 @@ class OODPredictor(nnUNetPredictor):
         self._captures = {}
         self._accumulators: Dict[str, object] = {}
         self._grams: Dict[str, tuple] = {}
-        for name in dict.fromkeys([layer, *layers]):
+        for name in dict.fromkeys([n for n in (layer, *layers) if n]):
             self._captures[name] = FeatureCapture(self.network, name, lambda f, n=name: self._on_features(n, f))
         return self
 
@@ -87,8 +101,9 @@ class OODPredictor(nnUNetPredictor):
         return inputs, outputs, previous_stage
 
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
-        if len(self.list_of_parameters) != 1:
+        if len(self.list_of_parameters) != 1 and not self.fold_disagreement:
             raise ValueError("OOD scores belong to one model: predict with a single fold")
+        self._fold_segmentations = []
         logits = super().predict_logits_from_preprocessed_data(data)
         case = self._current_case
         if case is None and self._pending_cases:  # sequential path: cases come in list order
@@ -134,6 +149,9 @@ class OODPredictor(nnUNetPredictor):
             gram = acc.finish() if isinstance(acc, GramAccumulator) else None
             self._grams[name] = (None if gram is None else gram.cpu().numpy(), acc.channel_sums.cpu().numpy(),
                                  acc.voxels)
+        if self.fold_disagreement and self._collecting:  # one call per fold (nnU-Net's loop over the folds)
+            segmentation = self.label_manager.convert_logits_to_segmentation(logits.float().cpu())
+            self._fold_segmentations.append(np.asarray(segmentation, dtype=np.int16))
         return logits
 
     def _on_features(self, layer: str, features: torch.Tensor) -> None:
@@ -189,6 +207,12 @@ class OODPredictor(nnUNetPredictor):
             mean = self.mc_dropout_mean_probabilities(data, self.mc_dropout_samples)
             results["mcdropout"] = foreground_entropy(mean)
             self._last_mc_probabilities = mean if self.keep_mc_probabilities else None  # held only for maps
+        if self.fold_disagreement:
+            folds = self._fold_segmentations
+            if len(folds) != len(self.list_of_parameters):
+                raise RuntimeError(f"{len(folds)} fold segmentations for {len(self.list_of_parameters)} folds")
+            results["ensemble"] = 1.0 - mean_pairwise_dice(folds, self.label_manager.foreground_labels)
+            results["ensemble_disagreement"] = voxel_disagreement(folds)
         return results
 
     def mc_dropout_probabilities_in_image_space(self, case_files: Sequence[str], mean_probabilities: np.ndarray):
@@ -206,8 +230,13 @@ class OODPredictor(nnUNetPredictor):
         return probabilities
 
     def image_results(self, data: torch.Tensor) -> dict:
-        """Results for one preprocessed image (c, x, y, z) with the network's current weights."""
-        logits = self.predict_sliding_window_return_logits(data)
+        """Results for one preprocessed image (c, x, y, z) with the network's current weights (with fold
+        disagreement: with each fold's weights, as nnU-Net's ensemble prediction)."""
+        if self.fold_disagreement:
+            self._fold_segmentations = []
+            logits = nnUNetPredictor.predict_logits_from_preprocessed_data(self, data)
+        else:
+            logits = self.predict_sliding_window_return_logits(data)
         return self.last_results(data, logits.cpu())
 
     def image_signature(self, data: torch.Tensor) -> np.ndarray:

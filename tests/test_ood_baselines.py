@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from nnunet_mt_ood.baselines import (KNNDetector, MahalanobisDetector, ThresholdDetector, foreground_entropy,
-                                     ledoit_wolf_covariance, max_softmax_score, mean_entropy)
+                                     ledoit_wolf_covariance, max_softmax_score, mean_entropy, mean_pairwise_dice,
+                                     voxel_disagreement)
 
 
 def test_entropy_scores_by_hand():
@@ -69,3 +70,28 @@ def test_knn_known_answer_scale_invariance_and_sklearn():
         np.testing.assert_allclose(det.train_scores_, ref.kneighbors(ux)[0][:, k])  # itself first, then k others
     with pytest.raises(ValueError, match="at least 4"):
         KNNDetector(k=3).fit(x[:3])
+
+
+def test_fold_ensemble_agreement_by_hand():
+    # three folds' segmentations of a 1 x 2 x 4 image, labels 0 (background), 1, 2
+    a = np.array([[[1, 1, 2, 0], [0, 0, 0, 0]]])
+    b = np.array([[[1, 0, 2, 2], [0, 0, 0, 0]]])
+    c = a.copy()
+    # a-b: label 1 Dice 2*1/(2+1) = 2/3, label 2 Dice 2*1/(1+2) = 2/3; a-c: 1, 1; b-c as a-b
+    assert mean_pairwise_dice([a, b], [1, 2]) == pytest.approx(2 / 3)
+    assert mean_pairwise_dice([a, b, c], [1, 2]) == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert mean_pairwise_dice([a, c], [1, 2]) == 1.0
+    # a label no fold predicts counts as agreement; label 3 absent everywhere
+    assert mean_pairwise_dice([a, b], [1, 2, 3]) == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    # foreground somewhere in 4 voxels (a or b > 0); the folds differ on 2 of them (column 1 and column 3)
+    assert voxel_disagreement([a, b]) == pytest.approx(2 / 4)
+    assert voxel_disagreement([a, b, c]) == pytest.approx(2 / 4)
+    assert voxel_disagreement([a, c]) == 0.0
+    empty = np.zeros_like(a)
+    assert voxel_disagreement([empty, empty]) == 0.0 and mean_pairwise_dice([empty, empty], [1, 2]) == 1.0
+    with pytest.raises(ValueError):
+        mean_pairwise_dice([a], [1])
+    with pytest.raises(ValueError):
+        voxel_disagreement([a])
+    with pytest.raises(ValueError):
+        mean_pairwise_dice([a, a[:, :1]], [1])

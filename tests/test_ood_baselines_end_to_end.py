@@ -134,3 +134,63 @@ def test_save_maps_needs_the_probabilities(dropout_model, tmp_path):
              "-o", str(out), *common, "--method", "spectral", "-npp", "0", "-nps", "0", "--save_maps"], env, check=False)
     assert r.returncode == 2 and "--save_maps needs --save_probabilities" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_ensemble_of_two_folds_scores_disagreement_and_writes_nnunets_ensemble(dropout_model, tmp_path, capsys):
+    """--method ensemble with -f 0 1: fold 1 is fold 0's checkpoint with noise added to its weights (training a
+    second fold is too slow for CI). The segmentation and probabilities written are those of
+    `nnUNetv2_predict -f 0 1`; the score is 1 - Dice between the folds; the fit sits in the model folder."""
+    import shutil
+    import SimpleITK as sitk
+    import torch
+    root, env, _ = dropout_model
+    model = f"{TRAINER}__nnUNetPlans__3d_fullres"
+    results = tmp_path / "res" / "Dataset012_CorticalPlateMR"
+    source = root / "res" / "Dataset012_CorticalPlateMR" / model
+    shutil.copytree(source, results / model, ignore=shutil.ignore_patterns("validation", "*.npz", "ood_fit*"))
+    shutil.copytree(results / model / "fold_0", results / model / "fold_1")
+    checkpoint = torch.load(results / model / "fold_1/checkpoint_final.pth", map_location="cpu", weights_only=False)
+    generator = torch.Generator().manual_seed(0)
+    for name, weights in checkpoint["network_weights"].items():
+        if weights.is_floating_point() and weights.ndim > 1:  # convolution kernels: 30 % noise
+            weights += 0.3 * weights.std() * torch.randn(weights.shape, generator=generator)
+    torch.save(checkpoint, results / model / "fold_1/checkpoint_final.pth")
+    env = dict(env, nnUNet_results=str(tmp_path / "res"))
+    common = ["-d", "12", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "1", "-device", "cpu", "--disable_tta"]
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", "ensemble"], env)
+    fit = json.load(open(results / model / "ood_fit_ensemble_folds_0_1.json"))
+    splits = json.load(open(root / "pre/Dataset012_CorticalPlateMR/splits_final.json"))
+    assert fit["case_ids"] == [c for c in splits[0]["train"] if c in splits[1]["train"]]  # trained on by both
+    assert fit["model"]["folds"] == ["0", "1"] and len(fit["train_scores"]) == len(fit["case_ids"]) >= 3
+    assert f"ensemble: {len(fit['case_ids'])} training images" in r.stdout
+
+    images = root / "raw/Dataset012_CorticalPlateMR/imagesTs"
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(images), "-o", str(ours), *common,
+         "--method", "ensemble", "-npp", "0", "-nps", "0", "--save_probabilities", "--save_maps"], env)
+    run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(images), "-o", str(theirs), "-d", "12", "-c", "3d_fullres",
+         "-tr", TRAINER, "-f", "0", "1", "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0",
+         "--save_probabilities"], env)
+    report = json.load(open(ours / "ood_scores.json"))
+    assert set(report["methods"]) == {"ensemble"} and len(report["cases"]) == 4
+    for row in report["cases"]:
+        case = row["case"]
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(ours / f"{case}.nii.gz"))),
+                                      sitk.GetArrayFromImage(sitk.ReadImage(str(theirs / f"{case}.nii.gz"))))
+        np.testing.assert_array_equal(np.load(ours / f"{case}.npz")["probabilities"],
+                                      np.load(theirs / f"{case}.npz")["probabilities"])
+        assert 0 <= row["ensemble_score"] <= 1 and 0 <= row["ensemble_disagreement"] <= 1
+        assert (row["ensemble_score"] > 0) == (row["ensemble_disagreement"] > 0)
+        assert row["ensemble_is_ood"] == (row["ensemble_score"] > report["methods"]["ensemble"]["tau"])
+    assert max(row["ensemble_score"] for row in report["cases"]) > 0  # the noisy fold disagrees somewhere
+    assert sorted(p.name for p in (ours / "maps").iterdir()) == sorted(
+        f"{row['case']}_entropy.nii.gz" for row in report["cases"])  # of the ensemble's probabilities
+
+    from nnunet_mt_ood.cli import main  # refusals come before any model is read
+    capsys.readouterr()
+    assert main(["score", "-i", str(images), "-o", str(tmp_path / "x"), *common, "--method", "spectral"]) == 2
+    assert "spectral belong(s) to one model: give one fold" in capsys.readouterr().err
+    assert main(["fit", *common[:8], *common[9:], "--method", "ensemble"]) == 2  # -f 0
+    assert "--method ensemble needs two or more folds" in capsys.readouterr().err
+    assert main(["fit", *common, "--method", "ensemble", "msp"]) == 2
+    assert not (tmp_path / "x").exists()

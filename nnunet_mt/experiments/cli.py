@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     k.add_argument("--train", nargs="+", required=True, metavar="DATASET[:LABELS]", help="in-distribution datasets")
     k.add_argument("--ood", nargs="+", required=True, metavar="DATASET", help="held-out OOD datasets "
                    "(their imagesTs, or imagesTr when they have no test split)")
-    k.add_argument("--methods", nargs="+", default=["spectral", "mcdropout"], choices=list(METHODS),
+    k.add_argument("--methods", nargs="+", default=["spectral", "mcdropout"],
+                   choices=[m for m, spec in METHODS.items() if not spec.needs_several_folds],
                    help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
     k.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
                    help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
