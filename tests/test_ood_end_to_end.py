@@ -148,23 +148,26 @@ def test_training_fits_signatures_next_to_checkpoint(trained):
 
 
 def test_fit_command_bottleneck_layer(trained, tmp_path):
+    """`fit --layer bottleneck` through the CLI, on one part of the training images (the whole fit is 51 images
+    of ~2 s each; parts merge exactly: tests/test_scale_out.py)."""
     root, env = trained
     fold = _fold_dir(root)
-    saved = {f: (fold / f).read_bytes() for f in ("spectral_signatures_last.npz", "spectral_signatures_last.json")}
     auto = np.load(fold / "spectral_signatures_last.npz")["signatures"]
+    # (the last-layer refit from checkpoint_final.pth equals these to 1e-6: tests/test_scale_out.py, in parts)
+    assert auto.shape == (51, 14)
     try:
-        # (the last-layer refit from checkpoint_final.pth equals these to 1e-6: tests/test_scale_out.py, in parts)
-        assert auto.shape == (51, 14)
         r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", "-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
-             "-device", "cpu", "--layer", "bottleneck"], env)
-        assert "spectral: 51 training images, bottleneck layer, 112 values each" in r.stdout
-        bottleneck = json.load(open(fold / "spectral_signatures_bottleneck.json"))
-        assert bottleneck["layer"] == "bottleneck" and bottleneck["n_channels"] == 14 * 8  # 4 stages: 14 * 2**3
+                 "-device", "cpu", "--layer", "bottleneck", "-num_parts", "8", "-part_id", "0"], env)
+        assert "part 0 of 8: 7 of 51 training images" in r.stdout
+        with np.load(fold / "ood_fit_parts/part_0_of_8.npz") as part:
+            signatures = part["values_spectral"]
+        assert signatures.shape == (7, 14 * 8)  # 4 stages: 14 * 2**3 bottleneck channels
+        np.testing.assert_allclose(np.linalg.norm(signatures, axis=1), 1.0, rtol=1e-9)  # L2-normalised
+        assert json.loads((fold / "ood_fit_parts/part_0_of_8.json").read_text())["layer"] == "bottleneck"
+        assert not (fold / "spectral_signatures_bottleneck.json").exists()  # a part alone fits nothing
     finally:
-        for f, content in saved.items():
-            (fold / f).write_bytes(content)
-        for f in ("spectral_signatures_bottleneck.npz", "spectral_signatures_bottleneck.json"):
-            (fold / f).unlink(missing_ok=True)
+        for ending in (".npz", ".json"):
+            (fold / f"ood_fit_parts/part_0_of_8{ending}").unlink(missing_ok=True)
 
 
 def test_score_writes_nnunet_outputs_and_ood_report(predicted, tmp_path):
