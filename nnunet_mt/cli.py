@@ -46,6 +46,8 @@ def _calibrate(args) -> None:
             raise InputError("--apply needs -o OUT_DIR (a new folder for the calibrated copy)")
         apply_to_folder(args.d, args.c, args.f, args.tr, args.p, args.apply, args.o)
     else:
+        from nnunet_mt.prediction_temperature import refuse_prediction_temperature
+        refuse_prediction_temperature("nnunet_mt calibrate (it fits T on the model's own probabilities)")
         calibrate(args.d, args.c, args.f, args.tr, args.p, args.roi, args.per_source, args.device, not args.disable_tta)
 
 

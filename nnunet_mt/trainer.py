@@ -41,6 +41,7 @@ from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.merge import PROVENANCE_KEY, case_sources
 from nnunet_mt.network import build_residual_unet
+from nnunet_mt.prediction_temperature import refuse_temperature_in_training, with_prediction_temperature
 from nnunet_mt.sampling import case_sampling_probabilities, source_shares
 from nnunet_mt.schedule import has_converged, plateau_learning_rate
 
@@ -86,6 +87,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
+        refuse_temperature_in_training()
         # The patch and batch size belong to the recipe, not to nnU-Net's planner. Writing them into the
         # plans makes nnU-Net save them in the results folder's plans.json, which prediction reads.
         plans["configurations"][configuration]["patch_size"] = list(self.patch_size_voxels)
@@ -109,8 +111,9 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = False) -> nn.Module:
-        return build_residual_unet(num_input_channels, num_output_channels, configuration_manager.patch_size,
-                                   dropout_p=cls.dropout_p)
+        network = build_residual_unet(num_input_channels, num_output_channels, configuration_manager.patch_size,
+                                      dropout_p=cls.dropout_p)
+        return with_prediction_temperature(network)  # opt-in: $nnUNet_mt_temperature (prediction only)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # the network has no deep supervision outputs

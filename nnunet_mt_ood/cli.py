@@ -407,7 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_guarded(f"nnunet_mt_ood {args.command}", lambda: args.func(args))
+
+    def action():
+        if args.command in ("fit", "score"):  # they build the network (and apply the model's T themselves)
+            from nnunet_mt.prediction_temperature import refuse_prediction_temperature
+            refuse_prediction_temperature(f"nnunet_mt_ood {args.command} (it applies the model's temperature itself)")
+        args.func(args)
+    return run_guarded(f"nnunet_mt_ood {args.command}", action)
 
 
 if __name__ == "__main__":

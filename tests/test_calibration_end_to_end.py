@@ -86,3 +86,36 @@ def test_apply_calibrates_a_copy_of_an_nnunet_prediction_folder(calibrated, pred
         assert (tmp_path / "applied" / f"{case}.nii.gz").read_bytes() == before[f"{case}.nii.gz"]
     again = run(apply, env, check=False)  # the copy exists: refused, nothing touched
     assert again.returncode == 2 and "exists" in again.stderr.strip().splitlines()[-1]
+
+
+def test_plain_nnunetv2_predict_opt_in_temperature(calibrated, predicted, tmp_path):
+    """$nnUNet_mt_temperature=<fold>/temperature.json: plain nnUNetv2_predict (mirroring on, as the session's
+    prediction) saves temperature-scaled probabilities and the same segmentation; unset, it is the session's
+    own prediction. A bad value, training, and our own commands are refused with one line (exit 2)."""
+    root, env, fold, fit, _ = calibrated
+    _, uncalibrated = predicted
+    predict = [os.path.join(BIN, "nnUNetv2_predict"), "-i", str(root / "pred_inputs"), "-d", "500", "-c", "3d_fullres",
+               "-f", "0", "-tr", TRAINER, "-npp", "0", "-nps", "0", "-device", "cpu", "--save_probabilities"]
+    r = run(predict + ["-o", str(tmp_path / "t")], dict(env, nnUNet_mt_temperature=str(fold / "temperature.json")))
+    t = fit["temperature"]
+    assert f"nnunet_mt: logits divided by T = {t:.4g}" in r.stdout and t != 1.0
+    for case in CASES:
+        segs = [sitk.GetArrayFromImage(sitk.ReadImage(str(d / f"{case}.nii.gz"))) for d in (tmp_path / "t", uncalibrated)]
+        assert np.array_equal(*segs)
+        raw = np.load(uncalibrated / f"{case}.npz")["probabilities"]
+        scaled = np.load(tmp_path / "t" / f"{case}.npz")["probabilities"]
+        # softmax(logits / T) against softmax(log p / T) of the saved float32 p (clipped at 1e-7): equal up
+        # to the clipping of near-zero probabilities
+        np.testing.assert_allclose(scaled, scale_probabilities(raw, t), atol=2e-3)
+        assert np.median(np.abs(scaled - scale_probabilities(raw, t))) < 1e-5
+        assert not np.allclose(scaled, raw, atol=1e-3)
+
+    bad = run(predict + ["-o", str(tmp_path / "bad")], dict(env, nnUNet_mt_temperature="-1"), check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == ("nnunet_mt: error: nnUNet_mt_temperature=-1: the temperature must "
+                                                   "be a finite number > 0 (got -1.0)")
+    refused = run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(root / "pred_inputs"), "-o",
+                   str(tmp_path / "s"), "-d", "500", "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-device", "cpu"],
+                  dict(env, nnUNet_mt_temperature="1.5"), check=False)
+    assert refused.returncode == 2 and "it is for plain nnUNetv2_predict only" in refused.stderr
+    assert not (tmp_path / "s").exists()

@@ -75,3 +75,44 @@ def test_temperature_1_is_the_identity_and_t_must_be_positive():
     assert np.allclose(scale_probabilities(p, 1.0), p, atol=1e-6)
     with pytest.raises(ValueError):
         scale_probabilities(p, 0.0)
+
+
+def test_prediction_temperature_from_the_environment(tmp_path, monkeypatch, capsys):
+    import json
+    import torch
+    from nnunet_mt.errors import InputError
+    from nnunet_mt.prediction_temperature import (ENV, divide_logits, temperature_from_environment,
+                                                  with_prediction_temperature)
+    monkeypatch.delenv(ENV, raising=False)
+    assert temperature_from_environment() is None
+    monkeypatch.setenv(ENV, "0.5")
+    assert temperature_from_environment() == 0.5
+    fit = tmp_path / "temperature.json"
+    fit.write_text(json.dumps({"temperature": 1.25, "region": "whole image", "cases": ["a"]}))
+    monkeypatch.setenv(ENV, str(fit))
+    assert temperature_from_environment() == 1.25
+    for bad, needle in (("0", "> 0"), ("nan", "> 0"), ("inf", "> 0"), (str(tmp_path / "missing.json"), "neither"),
+                        (str(tmp_path), "neither")):
+        monkeypatch.setenv(ENV, bad)
+        with pytest.raises(InputError, match=needle):
+            temperature_from_environment()
+    fit.write_text("{}")
+    monkeypatch.setenv(ENV, str(fit))
+    with pytest.raises(InputError, match="not a temperature.json"):
+        temperature_from_environment()
+    # the hook divides every output, tensor or list; the weights are untouched
+    net = torch.nn.Conv3d(1, 2, 1)
+    x = torch.randn(1, 1, 2, 2, 2)
+    before = net(x)
+    handle = divide_logits(net, 2.0)
+    torch.testing.assert_close(net(x), before / 2.0)
+    handle.remove()
+    torch.testing.assert_close(net(x), before)
+    monkeypatch.setenv(ENV, "4")
+    capsys.readouterr()
+    torch.testing.assert_close(with_prediction_temperature(net)(x), before / 4.0)
+    assert "logits divided by T = 4" in capsys.readouterr().out
+    monkeypatch.setenv(ENV, "x")
+    with pytest.raises(SystemExit) as stop:
+        with_prediction_temperature(torch.nn.Identity())
+    assert stop.value.code == 2 and "nnUNet_mt_temperature=x" in capsys.readouterr().err

@@ -74,6 +74,14 @@ def test_a_failing_ood_fit_never_costs_the_training(preprocessed, monkeypatch):
             "-tr nnUNetTrainerMultiTaskSmoke -p nnUNetPlans -device cpu") in log
 
 
+def test_training_refuses_a_prediction_temperature(preprocessed, monkeypatch, capsys):
+    """$nnUNet_mt_temperature (for plain nnUNetv2_predict) must never scale the logits of a training run."""
+    monkeypatch.setenv("nnUNet_mt_temperature", "1.5")
+    with pytest.raises(SystemExit) as stop:
+        _trainer(preprocessed[0], "nnUNetTrainerMultiTaskSmoke", monkeypatch)
+    assert stop.value.code == 2 and "unset it for training" in capsys.readouterr().err
+
+
 def _final_log(results, name):
     fold = results / "Dataset520_Resume" / f"{name}__nnUNetPlans__3d_fullres" / "fold_0"
     ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)

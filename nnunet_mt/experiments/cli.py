@@ -91,6 +91,8 @@ def run_experiment(args) -> None:
     from nnunet_mt.experiments import protocols
     from nnunet_mt.experiments.jobs import Job, format_jobs, run_jobs
     from nnunet_mt.experiments.tables import segmentation_table
+    from nnunet_mt.prediction_temperature import refuse_prediction_temperature
+    refuse_prediction_temperature("nnunet_mt experiment (it trains and predicts with nnU-Net's commands)")
     setup = _setup(args)
     if args.kind == "joint-vs-dedicated":
         jobs, rows = protocols.joint_vs_dedicated(setup, args.d)
