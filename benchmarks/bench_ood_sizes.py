@@ -1,6 +1,6 @@
 """`nnunet_mt_ood score` per OOD method against `nnUNetv2_predict`, on images of growing size (issue 18).
 
-    .venv/bin/python benchmarks/bench_ood_sizes.py [--work /tmp/ood_sizes] [--sizes 64 128 192] [--json F]
+    .venv/bin/python benchmarks/bench_ood_sizes.py [--work /tmp/ood_sizes] [--sizes 64 128 192] [--repeats 3] [--json F]
 
 Builds its own model first (skipped when --work already holds it): the demo's cortical-plate MR dataset
 (Dataset012), planned and preprocessed by nnU-Net, trained for 2 epochs with the CPU recipe and dropout
@@ -8,11 +8,14 @@ Builds its own model first (skipped when --work already holds it): the demo's co
 trained), every method fitted on its training images. Then, per size, one cube of that many voxels per
 side at the model's spacing (`gpu_check.py volume`): `nnUNetv2_predict`, and `nnunet_mt_ood score` with each
 method alone, every command a separate process (-npp 0 -nps 0 --disable_tta -device cpu). Reported: wall
-time and peak resident memory (os.wait4) and their ratios to `nnUNetv2_predict` on the same image.
+time and peak resident memory (os.wait4) and their ratios to `nnUNetv2_predict` on the same image; with
+--repeats N, the commands run N times in turn (predict, then each method) and the table gives the median
+wall time, its range, and the largest peak memory.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -46,6 +49,7 @@ def main():
     parser.add_argument("--work", default="/tmp/ood_sizes", help="scratch folder (reused)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 192], help="cube edges in voxels")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every command, in turn (default 1)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     work = os.path.abspath(args.work)
@@ -68,16 +72,23 @@ def main():
                             os.path.join(images, "cube_0000.nii.gz"), "--shape", str(size), str(size), str(size),
                             "--like", like, "--plans", os.path.join(model, "plans.json")], check=True)
         out = os.path.join(work, "out", str(size))
-        t0, m0 = _run([f"{BIN}/nnUNetv2_predict", "-i", images, "-o", f"{out}/predict", *common], env)
-        runs = [("nnUNetv2_predict", t0, m0)]
-        for method in args.methods:
-            t, m = _run([f"{BIN}/nnunet_mt_ood", "score", "-i", images, "-o", f"{out}/{method}", *common,
-                         "--method", method, "--mc_samples", str(MC_SAMPLES)], env)
-            runs.append((f"score {method}", t, m))
-        for name, t, m in runs:
-            rows.append({"size": size, "command": name, "wall_s": t, "peak_rss_mib": m,
+        commands = [("nnUNetv2_predict", [f"{BIN}/nnUNetv2_predict", "-i", images, "-o", f"{out}/predict", *common])]
+        commands += [(f"score {method}", [f"{BIN}/nnunet_mt_ood", "score", "-i", images, "-o", f"{out}/{method}",
+                                          *common, "--method", method, "--mc_samples", str(MC_SAMPLES)])
+                     for method in args.methods]
+        walls, peaks = {name: [] for name, _ in commands}, {name: [] for name, _ in commands}
+        for _ in range(args.repeats):
+            for name, argv in commands:
+                t, m = _run(argv, env)
+                walls[name].append(t)
+                peaks[name].append(m)
+        t0, m0 = statistics.median(walls["nnUNetv2_predict"]), max(peaks["nnUNetv2_predict"])
+        for name, _ in commands:
+            t, m = statistics.median(walls[name]), max(peaks[name])
+            rows.append({"size": size, "command": name, "wall_s": t, "wall_s_runs": walls[name], "peak_rss_mib": m,
                          "wall_ratio": t / t0, "memory_ratio": m / m0})
-            print(f"| {size}^3 | {name} | {t:.1f} | {m:.0f} | {t / t0:.2f} | {m / m0:.2f} |", flush=True)
+            spread = f" ({min(walls[name]):.1f}-{max(walls[name]):.1f})" if args.repeats > 1 else ""
+            print(f"| {size}^3 | {name} | {t:.1f}{spread} | {m:.0f} | {t / t0:.2f} | {m / m0:.2f} |", flush=True)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
