@@ -170,6 +170,12 @@ def test_ood_experiment(joint_vs_dedicated):
     jobs = experiment(env, *args, "--print-jobs").stdout
     assert f"nnUNetv2_train 500 3d_fullres 0 -tr {TRAINER}_dropout -device cpu --c" in jobs
     assert f"-tr {TRAINER}_dropout" in jobs and "--method mcdropout" in jobs
+    # --ensemble_folds: the other fold trained, the ensemble fitted, scored on the same images, evaluated
+    jobs = experiment(env, *args, "--methods", "spectral", "--ensemble_folds", "1", "--print-jobs").stdout
+    assert f"nnUNetv2_train 500 3d_fullres 1 -tr {TRAINER} -device cpu --c" in jobs
+    assert f"nnunet_mt_ood fit -d Dataset500_MultiTask -c 3d_fullres -tr {TRAINER} -p nnUNetPlans -f 0 1 " in jobs
+    assert jobs.count("--method ensemble") == 3  # fit, and the in-distribution and OOD folders scored
+    assert str(out / "table_IV_ensemble") in jobs and str(out / "scores_ensemble/Dataset014_HippocampusMR") in jobs
 
 
 def test_taken_dataset_id_is_refused(joint_vs_dedicated):

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
                    help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
     k.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
                    help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
+    k.add_argument("--ensemble_folds", nargs="+", metavar="FOLD", default=[],
+                   help="also train these folds of the same model and evaluate the fold ensemble (the experiment's "
+                        "fold + these) on the same images: table_IV_ensemble (OOD and failure detection)")
     _common(k)
 
 
@@ -99,7 +102,8 @@ def run_experiment(args) -> None:
     elif args.kind == "transfer":
         jobs, rows = protocols.transfer(setup, args.d, args.chains)
     else:
-        jobs, result = protocols.ood(setup, args.train, args.ood, args.methods, mc_samples=args.mc_samples)
+        jobs, result = protocols.ood(setup, args.train, args.ood, args.methods, mc_samples=args.mc_samples,
+                                     ensemble_folds=args.ensemble_folds)
     if args.print_jobs:
         if args.kind != "ood":  # the last job writes the tables from the finished steps
             argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print-jobs"] + ["--tables-only"]
@@ -116,6 +120,8 @@ def run_experiment(args) -> None:
         if missing:
             raise InputError(f"{missing[0]}: not written yet; run the experiment without --tables-only")
         print(f"OOD detection table: {result['evaluation'][:-5]}.md, figure {result['evaluation'][:-5]}.png")
+        if "ensemble_evaluation" in result:
+            print(f"Fold ensemble: {result['ensemble_evaluation'][:-5]}.md")
         return
     os.makedirs(setup.output, exist_ok=True)
     title = {"joint-vs-dedicated": "Table II: one joint model vs a dedicated model per dataset",

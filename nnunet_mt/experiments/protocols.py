@@ -11,7 +11,7 @@ chain prefix), so a rerun, another experiment or a later ``nnUNetv2_predict`` re
 """
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_mt.errors import InputError
@@ -307,9 +307,12 @@ def ood_input(raw: str, dataset: str) -> Tuple[str, str]:
 
 
 def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], methods: Sequence[str],
-        layer: str = "last", mc_samples: int = MC_DROPOUT_SAMPLES) -> Tuple[List[Job], dict]:
+        layer: str = "last", mc_samples: int = MC_DROPOUT_SAMPLES,
+        ensemble_folds: Sequence[str] = ()) -> Tuple[List[Job], dict]:
     """Jobs of tables IV-V: train (or reuse) the joint model, fit, score in-distribution and OOD test images,
-    evaluate. Returns the jobs and the paths of the evaluation outputs."""
+    evaluate. With ensemble_folds: also train those folds of the same model and evaluate the fold ensemble
+    (setup.fold + ensemble_folds) the same way (table_IV_ensemble). Returns the jobs and the paths of the
+    evaluation outputs."""
     sources = load_sources(setup.raw, train_specs)
     outliers = [ood_input(setup.raw, s) for s in ood_specs]
     overlap = {s.name for s in sources} & {name for name, _ in outliers}
@@ -360,4 +363,39 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     jobs.append(Job("evaluate OOD detection (table IV)" + (" and failure detection" if references else ""),
                     ["nnunet_mt_ood", "evaluate"] + score_files + ["--ood"] + ood_lists + references + ["-o", prefix],
                     [prefix + ".json"]))
-    return jobs, {"evaluation": prefix + ".json", "scores": score_files, "model": model}
+    result = {"evaluation": prefix + ".json", "scores": score_files, "model": model}
+    if ensemble_folds:
+        jobs += _ensemble_jobs(setup, model, joint, groups, references, ensemble_folds)
+        result["ensemble_evaluation"] = os.path.join(setup.output, "table_IV_ensemble.json")
+    return jobs, result
+
+
+def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, references,
+                   ensemble_folds: Sequence[str]) -> List[Job]:
+    """The fold-ensemble baseline on the same images: train the other folds, fit, score, evaluate."""
+    folds = list(dict.fromkeys([setup.fold, *ensemble_folds]))
+    if len(folds) < 2:
+        raise InputError(f"--ensemble_folds {' '.join(ensemble_folds)}: give at least one fold besides the "
+                         f"experiment's fold {setup.fold}")
+    jobs = [train_job(replace(setup, fold=f), model, joint) for f in folds[1:]]
+    common = ["-d", joint.folder_name, "-c", setup.configuration, "-tr", model.trainer, "-p", setup.plans,
+              "-f", *folds, "-device", setup.device] + (["--disable_tta"] if setup.disable_tta else [])
+    model_dir = os.path.dirname(model.fold_dir(setup))
+    jobs.append(Job(f"fit the fold ensemble ({' '.join(folds)}) on the images all its folds trained on",
+                    ["nnunet_mt_ood", "fit"] + common + ["--method", "ensemble"],
+                    [METHODS["ensemble"].paths(model_dir, "last", folds)[1]], model.env(setup)))
+    files, ood_lists = [], []
+    for name, input_dir in groups:
+        out = os.path.join(setup.output, "scores_ensemble", name)
+        argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method", "ensemble"]
+        argv += (["-npp", str(setup.npp)] if setup.npp is not None else []) + \
+                (["-nps", str(setup.nps)] if setup.nps is not None else [])
+        files.append(os.path.join(out, "ood_scores.json"))
+        jobs.append(Job(f"score {input_dir} with the fold ensemble", argv, [files[-1]], model.env(setup)))
+        if name != "in_distribution":
+            ood_lists.append(os.path.join(out, "ood_scores.csv"))
+    prefix = os.path.join(setup.output, "table_IV_ensemble")
+    jobs.append(Job("evaluate the fold ensemble" + (" and its failure detection" if references else ""),
+                    ["nnunet_mt_ood", "evaluate"] + files + ["--ood"] + ood_lists + references + ["-o", prefix],
+                    [prefix + ".json"]))
+    return jobs
