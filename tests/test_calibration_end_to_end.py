@@ -90,8 +90,8 @@ def test_apply_calibrates_a_copy_of_an_nnunet_prediction_folder(calibrated, pred
 
 def test_plain_nnunetv2_predict_opt_in_temperature(calibrated, predicted, tmp_path):
     """$nnUNet_mt_temperature=<fold>/temperature.json: plain nnUNetv2_predict (mirroring on, as the session's
-    prediction) saves temperature-scaled probabilities and the same segmentation; unset, it is the session's
-    own prediction. A bad value, training, and our own commands are refused with one line (exit 2)."""
+    prediction) saves temperature-scaled probabilities and the same segmentation up to exact ties; unset, it is
+    the session's own prediction. A bad value and our own commands are refused with one line (exit 2)."""
     root, env, fold, fit, _ = calibrated
     _, uncalibrated = predicted
     predict = [os.path.join(BIN, "nnUNetv2_predict"), "-i", str(root / "pred_inputs"), "-d", "500", "-c", "3d_fullres",
@@ -101,13 +101,16 @@ def test_plain_nnunetv2_predict_opt_in_temperature(calibrated, predicted, tmp_pa
     assert f"nnunet_mt: logits divided by T = {t:.4g}" in r.stdout and t != 1.0
     for case in CASES:
         segs = [sitk.GetArrayFromImage(sitk.ReadImage(str(d / f"{case}.nii.gz"))) for d in (tmp_path / "t", uncalibrated)]
-        assert np.array_equal(*segs)
         raw = np.load(uncalibrated / f"{case}.npz")["probabilities"]
         scaled = np.load(tmp_path / "t" / f"{case}.npz")["probabilities"]
-        # softmax(logits / T) against softmax(log p / T) of the saved float32 p (clipped at 1e-7): equal up
-        # to the clipping of near-zero probabilities
-        np.testing.assert_allclose(scaled, scale_probabilities(raw, t), atol=2e-3)
-        assert np.median(np.abs(scaled - scale_probabilities(raw, t))) < 1e-5
+        # nnU-Net blends the windows' logits in float16: dividing them by T before the blend rounds differently,
+        # so only exact ties (p = 0.5 to float16 precision) may change label
+        flipped = segs[0] != segs[1]
+        assert flipped.mean() < 1e-3 and np.all(np.abs(raw.max(0)[flipped] - 0.5) < 1e-3)
+        # probabilities: softmax(logits / T) against softmax(log p / T) of the saved uncalibrated p; off by more
+        # than rounding only within 2 voxels of the image's faces, where nnU-Net's float16 blending weights are tiny
+        difference = np.abs(scaled - scale_probabilities(raw, t)).max(0)
+        assert np.median(difference) < 1e-4 and difference[3:-3, 3:-3, 3:-3].max() < 5e-3
         assert not np.allclose(scaled, raw, atol=1e-3)
 
     bad = run(predict + ["-o", str(tmp_path / "bad")], dict(env, nnUNet_mt_temperature="-1"), check=False)
