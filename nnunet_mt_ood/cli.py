@@ -43,9 +43,6 @@ def _check_folds(args) -> None:
         others = " ".join(m for m in args.method if m not in ensemble)
         raise InputError(f"-f {' '.join(args.f)}: {others} belong(s) to one model: give one fold (several folds "
                          f"are for --method ensemble alone)")
-    if ensemble and len(ensemble) != len(args.method):
-        raise InputError(f"--method {' '.join(args.method)}: ensemble scores several folds, the others one model: "
-                         f"score them in two runs")
     args.folds, args.f = folds, folds[0]
 
 
