@@ -114,8 +114,9 @@ def _build_stage(stage, root, env):
 
 
 def _listing(root):
-    """Paths two levels below root (e.g. raw/Dataset011_LiverCT), relative."""
-    return {str(p.relative_to(root)) for p in root.glob("*/*")}
+    """Every file below root, relative (a stage also adds files inside folders an earlier stage made: training
+    writes pre/Dataset500_MultiTask/splits_final.json)."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
 def _stage(factory, local_root, stage):
@@ -135,11 +136,8 @@ def _stage(factory, local_root, stage):
         made = json.loads((shared / f".{stage}_built").read_text())
     if local_root != shared:
         for rel in made:
-            if (shared / rel).is_dir():
-                shutil.copytree(shared / rel, local_root / rel)
-            else:
-                (local_root / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(shared / rel, local_root / rel)
+            (local_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(shared / rel, local_root / rel)
 
 
 @pytest.fixture(scope="session")
