@@ -19,7 +19,7 @@ import json
 import os
 import random
 import re
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -66,6 +66,13 @@ class PaperLRSchedule:
         lr = plateau_learning_rate(losses, t.initial_lr, t.epochs_per_window, t.lr_decay)
         for group in t.optimizer.param_groups:
             group["lr"] = lr
+
+
+def visible_device(index: int, visible: Optional[str]) -> str:
+    """CUDA_VISIBLE_DEVICES for a child process that should use this process's cuda:<index> only, given this
+    process's own CUDA_VISIBLE_DEVICES (None or empty: all devices visible)."""
+    devices = [d for d in (visible or "").split(",") if d.strip()]
+    return devices[index].strip() if index < len(devices) else str(index)
 
 
 class nnUNetTrainerMultiTask(nnUNetTrainer):
@@ -248,12 +255,12 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
             self.inference_allowed_mirroring_axes = axes
 
     def fits_ood_on_this_rank(self) -> bool:
-        """Under DDP every rank runs on_train_end; the signatures are computed and written by rank 0 only."""
+        """Under DDP every rank computes a part of the fit; rank 0 (and a single process) also writes the result."""
         return self.fit_ood_after_training and self.local_rank == 0
 
     def on_train_end(self):
         super().on_train_end()
-        if self.fits_ood_on_this_rank():
+        if self.fit_ood_after_training:
             self.fit_ood_isolated()
 
     def ood_fit_command(self) -> list:
@@ -262,33 +269,64 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
                 "-f", str(self.fold), "-tr", type(self).__name__, "-p", self.plans_manager.plans_name,
                 "-device", self.device.type]
 
+    def ood_fit_steps(self) -> List[list]:
+        """The fit commands this process runs, in order: the whole fit; under DDP with W ranks, this rank's part
+        (-num_parts W -part_id rank, run by every rank at once) and, on rank 0 after all parts, --collect."""
+        command = self.ood_fit_command()
+        if not self.is_ddp:
+            return [command]
+        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        steps = [command + ["-num_parts", str(world), "-part_id", str(rank)]]
+        return steps + ([command + ["-num_parts", str(world), "--collect"]] if rank == 0 else [])
+
+    def run_ood_fit_step(self, command: list):
+        """Runs one `nnunet_mt_ood fit` command in its own process (on this rank's GPU under DDP); returns
+        (failure message or None, stdout)."""
+        import subprocess
+        from nnunet_mt.experiments.jobs import console_script
+        env = dict(os.environ)
+        if self.device.type == "cuda" and self.device.index is not None:  # the part runs on this rank's GPU
+            env["CUDA_VISIBLE_DEVICES"] = visible_device(self.device.index, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        try:
+            result = subprocess.run([console_script(command[0])] + command[1:], capture_output=True, text=True,
+                                    env=env)
+        except OSError as e:
+            return f"{type(e).__name__}: {e}", ""
+        if result.returncode != 0:
+            return f"exit code {result.returncode}: " + \
+                ((result.stderr or result.stdout).strip().splitlines() or [""])[-1], result.stdout
+        return None, result.stdout
+
     def fit_ood_isolated(self) -> None:
         """The spectral fit, as `nnunet_mt_ood fit` in its own process on checkpoint_final.pth (written by
-        nnU-Net's on_train_end before this runs), timed. A failure (including a crash or running out of
-        memory) is logged with the command that redoes it and never stops nnU-Net's final validation."""
+        nnU-Net's on_train_end before this runs), timed; under DDP split across the ranks (each fits its part
+        of the training images, rank 0 collects), so no rank waits for the whole fit. A failure (including a
+        crash or running out of memory) is logged with the command that redoes it and never stops nnU-Net's
+        final validation."""
         import shlex
-        import subprocess
         import time
-        from nnunet_mt.experiments.jobs import console_script
-        command = self.ood_fit_command()
-        argv = [console_script(command[0])] + command[1:]
+        steps = self.ood_fit_steps()
         start = time.time()
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True)
-            failure = None if result.returncode == 0 else \
-                f"exit code {result.returncode}: " + ((result.stderr or result.stdout).strip().splitlines() or [""])[-1]
-        except OSError as e:
-            result, failure = None, f"{type(e).__name__}: {e}"
+        if self.is_ddp:
+            torch.distributed.barrier()  # rank 0 has written checkpoint_final.pth
+        failure, stdout = self.run_ood_fit_step(steps[0])
+        if self.is_ddp:
+            torch.distributed.barrier()  # every part written (or failed)
+            if self.local_rank == 0 and failure is None:
+                failure, stdout = self.run_ood_fit_step(steps[1])
+        if not self.fits_ood_on_this_rank():
+            return
         if failure is not None:
             self.print_to_log_file(f"Spectral OOD fit failed ({failure}); the model is saved. Redo the fit with: "
-                                   f"{shlex.join(command)}", also_print_to_console=True)
+                                   f"{shlex.join(self.ood_fit_command())}", also_print_to_console=True)
             return
         elapsed = time.time() - start
         trained = sum(self.logger.get_value("epoch_end_timestamps", step=None)) - \
             sum(self.logger.get_value("epoch_start_timestamps", step=None))
-        lines = result.stdout.strip().splitlines() or [""]
+        lines = stdout.strip().splitlines() or [""]
         summary = next((line for line in lines if line.startswith("spectral:")), lines[-1])
-        self.print_to_log_file(f"Spectral OOD fit: {summary}", also_print_to_console=True)
+        where = f" (in {torch.distributed.get_world_size()} parts, one per rank)" if self.is_ddp else ""
+        self.print_to_log_file(f"Spectral OOD fit{where}: {summary}", also_print_to_console=True)
         self.print_to_log_file(f"Spectral OOD fit took {elapsed:.1f} s ({100 * elapsed / max(trained, 1e-9):.1f} % of "
                                f"the {trained:.0f} s spent in training epochs)", also_print_to_console=True)
 

@@ -65,7 +65,13 @@ def _trainer_worker(rank, init_file, out_dir, draws):
     torch.manual_seed(rank)
     np.random.seed(100 + rank)  # nnU-Net's loaders draw with numpy; ranks draw independently
     keys = [k for _ in range(draws) for k in next(loader)["keys"]]
-    result = {"rank": trainer.local_rank, "batch_size": trainer.batch_size, "is_ddp": trainer.is_ddp, "fits_ood": trainer.fits_ood_on_this_rank(),
+    # the end-of-training fit, split across the ranks through real barriers; the commands are recorded here (that
+    # parts + --collect equal one fit is tests/test_scale_out.py::test_fit_in_two_parts_equals_one_fit)
+    ran = []
+    trainer.run_ood_fit_step = lambda command: (ran.append(command), (None, "spectral: 51 training images"))[1]
+    trainer.fit_ood_isolated()
+    result = {"rank": trainer.local_rank, "batch_size": trainer.batch_size, "is_ddp": trainer.is_ddp,
+              "fits_ood": trainer.fits_ood_on_this_rank(), "fit_commands": ran,
               "sources": case_sources(trainer.dataset_json, keys),
               "probabilities": loader.data_loader.sampling_probabilities.tolist()}
     with open(os.path.join(out_dir, f"trainer_{rank}.json"), "w") as f:
@@ -74,7 +80,7 @@ def _trainer_worker(rank, init_file, out_dir, draws):
 
 
 @pytest.mark.slow
-def test_sampling_per_rank_and_ood_fit_on_rank_zero(preprocessed, tmp_path, monkeypatch):
+def test_sampling_per_rank_and_ood_fit_split_across_ranks(preprocessed, tmp_path, monkeypatch):
     root, env = preprocessed
     folder = root / "pre/Dataset500_MultiTask"
     if not (folder / "splits_final.json").exists():  # made here, not by two ranks writing it at once
@@ -90,8 +96,13 @@ def test_sampling_per_rank_and_ood_fit_on_rank_zero(preprocessed, tmp_path, monk
     results = [json.loads((tmp_path / f"trainer_{r}.json").read_text()) for r in range(WORLD)]
     assert [r["rank"] for r in results] == [0, 1] and all(r["is_ddp"] for r in results)
     assert [r["batch_size"] for r in results] == [1, 1]  # the recipe's batch of 2, one image per rank
-    # OOD signatures are fitted by one process only
+    # the OOD fit is split: each rank fits its part of the training images, rank 0 then collects and writes
     assert [r["fits_ood"] for r in results] == [True, False]
+    command = ["nnunet_mt_ood", "fit", "-d", "Dataset500_MultiTask", "-c", "3d_fullres", "-f", "0", "-tr",
+               "nnUNetTrainerMultiTaskSmoke", "-p", "nnUNetPlans", "-device", "cuda"]  # nnU-Net's DDP sets cuda:<rank>
+    assert results[0]["fit_commands"] == [command + ["-num_parts", "2", "-part_id", "0"],
+                                          command + ["-num_parts", "2", "--collect"]]
+    assert results[1]["fit_commands"] == [command + ["-num_parts", "2", "-part_id", "1"]]
     # every rank samples with the same 1/sqrt(n) weights, so the union of all ranks' draws has the shares
     assert results[0]["probabilities"] == results[1]["probabilities"]
     from nnunet_mt.sampling import case_sampling_probabilities
@@ -106,3 +117,10 @@ def test_sampling_per_rank_and_ood_fit_on_rank_zero(preprocessed, tmp_path, monk
         expected = sum(pi for pi, s in zip(p, sources) if s == source)
         observed = drawn.count(source) / n
         assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / n), (source, observed, expected)
+
+
+def test_each_rank_fits_its_part_on_its_own_gpu():
+    from nnunet_mt.trainer import visible_device
+    assert visible_device(1, None) == "1" and visible_device(0, "") == "0"
+    assert visible_device(1, "2,3") == "3" and visible_device(0, " 5, 7") == "5"
+    assert visible_device(2, "4") == "2"  # fewer listed than ranks: the index as nnU-Net uses it
