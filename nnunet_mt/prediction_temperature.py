@@ -10,7 +10,6 @@ probabilities are the temperature-scaled ones; the segmentation is the argmax, t
 Unset the variable to undo. Training and our own commands (which apply the temperature themselves) refuse
 to run with it set, so it can never leak into a training run or be applied twice.
 """
-import json
 import math
 import os
 import sys
@@ -34,11 +33,11 @@ def temperature_from_environment() -> Optional[float]:
     except ValueError:
         if not os.path.isfile(value):
             raise InputError(f"{ENV}={value}: neither a temperature (a number > 0) nor a temperature.json file")
+        from nnunet_mt.schema import read_json
         try:
-            with open(value) as f:
-                t = json.load(f)["temperature"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{value}: not a temperature.json of nnunet_mt calibrate ({type(e).__name__}: {e})")
+            t = read_json(value, {"temperature": "number"}, "JSON file")["temperature"]
+        except InputError as e:  # the project's checked reader; the message says what the file should be
+            raise InputError(f"{value}: not a temperature.json of nnunet_mt calibrate ({str(e)[len(value) + 2:]})")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
         raise InputError(f"{ENV}={value}: the temperature must be a finite number > 0 (got {t!r})")
     return float(t)
@@ -54,14 +53,19 @@ def divide_logits(network: nn.Module, temperature: float):
     return network.register_forward_hook(hook)
 
 
-def with_prediction_temperature(network: nn.Module) -> nn.Module:
-    """The network, dividing its logits by $nnUNet_mt_temperature's T when set (one line on stdout says so).
-    Called inside nnU-Net's commands, so a bad value ends the process with one line and exit code 2."""
+def _exit_on_input_error(action):
+    """Runs action inside one of nnU-Net's commands: an InputError ends the process with one line, exit code 2."""
     try:
-        t = temperature_from_environment()
+        return action()
     except InputError as e:
         print(f"nnunet_mt: error: {e}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def with_prediction_temperature(network: nn.Module) -> nn.Module:
+    """The network, dividing its logits by $nnUNet_mt_temperature's T when set (one line on stdout says so).
+    Called inside nnU-Net's commands, so a bad value ends the process with one line and exit code 2."""
+    t = _exit_on_input_error(temperature_from_environment)
     if t is not None:
         divide_logits(network, t)
         print(f"nnunet_mt: logits divided by T = {t:.4g} (${ENV}; unset it for the uncalibrated probabilities)")
@@ -78,8 +82,4 @@ def refuse_prediction_temperature(what: str) -> None:
 
 def refuse_temperature_in_training() -> None:
     """Inside nnUNetv2_train: one line and exit code 2 when $nnUNet_mt_temperature is set."""
-    try:
-        refuse_prediction_temperature("training")
-    except InputError as e:
-        print(f"nnunet_mt: error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    _exit_on_input_error(lambda: refuse_prediction_temperature("training"))

@@ -312,8 +312,9 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         failure, stdout = self.run_ood_fit_step(steps[0])
         if self.is_ddp:
             torch.distributed.barrier()  # every part written (or failed)
-            if self.local_rank == 0 and failure is None:
-                failure, stdout = self.run_ood_fit_step(steps[1])
+            for step in steps[1:]:  # rank 0: the collect
+                if failure is None:
+                    failure, stdout = self.run_ood_fit_step(step)
         if not self.fits_ood_on_this_rank():
             return
         if failure is not None:

@@ -28,9 +28,7 @@ def per_case_values(run_dir: str) -> dict:
             path = os.path.join(run_dir, path[path.index("predictions" + os.sep):])
         with open(path) as f:
             cases = json.load(f)["per_case"]
-        entry = {m: [c[m] for c in cases] for m in ("dice", "ece")}
-        entry["mean_per_run"] = {m: float(np.mean(v)) for m, v in entry.items()}
-        values[(row["method"], row["data"])] = entry
+        values[(row["method"], row["data"])] = {m: [c[m] for c in cases] for m in ("dice", "ece")}
     return values
 
 
@@ -48,8 +46,7 @@ def pooled_table(run_dirs) -> str:
     for run in runs:
         for key, metrics in run.items():
             for m, v in metrics.items():
-                if m != "mean_per_run":
-                    pooled[key][m].extend(v)
+                pooled[key][m].extend(v)
     datasets = sorted({data for _, data in pooled})
     fmt = lambda v: f"{np.mean(v):.3f} ± {np.std(v):.3f}"  # noqa: E731
     lines = [f"Pooled over {len(runs)} runs ({', '.join(os.path.basename(d.rstrip('/')) for d in run_dirs)}); "
@@ -59,7 +56,7 @@ def pooled_table(run_dirs) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for data in datasets:
         d, j = pooled[("dedicated", data)], pooled[("joint", data)]
-        per_run = ", ".join(f"{r[('joint', data)]['mean_per_run']['dice'] - r[('dedicated', data)]['mean_per_run']['dice']:+.3f}"
+        per_run = ", ".join(f"{np.mean(r[('joint', data)]['dice']) - np.mean(r[('dedicated', data)]['dice']):+.3f}"
                             for r in runs)
         lines.append(f"| {data} | {len(d['dice'])} | {fmt(d['dice'])} | {fmt(j['dice'])} | "
                      f"{verdict(np.mean(j['dice']), np.mean(d['dice']), 'dice')} | {fmt(d['ece'])} | {fmt(j['ece'])} | "
