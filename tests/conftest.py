@@ -21,6 +21,21 @@ SLOWEST_FIRST = ["test_experiments.py", "test_gpu_check.py", "test_calibration_e
                  "test_scale_out.py", "test_interruptions.py"]
 
 
+# A full run writes about 350 MB of models and predictions under the temporary folder (two workers, each with
+# its copy of the session model). With less room than this, stop at once with one clear line instead of
+# letting every test fail on a half-written file.
+MIN_FREE_BYTES = 1 << 30
+
+
+def pytest_sessionstart(session):
+    import tempfile
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        pytest.exit(f"{folder}: only {free / 2**20:.0f} MB free; the test suite needs at least "
+                    f"{MIN_FREE_BYTES / 2**20:.0f} MB there (set TMPDIR to a folder with more room)", returncode=1)
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keeps its order
