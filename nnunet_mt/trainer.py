@@ -39,6 +39,7 @@ from torch import nn
 
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.compat import warn_if_untested_nnunet
+from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
 from nnunet_mt.merge import PROVENANCE_KEY, case_sources
 from nnunet_mt.network import build_residual_unet
 from nnunet_mt.prediction_temperature import refuse_temperature_in_training, with_prediction_temperature
@@ -113,6 +114,8 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
                                f"({self.epochs_per_window} epochs); stop after {self.convergence_patience} "
                                f"evaluations without decrease, at most {self.num_epochs} epochs; seed {self.seed}")
         self.sampling_alpha = dataset_json.get(PROVENANCE_KEY, {}).get("alpha", self.default_sampling_alpha)
+        if os.environ.get(FIT_AFTER_TRAINING_ENV) == "0":  # e.g. the experiments, which fit only where a table
+            self.fit_ood_after_training = False             # needs it, as a job of their own
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -262,6 +265,10 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         super().on_train_end()
         if self.fit_ood_after_training:
             self.fit_ood_isolated()
+        elif type(self).fit_ood_after_training and self.local_rank == 0:
+            import shlex
+            self.print_to_log_file(f"Spectral OOD fit skipped ({FIT_AFTER_TRAINING_ENV}=0); fit later with: "
+                                   f"{shlex.join(self.ood_fit_command())}", also_print_to_console=True)
 
     def ood_fit_command(self) -> list:
         """The `nnunet_mt_ood fit` command line of this model's spectral signatures (training images of the fold)."""

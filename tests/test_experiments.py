@@ -51,6 +51,11 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
     for row in table:
         assert row["training"]["trainer"] == TRAINER and row["training"]["epochs"] == 2
         assert row["training"]["converged"] is False and row["training"]["window_iterations"] == 10
+    # no spectral fit at the end of an experiment's training (no table here uses one); the log says how to fit
+    fold = root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0"
+    assert not any(fold.glob("spectral_signatures_*"))
+    assert "Spectral OOD fit skipped (nnUNet_mt_fit_after_training=0); fit later with: nnunet_mt_ood fit -d " \
+           "Dataset500_MultiTask" in next(fold.glob("training_log_*.txt")).read_text()
     md = (out / "table_II.md").read_text()
     assert "| 2 ep., cap |" in md and "paper normalization, no test-time mirroring" in md
     assert "ECE/MCE/NLL/Brier counted over: reference bounding box + 5 voxels (same voxels for every model)" in md
@@ -119,8 +124,8 @@ def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
     # joint and dedicated models and their predictions are reused: only the fine-tuning step trains and predicts
     assert sum("nnUNetv2_predict " in c for c in commands) == 1
     trainings = [c for c in commands if "nnUNetv2_train " in c]
-    assert len(trainings) == 1 and all("-pretrained_weights" in c and c.startswith("nnUNet_results=")
-                                       for c in trainings)
+    assert len(trainings) == 1 and all("-pretrained_weights" in c and c.startswith(
+        "nnUNet_mt_fit_after_training=0 nnUNet_results=") for c in trainings)
     by_bash = subprocess.run(["bash", "-e", "-c", jobs], env=env, capture_output=True, text=True, timeout=1800)
     assert by_bash.returncode == 0, by_bash.stderr[-3000:]
     assert by_bash.stdout.count("Loading pretrained weights") == 1
@@ -146,6 +151,8 @@ def test_ood_experiment(joint_vs_dedicated):
     args = ["ood", "--train", "12", "13:1,2", "--ood", "14", "-o", str(out), *FAST]
     result = experiment(env, *args, "--methods", "spectral", "entropy")
     assert "nnUNetv2_train" not in result.stdout  # the joint model exists already
+    # trained without the end-of-training fit (table II's run): the experiment fits spectral as a step of its own
+    assert "fit spectral on the training images of Dataset500_MultiTask" in result.stdout
     evaluation = json.loads((out / "table_IV.json").read_text())
     assert set(evaluation["methods"]) == {"spectral", "entropy"}
     assert evaluation["n_in_distribution"] == 4 and evaluation["n_ood"] == 2

@@ -94,7 +94,9 @@ def test_killed_and_resumed_training_repeats_the_uninterrupted_run(demo_raw):
     run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "520", "-c", "3d_fullres", "-np", "1"], env)
     train = [os.path.join(BIN, "nnUNetv2_train"), "520", "3d_fullres", "0", "-tr", RESUMABLE, "-device", "cpu"]
     straight = dict(env, nnUNet_n_proc_DA="0", nnUNet_results=str(root / "res_straight"))
-    resumed = dict(env, nnUNet_n_proc_DA="0", nnUNet_results=str(root / "res_resumed"))
+    # the resumed run skips the end-of-training OOD fit (nnUNet_mt_fit_after_training=0): same model, shorter
+    resumed = dict(env, nnUNet_n_proc_DA="0", nnUNet_results=str(root / "res_resumed"),
+                   nnUNet_mt_fit_after_training="0")
     run(train, straight)
 
     fold = root / "res_resumed/Dataset520_Resume" / f"{RESUMABLE}__nnUNetPlans__3d_fullres" / "fold_0"
@@ -118,6 +120,11 @@ def test_killed_and_resumed_training_repeats_the_uninterrupted_run(demo_raw):
     log = next((root / "res_straight/Dataset520_Resume" / f"{RESUMABLE}__nnUNetPlans__3d_fullres/fold_0")
                .glob("training_log_*.txt")).read_text()
     assert re.search(r"Spectral OOD fit took [\d.]+ s \([\d.]+ % of the \d+ s spent in training epochs\)", log)
+    resumed_logs = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "Spectral OOD fit skipped (nnUNet_mt_fit_after_training=0); fit later with: nnunet_mt_ood fit" \
+        in resumed_logs
+    assert not any(fold.glob("spectral_signatures_*"))
+    assert any((root / "res_straight").rglob("spectral_signatures_last.npz"))
     assert a["lrs"] == b["lrs"]
     np.testing.assert_allclose(a["train_losses"], b["train_losses"], rtol=1e-5)
     np.testing.assert_allclose(a["val_losses"], b["val_losses"], rtol=1e-5)

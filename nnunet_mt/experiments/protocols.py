@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
 from nnunet_mt.errors import InputError
 from nnunet_mt.experiments.jobs import Job
 from nnunet_mt.merge import PROVENANCE_KEY, Source, SourceSpec, load_dataset_json, load_source, resolve_folder
@@ -161,7 +162,8 @@ def train_job(setup: Setup, model: Model, dataset: MergedDataset, pretrained: Op
         argv.append("--c")  # nnU-Net starts a new training when there is nothing to continue
     title = f"train {model.trainer} on {dataset.folder_name}" + (
         f" from {pretrained.dataset} ({pretrained.results})" if pretrained else "")
-    return Job(title, argv, [model.checkpoint(setup)], model.env(setup))
+    # no spectral fit at the end of training: only the OOD experiment uses one, and fits it as a job of its own
+    return Job(title, argv, [model.checkpoint(setup)], dict(model.env(setup), **{FIT_AFTER_TRAINING_ENV: "0"}))
 
 
 def predict_jobs(setup: Setup, model: Model, input_dir: str, output_dir: str, cases: Sequence[str]) -> List[Job]:
@@ -326,11 +328,13 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
               "-f", setup.fold, "-device", setup.device, "--layer", layer, "--mc_samples", str(mc_samples)]
     if setup.disable_tta:
         common.append("--disable_tta")
-    to_fit = [m for m in methods if not (m == "spectral" and layer == "last")]  # training fits spectral/last
-    if to_fit:
-        outputs = [METHODS[m].paths(model.fold_dir(setup), layer)[1] for m in to_fit]  # the .json, written last
-        jobs.append(Job(f"fit {', '.join(to_fit)} on the training images of {joint.folder_name}",
-                        ["nnunet_mt_ood", "fit"] + common + ["--method"] + list(to_fit), outputs, model.env(setup)))
+    # spectral on the last layer has a job of its own: a model trained outside the experiments has it already
+    # (nnUNetv2_train fits it), and the job is then skipped
+    to_fit = [m for m in methods if not (m == "spectral" and layer == "last")]
+    for group in ([["spectral"]] if len(to_fit) < len(methods) else []) + ([to_fit] if to_fit else []):
+        outputs = [METHODS[m].paths(model.fold_dir(setup), layer)[1] for m in group]  # the .json, written last
+        jobs.append(Job(f"fit {', '.join(group)} on the training images of {joint.folder_name}",
+                        ["nnunet_mt_ood", "fit"] + common + ["--method"] + group, outputs, model.env(setup)))
     scores_dir = os.path.join(setup.output, "scores")
     groups = [("in_distribution", os.path.join(setup.raw, joint.folder_name, "imagesTs"))]
     groups += outliers
