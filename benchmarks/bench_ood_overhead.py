@@ -1,6 +1,10 @@
 """`nnunet_mt_ood score` vs `nnUNetv2_predict` on the same model and cases: wall time and peak memory.
 
     .venv/bin/python benchmarks/bench_ood_overhead.py [--root demo_output] [--repeats 3] [--device cpu] [--json F]
+    .venv/bin/python benchmarks/bench_ood_overhead.py --temperature T_OR_JSON ...   # the opt-in calibrated predict
+
+With --temperature the second command is `nnUNetv2_predict` itself with $nnUNet_mt_temperature set (logits
+divided by T inside the network; documentation/calibration.md), both with --save_probabilities.
 
 Defaults to the model and test images that `make demo` leaves in demo_output/. The two commands run
 alternately as separate processes (-npp 0 -nps 0, so each is one process); peak memory is the
@@ -39,6 +43,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the ratios to this JSON file (for check_regression.py)")
+    parser.add_argument("--temperature", metavar="T_OR_JSON", help="compare nnUNetv2_predict with "
+                        "nnUNet_mt_temperature=T_OR_JSON against it without, instead of score against predict")
     args = parser.parse_args()
     root = os.path.abspath(args.root)
     env = dict(os.environ, nnUNet_raw=f"{root}/nnUNet_raw", nnUNet_preprocessed=f"{root}/nnUNet_preprocessed",
@@ -47,12 +53,18 @@ def main():
     common = ["-i", images, "-d", args.d, "-c", args.c, "-tr", args.tr, "-f", args.f, "-npp", "0", "-nps", "0",
               "-device", args.device]
     out = tempfile.mkdtemp()
-    runs = {"nnUNetv2_predict": [], "nnunet_mt_ood score": []}
+    if args.temperature:
+        common.append("--save_probabilities")
+        base, other = "nnUNetv2_predict", "nnUNetv2_predict with nnUNet_mt_temperature"
+        other_cmd, other_env = [f"{BIN}/nnUNetv2_predict", *common], dict(env, nnUNet_mt_temperature=args.temperature)
+    else:
+        base, other = "nnUNetv2_predict", "nnunet_mt_ood score"
+        other_cmd, other_env = [f"{BIN}/nnunet_mt_ood", "score", *common], env
+    runs = {base: [], other: []}
     try:
         for r in range(args.repeats):
-            runs["nnUNetv2_predict"].append(measure([f"{BIN}/nnUNetv2_predict", *common, "-o", f"{out}/a{r}"], env))
-            runs["nnunet_mt_ood score"].append(
-                measure([f"{BIN}/nnunet_mt_ood", "score", *common, "-o", f"{out}/b{r}"], env))
+            runs[base].append(measure([f"{BIN}/nnUNetv2_predict", *common, "-o", f"{out}/a{r}"], env))
+            runs[other].append(measure([*other_cmd, "-o", f"{out}/b{r}"], other_env))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     n_cases = len([f for f in os.listdir(images) if f.endswith(".nii.gz")])
@@ -61,10 +73,13 @@ def main():
     best = {k: (min(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
     for k, (t, m) in best.items():
         print(f"| {k} | {t:.1f} | {m:.0f} |")
-    (t0, m0), (t1, m1) = best["nnUNetv2_predict"], best["nnunet_mt_ood score"]
-    print(f"| ratio score / predict | {t1 / t0:.3f} | {m1 / m0:.3f} |")
+    (t0, m0), (t1, m1) = best[base], best[other]
+    what = "temperature" if args.temperature else "score"
+    print(f"| ratio {what} / predict | {t1 / t0:.3f} | {m1 / m0:.3f} |")
+    spread = "; ".join(f"{k}: " + ", ".join(f"{t:.1f}" for t, _ in v) for k, v in runs.items())
+    print(f"(every run's wall time, s: {spread})")
     if args.json:
-        write_json(args.json, {"score_time_vs_predict": t1 / t0, "score_memory_vs_predict": m1 / m0})
+        write_json(args.json, {f"{what}_time_vs_predict": t1 / t0, f"{what}_memory_vs_predict": m1 / m0})
 
 
 def write_json(path, ratios):
