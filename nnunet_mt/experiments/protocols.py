@@ -330,8 +330,9 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
         common.append("--disable_tta")
     # spectral on the last layer has a job of its own: a model trained outside the experiments has it already
     # (nnUNetv2_train fits it), and the job is then skipped
-    to_fit = [m for m in methods if not (m == "spectral" and layer == "last")]
-    for group in ([["spectral"]] if len(to_fit) < len(methods) else []) + ([to_fit] if to_fit else []):
+    own_job = ["spectral"] if "spectral" in methods and layer == "last" else []
+    rest = [m for m in methods if m not in own_job]
+    for group in [g for g in (own_job, rest) if g]:
         outputs = [METHODS[m].paths(model.fold_dir(setup), layer)[1] for m in group]  # the .json, written last
         jobs.append(Job(f"fit {', '.join(group)} on the training images of {joint.folder_name}",
                         ["nnunet_mt_ood", "fit"] + common + ["--method"] + group, outputs, model.env(setup)))
