@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# End-to-end demo on built-in synthetic data, through nnU-Net's real commands (2 CPU cores: about 25 min).
+# End-to-end demo on built-in synthetic data, through nnU-Net's real commands (2 CPU cores: about 15 min).
 # Everything lands in demo_output/ (nnUNet_raw, nnUNet_preprocessed, nnUNet_results, predictions).
 set -euo pipefail
 OUT=${DEMO_OUTPUT:-$PWD/demo_output}
 # the CPU-sized recipe with dropout after every convolution, so MC dropout (the paper's uncertainty
 # baseline) can run on the same model as the spectral method
 TRAINER=${DEMO_TRAINER:-nnUNetTrainerMultiTaskCPU_dropout}
-MC=${DEMO_MC_SAMPLES:-5}
+MC=${DEMO_MC_SAMPLES:-3}
 export nnUNet_raw=$OUT/nnUNet_raw nnUNet_preprocessed=$OUT/nnUNet_preprocessed nnUNet_results=$OUT/nnUNet_results
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1}
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
