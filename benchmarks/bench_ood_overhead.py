@@ -53,12 +53,13 @@ def main():
     common = ["-i", images, "-d", args.d, "-c", args.c, "-tr", args.tr, "-f", args.f, "-npp", "0", "-nps", "0",
               "-device", args.device]
     out = tempfile.mkdtemp()
+    base = "nnUNetv2_predict"
     if args.temperature:
         common.append("--save_probabilities")
-        base, other = "nnUNetv2_predict", "nnUNetv2_predict with nnUNet_mt_temperature"
+        other = "nnUNetv2_predict with nnUNet_mt_temperature"
         other_cmd, other_env = [f"{BIN}/nnUNetv2_predict", *common], dict(env, nnUNet_mt_temperature=args.temperature)
     else:
-        base, other = "nnUNetv2_predict", "nnunet_mt_ood score"
+        other = "nnunet_mt_ood score"
         other_cmd, other_env = [f"{BIN}/nnunet_mt_ood", "score", *common], env
     runs = {base: [], other: []}
     try:

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import shlex
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -266,7 +267,6 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         if self.fit_ood_after_training:
             self.fit_ood_isolated()
         elif type(self).fit_ood_after_training and self.local_rank == 0:
-            import shlex
             self.print_to_log_file(f"Spectral OOD fit skipped ({FIT_AFTER_TRAINING_ENV}=0); fit later with: "
                                    f"{shlex.join(self.ood_fit_command())}", also_print_to_console=True)
 
@@ -310,7 +310,6 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         of the training images, rank 0 collects), so no rank waits for the whole fit. A failure (including a
         crash or running out of memory) is logged with the command that redoes it and never stops nnU-Net's
         final validation."""
-        import shlex
         import time
         steps = self.ood_fit_steps()
         start = time.time()
