@@ -1,5 +1,7 @@
 """Bad-input matrix: every CLI answers each bad input with one line naming the file and the problem, exit code 2,
-no traceback, and no partial output. One parametrized case per row; each runs the real command in a subprocess."""
+no traceback, and no partial output. One parametrized case per row. Rows in SUBPROCESS_ROWS (one or more per
+command, and the disk-full row) run the real console script in a subprocess; the others call the same main(argv)
+in-process (the error path is the same code; a subprocess costs seconds of torch and nnU-Net imports per row)."""
 import json
 import os
 import shutil
@@ -225,22 +227,52 @@ ROWS = [
 ]
 
 
+# the rows that go through the installed console scripts: every command's real entry point, exit code included
+SUBPROCESS_ROWS = {"merge-dataset-json-invalid", "evaluate-prediction-missing", "evaluate-disk-full",
+                   "demo-data-unknown-dataset", "experiment-unknown-dataset", "ood-fit-no-checkpoint",
+                   "ood-score-no-signatures", "ood-evaluate-invalid-json", "ood-collect-no-parts"}
+
+
+def _in_process(cmd, ws, monkeypatch, capsys):
+    """(exit code, stdout, stderr) of main(argv) of `cmd`'s package, with the row's nnU-Net folders."""
+    from nnunet_mt.cli import main as nnunet_mt
+    from nnunet_mt_ood.cli import main as nnunet_mt_ood
+    for var, value in nnunet_env(ws).items():
+        if var.startswith("nnUNet_"):
+            monkeypatch.setenv(var, value)
+    capsys.readouterr()
+    try:
+        code = {"nnunet_mt": nnunet_mt, "nnunet_mt_ood": nnunet_mt_ood}[cmd[0]](list(cmd[1:]))
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
-def test_bad_input(row, ws):
-    _, setup, needles, absent = row
-    env = nnunet_env(ws)
+def test_bad_input(row, ws, monkeypatch, capsys):
+    name, setup, needles, absent = row
     cmd = setup(ws)
     sources_after_setup = {p: p.stat().st_mtime_ns for p in (ws / "raw").rglob("*") if p.is_file()}
-    result = run([os.path.join(BIN, cmd[0]), *cmd[1:]], env, check=False)
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
+    if name in SUBPROCESS_ROWS:
+        result = run([os.path.join(BIN, cmd[0]), *cmd[1:]], nnunet_env(ws), check=False)
+        code, out, err = result.returncode, result.stdout, result.stderr
+    else:
+        code, out, err = _in_process(cmd, ws, monkeypatch, capsys)
+    assert code == 2, (code, err[-2000:])
+    assert "Traceback" not in err and "Traceback" not in out
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
     for needle in needles:
         assert needle in errors[0], errors[0]
     assert not (ws / absent).exists(), f"partial output left: {absent}"
     # the user's source data is untouched by the failing command
     assert {p: p.stat().st_mtime_ns for p in (ws / "raw").rglob("*") if p.is_file()} == sources_after_setup
+
+
+def test_every_subprocess_row_exists():
+    assert SUBPROCESS_ROWS <= {r[0] for r in ROWS}
+    assert {r[0].split("-")[0] for r in ROWS if r[0] in SUBPROCESS_ROWS} == {r[0].split("-")[0] for r in ROWS}
 
 
 def test_disk_full_keeps_previous_output(ws):
