@@ -4,11 +4,12 @@
 # MCE, NLL and Brier over the reference's box + 5 voxels (the same voxels for every row). Run after
 #   BUDGET=15 TABLES=II bash benchmarks/realdata/run_experiments.sh      (same WORK, NORMALIZATION, SEED)
 # Writes $WORK/calibration_<normalization>_seed<N>_cap<BUDGET>/calibration.md (and a metrics.json per row).
+# ID=<joint dataset id> and TR=<trainer> select other models (benchmarks/demo_calibration.sh: the demo data).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/common.sh"
 BUDGET="${BUDGET:-15}"
-TR="nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}"
+TR="${TR:-nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}}"
 OUT="$WORK/calibration_${NORMALIZATION}_seed${SEED}_cap${BUDGET}"
 CPU=(-device cpu --disable_tta)
 score() {  # model id, test dataset folder, output folder, extra score options
@@ -18,6 +19,14 @@ score() {  # model id, test dataset folder, output folder, extra score options
       -npp 0 -nps 0 --save_probabilities "$@" > /dev/null
   nnunet_mt evaluate -ref "$data/labelsTs" -pred "$out" -prob "$out" -o "$out/metrics.json" --roi reference > /dev/null
 }
+fit_spectral() {  # model id: score needs the spectral signatures (per-source T picks each image's source by its
+  # nearest one); the experiments train with nnUNet_mt_fit_after_training=0, so fit them here when missing
+  local model_dir
+  model_dir=$(ls -d "$nnUNet_results"/Dataset"$1"_*/"${TR}__nnUNetPlans__3d_fullres")
+  [ -f "$model_dir/fold_0/spectral_signatures_last.json" ] || \
+    nnunet_mt_ood fit -d "$1" -c 3d_fullres -f 0 -tr "$TR" "${CPU[@]}" --method spectral > /dev/null
+}
+fit_spectral "$ID"
 start=$(date +%s)
 nnunet_mt calibrate -d "$ID" -f 0 -tr "$TR" "${CPU[@]}" --per-source
 echo "joint model calibrated in $(( $(date +%s) - start )) s"
@@ -29,6 +38,7 @@ for dedicated in "$nnUNet_raw"/Dataset$((ID / 10))[1-9]_*; do
   start=$(date +%s)
   nnunet_mt calibrate -d "$id" -f 0 -tr "$TR" "${CPU[@]}"
   echo "$name calibrated in $(( $(date +%s) - start )) s"
+  fit_spectral "$id"
   score "$id" "$dedicated" "$OUT/dedicated/$name" --no-calibration
   score "$id" "$dedicated" "$OUT/dedicated_T/$name"
 done

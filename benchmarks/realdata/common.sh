@@ -3,6 +3,6 @@
 WORK="${WORK:-$HERE/work}"
 NORMALIZATION="${NORMALIZATION:-paper}"  # paper | nnunet (nnunet_mt merge --normalization)
 SEED="${SEED:-0}"
-ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)  # each normalization has its own merged datasets
+ID="${ID:-$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)}"  # each normalization has its own merged datasets
 export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
 export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
