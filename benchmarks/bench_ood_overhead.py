@@ -1,7 +1,10 @@
 """`nnunet_mt_ood score` vs `nnUNetv2_predict` on the same model and cases: wall time and peak memory.
 
     .venv/bin/python benchmarks/bench_ood_overhead.py [--root demo_output] [--repeats 3] [--device cpu] [--json F]
+    .venv/bin/python benchmarks/bench_ood_overhead.py --methods spectral mahalanobis knn msp entropy mcdropout
     .venv/bin/python benchmarks/bench_ood_overhead.py --temperature T_OR_JSON ...   # the opt-in calibrated predict
+
+--methods: one `score --method M` per method (default: spectral alone), each against the same predict runs.
 
 With --temperature the second command is `nnUNetv2_predict` itself with $nnUNet_mt_temperature set (logits
 divided by T inside the network; documentation/calibration.md), both with --save_probabilities.
@@ -43,6 +46,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the ratios to this JSON file (for check_regression.py)")
+    parser.add_argument("--methods", nargs="+", default=["spectral"], help="score one method at a time "
+                        "(mcdropout needs a _dropout model and runs --mc_samples passes)")
+    parser.add_argument("--mc_samples", default="3", help="passes of mcdropout (default 3, as make demo)")
     parser.add_argument("--temperature", metavar="T_OR_JSON", help="compare nnUNetv2_predict with "
                         "nnUNet_mt_temperature=T_OR_JSON against it without, instead of score against predict")
     args = parser.parse_args()
@@ -56,31 +62,38 @@ def main():
     base = "nnUNetv2_predict"
     if args.temperature:
         common.append("--save_probabilities")
-        other = "nnUNetv2_predict with nnUNet_mt_temperature"
-        other_cmd, other_env = [f"{BIN}/nnUNetv2_predict", *common], dict(env, nnUNet_mt_temperature=args.temperature)
+        others = {"nnUNetv2_predict with nnUNet_mt_temperature": (
+            [f"{BIN}/nnUNetv2_predict", *common], dict(env, nnUNet_mt_temperature=args.temperature))}
     else:
-        other = "nnunet_mt_ood score"
-        other_cmd, other_env = [f"{BIN}/nnunet_mt_ood", "score", *common], env
-    runs = {base: [], other: []}
+        others = {f"nnunet_mt_ood score --method {m}": (
+            [f"{BIN}/nnunet_mt_ood", "score", *common, "--method", m, "--mc_samples", args.mc_samples], env)
+            for m in args.methods}
+    runs = {base: [], **{name: [] for name in others}}
     try:
         for r in range(args.repeats):
             runs[base].append(measure([f"{BIN}/nnUNetv2_predict", *common, "-o", f"{out}/a{r}"], env))
-            runs[other].append(measure([*other_cmd, "-o", f"{out}/b{r}"], other_env))
+            for i, (name, (cmd, cmd_env)) in enumerate(others.items()):
+                runs[name].append(measure([*cmd, "-o", f"{out}/b{r}_{i}"], cmd_env))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     n_cases = len([f for f in os.listdir(images) if f.endswith(".nii.gz")])
     print(f"{n_cases} images from {images}; {args.repeats} alternating repeats; best wall time, largest peak RSS")
-    print("| command | wall time (s) | peak RSS (MiB) |\n|---|---|---|")
+    print("| command | wall time (s) | peak RSS (MiB) | wall / predict | memory / predict |\n|---|---|---|---|---|")
     best = {k: (min(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
+    t0, m0 = best[base]
     for k, (t, m) in best.items():
-        print(f"| {k} | {t:.1f} | {m:.0f} |")
-    (t0, m0), (t1, m1) = best[base], best[other]
-    what = "temperature" if args.temperature else "score"
-    print(f"| ratio {what} / predict | {t1 / t0:.3f} | {m1 / m0:.3f} |")
+        print(f"| {k} | {t:.1f} | {m:.0f} | {t / t0:.3f} | {m / m0:.3f} |")
     spread = "; ".join(f"{k}: " + ", ".join(f"{t:.1f}" for t, _ in v) for k, v in runs.items())
     print(f"(every run's wall time, s: {spread})")
     if args.json:
-        write_json(args.json, {f"{what}_time_vs_predict": t1 / t0, f"{what}_memory_vs_predict": m1 / m0})
+        ratios = {}
+        for name in others:
+            what = "temperature" if args.temperature else "score"
+            method = name.rsplit(" ", 1)[-1]
+            key = what if args.temperature or method == "spectral" else f"score_{method}"
+            ratios[f"{key}_time_vs_predict"] = best[name][0] / t0
+            ratios[f"{key}_memory_vs_predict"] = best[name][1] / m0
+        write_json(args.json, ratios)
 
 
 def write_json(path, ratios):
