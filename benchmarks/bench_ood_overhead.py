@@ -45,6 +45,7 @@ def main():
     parser.add_argument("-f", default="0")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--disable_tta", action="store_true", help="every command without mirroring")
     parser.add_argument("--json", help="also write the ratios to this JSON file (for check_regression.py)")
     parser.add_argument("--methods", nargs="+", default=["spectral"], help="score one method at a time "
                         "(mcdropout needs a _dropout model and runs --mc_samples passes)")
@@ -57,7 +58,7 @@ def main():
                nnUNet_results=f"{root}/nnUNet_results", nnUNet_def_n_proc="1")
     images = args.images or f"{root}/nnUNet_raw/Dataset500_MultiTask/imagesTs"
     common = ["-i", images, "-d", args.d, "-c", args.c, "-tr", args.tr, "-f", args.f, "-npp", "0", "-nps", "0",
-              "-device", args.device]
+              "-device", args.device] + (["--disable_tta"] if args.disable_tta else [])
     out = tempfile.mkdtemp()
     base = "nnUNetv2_predict"
     if args.temperature:
