@@ -88,10 +88,9 @@ def main():
     print(f"(every run's wall time, s: {spread})")
     if args.json:
         ratios = {}
-        for name in others:
-            what = "temperature" if args.temperature else "score"
+        for name in others:  # keys check_regression.py reads: temperature_* / score_* (spectral), score_<method>_*
             method = name.rsplit(" ", 1)[-1]
-            key = what if args.temperature or method == "spectral" else f"score_{method}"
+            key = "temperature" if args.temperature else "score" if method == "spectral" else f"score_{method}"
             ratios[f"{key}_time_vs_predict"] = best[name][0] / t0
             ratios[f"{key}_memory_vs_predict"] = best[name][1] / m0
         write_json(args.json, ratios)
