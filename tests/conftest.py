@@ -77,15 +77,22 @@ def nnunet_folders(root, monkeypatch):
         monkeypatch.setenv(var, str(root / sub))
 
 
-def assert_refused_in_process(main, argv, needles, root, capsys):
-    """main(argv) exits 2 with one error line containing every needle, no traceback, and leaves every file
-    under root as it was (nothing written, nothing changed)."""
-    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+def run_main(main, argv, capsys):
+    """(exit code, stdout, stderr) of a command's main(argv) run in this process."""
+    capsys.readouterr()
     try:
         code = main(argv)
     except SystemExit as e:
         code = e.code
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_refused_in_process(main, argv, needles, root, capsys):
+    """main(argv) exits 2 with one error line containing every needle, no traceback, and leaves every file
+    under root as it was (nothing written, nothing changed)."""
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    code, _, err = run_main(main, argv, capsys)
     assert code == 2 and "Traceback" not in err, err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1 and all(n in errors[0] for n in needles), err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import BIN, nnunet_env, run
+from conftest import BIN, nnunet_env, run, run_main
 
 SOURCE = "Dataset012_CorticalPlateMR"
 
@@ -240,13 +240,7 @@ def _in_process(cmd, ws, monkeypatch, capsys):
     for var, value in nnunet_env(ws).items():
         if var.startswith("nnUNet_"):
             monkeypatch.setenv(var, value)
-    capsys.readouterr()
-    try:
-        code = {"nnunet_mt": nnunet_mt, "nnunet_mt_ood": nnunet_mt_ood}[cmd[0]](list(cmd[1:]))
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main({"nnunet_mt": nnunet_mt, "nnunet_mt_ood": nnunet_mt_ood}[cmd[0]], list(cmd[1:]), capsys)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
