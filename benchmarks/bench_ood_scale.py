@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ood_scale.py [--json benchmarks/results/ood_scale.json]
     .venv/bin/python benchmarks/bench_ood_scale.py --module /tmp/features_before.py --only 1   # another version
+    .venv/bin/python benchmarks/bench_ood_scale.py --order memory --only 1 2 3   # memory_saving_order's windows
 
 Each row runs in a fresh process fed nnU-Net's own window grid (``compute_steps_for_sliding_window``, step
 0.5, Gaussian weights) with random float32 features of C channels; reported: the process's peak resident
@@ -34,7 +35,8 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_row(kind: str, channels: int, patch: int, grid: int, shape, module_path: str = None) -> dict:
+def run_row(kind: str, channels: int, patch: int, grid: int, shape, module_path: str = None,
+            order: str = "nnunet") -> dict:
     import torch
     torch.set_num_threads(1)
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
@@ -50,6 +52,8 @@ def run_row(kind: str, channels: int, patch: int, grid: int, shape, module_path:
     steps = compute_steps_for_sliding_window(shape, patch_size, 0.5)
     windows = [tuple(slice(s, s + p) for s, p in zip((a, b, c), patch_size))
                for a in steps[0] for b in steps[1] for c in steps[2]]
+    if order == "memory":
+        windows = [windows[i] for i in features.memory_saving_order(windows)]
     window_features = torch.randn((channels, *(grid,) * 3))
     before = _rss_mb()
     start = time.perf_counter()
@@ -73,7 +77,7 @@ def run_row(kind: str, channels: int, patch: int, grid: int, shape, module_path:
             "accumulator_mb": _rss_mb() - before,
             "open_cells_peak_mb": getattr(acc, "peak_open_bytes", 0) / 2 ** 20,
             "logits_buffer_mb": 2 * shape[0] * shape[1] * shape[2] * 4 / 2 ** 20,
-            "module": module_path or "nnunet_mt_ood.features"}
+            "module": module_path or "nnunet_mt_ood.features", "order": order}
 
 
 def main() -> None:
@@ -81,17 +85,20 @@ def main() -> None:
     parser.add_argument("--module", help="features.py of another version (default: the installed one)")
     parser.add_argument("--only", type=int, nargs="+", help="row numbers (1-based) to run")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--order", choices=["nnunet", "memory"], default="nnunet",
+                        help="window order: nnU-Net's (first axis outermost) or memory_saving_order's")
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # internal: run one row in this process
     args = parser.parse_args()
     if args.row is not None:
-        print(json.dumps(run_row(*ROWS[args.row][:4], ROWS[args.row][4:], args.module)))
+        print(json.dumps(run_row(*ROWS[args.row][:4], ROWS[args.row][4:], args.module, args.order)))
         return
     results = []
     print("| accumulator | C x feature grid | patch | volume | windows | s / window | peak RSS (MB) | accumulator (MB) | "
-          "nnU-Net logits (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "open cells' peak (MB) | nnU-Net logits (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for i in args.only and [n - 1 for n in args.only] or range(len(ROWS)):
-        cmd = [sys.executable, __file__, "--row", str(i)] + (["--module", args.module] if args.module else [])
+        cmd = [sys.executable, __file__, "--row", str(i), "--order", args.order] + (
+            ["--module", args.module] if args.module else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"| row {i + 1} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode} |")
@@ -100,7 +107,7 @@ def main() -> None:
         results.append(r)
         print(f"| {r['accumulator']} | {r['channels']} x {r['feature_grid']}^3 | {r['patch']}^3 | {'x'.join(map(str, r['shape']))} | {r['windows']} | "
               f"{r['seconds_per_window']:.3f} | {r['peak_rss_mb']:.0f} | {r['accumulator_mb']:.0f} | "
-              f"{r['logits_buffer_mb']:.0f} |", flush=True)
+              f"{r['open_cells_peak_mb']:.0f} | {r['logits_buffer_mb']:.0f} |", flush=True)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -51,7 +51,8 @@ def _fit_dir(args, model_dir: str) -> str:
     return model_dir if len(args.folds) > 1 else os.path.join(model_dir, f"fold_{args.f}")
 
 
-def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",), keep_mc_probabilities=None):
+def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",), keep_mc_probabilities=None,
+               window_order: str = "nnunet"):
     from nnunet_mt_ood.methods import predictor_options
     from nnunet_mt_ood.predictor import OODPredictor
     device = _device(args.device)
@@ -65,7 +66,7 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",),
                                                    args.chk)
     try:
         predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples),
-                             keep_mc_probabilities=keep_mc_probabilities)
+                             keep_mc_probabilities=keep_mc_probabilities, window_order=window_order)
     except ValueError as e:
         raise InputError(f"{model_dir}: {e}")
     return predictor
@@ -88,7 +89,8 @@ def _fit(args) -> None:
         model["folds"] = args.folds
     settings = {"model": model, "methods": list(args.method), "layer": args.layer, "tta": tta,
                 "mc_samples": args.mc_samples, "step_size": args.step_size}
-    predictor = _predictor(args, model_dir, use_mirroring=tta, methods=args.method)
+    predictor = _predictor(args, model_dir, use_mirroring=tta, methods=args.method,
+                           window_order=args.window_order or "memory")
     base = os.path.join(str(nnUNet_preprocessed), predictor.plans_manager.dataset_name)
     folder = os.path.join(base, predictor.configuration_manager.data_identifier)
     case_ids = training_cases(base, folder, args.f)
@@ -188,6 +190,7 @@ def _score(args) -> None:
         raise InputError(f"{args.i}: {len(inputs)} cases, nothing left for part {args.part_id} of {args.num_parts}")
     maps = _maps_setup(args, model_dir)
     predictor = _predictor(args, model_dir, use_mirroring=not args.disable_tta, methods=args.method,
+                           window_order=args.window_order or "nnunet",
                            keep_mc_probabilities=maps)
     os.makedirs(args.o, exist_ok=True)
     files = [sorted(inputs[c]) for c in share]
@@ -341,6 +344,11 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-step_size", type=number(float, 0, 1, low_open=True), default=0.5, help="sliding window step, as nnUNetv2_predict")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring, as nnUNetv2_predict")
     p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="as nnUNetv2_predict (default cuda)")
+    p.add_argument("--window_order", choices=["nnunet", "memory"], default=None,
+                   help="sliding-window order: nnunet (segmentations identical to nnUNetv2_predict's; score's "
+                        "default) or memory (the axis with the least overlap outermost: about half the spectral "
+                        "signature's memory on CT-sized images, the same signature, logits within the rounding "
+                        "of nnU-Net's float16 sum; fit's default, which writes no segmentations)")
 
 
 def _part_arguments(p: argparse.ArgumentParser, what: str, writes: str) -> None:

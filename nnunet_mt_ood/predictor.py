@@ -1,10 +1,12 @@
 """nnU-Net's predictor, collecting what the OOD methods need in the same pass.
 
 Each override wraps one step of ``nnUNetPredictor`` and then calls it unchanged, so segmentations and
-probabilities are exactly nnU-Net's:
+probabilities are exactly nnU-Net's (unless ``window_order="memory"``, below):
 - ``predict_from_data_iterator`` and ``_manage_input_and_output_lists``: note which case is being
   predicted (the first in nnU-Net's multiprocessing path, the second in its sequential path);
-- ``_internal_get_sliding_window_slicers``: remembers the windows, in nnU-Net's order;
+- ``_internal_get_sliding_window_slicers``: remembers the windows, in nnU-Net's order (with
+  ``window_order="memory"``: in ``memory_saving_order``, the only override that changes what nnU-Net sums,
+  by the rounding of its float16 sum of overlapping windows' logits);
 - ``_internal_predict_sliding_window_return_logits``: starts the feature accumulators (again after
   nnU-Net's out-of-memory fallback to the CPU);
 - ``_internal_maybe_mirror_and_predict``: arms the feature hooks for the window's un-mirrored pass;
@@ -31,7 +33,7 @@ from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.network import DropoutConv3d
 from nnunet_mt_ood.baselines import (foreground_entropy, max_softmax_score, mean_entropy, mean_pairwise_dice,
                                      voxel_disagreement)
-from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator
+from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator, memory_saving_order
 from nnunet_mt_ood.signatures import signature_from_gram
 
 
@@ -49,12 +51,18 @@ class OODPredictor(nnUNetPredictor):
 
     def enable_ood(self, layer: Optional[str] = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
                    mc_dropout_samples: int = 0, keep_mc_probabilities: Optional[str] = None,
-                   fold_disagreement: bool = False) -> "OODPredictor":
+                   fold_disagreement: bool = False, window_order: str = "nnunet") -> "OODPredictor":
         """Call after initialization (needs the network). Raises ValueError for a layer the network lacks.
         layer: the spectral layer (None: no Gram matrix). keep_mc_probabilities: a folder where each case's
         MC-dropout mean probabilities (preprocessed grid) are kept as <case>.npy, for voxel maps.
         fold_disagreement: the folds' segmentations are compared (needs two or more folds, and then nothing
-        else, as every other score belongs to one model)."""
+        else, as every other score belongs to one model). window_order: "nnunet" (nnU-Net's window order:
+        segmentations and probabilities identical to nnUNetv2_predict's) or "memory" (``memory_saving_order``:
+        fewer open cells for the spectral Gram matrix on large images, the same signature, and logits within
+        the rounding of nnU-Net's float16 sum of overlapping windows)."""
+        if window_order not in ("nnunet", "memory"):
+            raise ValueError(f"window_order must be nnunet or memory, not {window_order!r}")
+        self.window_order = window_order
         if len(self.configuration_manager.patch_size) != 3:
             raise ValueError("OOD scores need a 3D configuration (3d_fullres, 3d_lowres, ...)")
         several = len(self.list_of_parameters) > 1
@@ -115,8 +123,11 @@ class OODPredictor(nnUNetPredictor):
         return logits
 
     def _internal_get_sliding_window_slicers(self, image_size):
-        self._slicers = super()._internal_get_sliding_window_slicers(image_size)
-        return self._slicers
+        slicers = super()._internal_get_sliding_window_slicers(image_size)
+        if getattr(self, "window_order", "nnunet") == "memory":
+            slicers = [slicers[i] for i in memory_saving_order([s[1:] for s in slicers])]
+        self._slicers = slicers
+        return slicers
 
     def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
         if self._collecting:

@@ -42,6 +42,8 @@ ROWS = [
     (nnunet_mt_ood, SCORE + ["-step_size", "nan"], "-step_size", "not a finite number"),
     (nnunet_mt_ood, SCORE + ["-part_id", "-1"], "-part_id", "outside"),
     (nnunet_mt_ood, SCORE + ["-npp", "-2"], "-npp", "outside"),
+    (nnunet_mt_ood, SCORE + ["--window_order", "fast"], "--window_order", "invalid choice"),
+    (nnunet_mt_ood, ["fit", *MODEL, "--window_order", "rows"], "--window_order", "invalid choice"),
 ]
 
 

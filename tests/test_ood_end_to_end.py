@@ -76,6 +76,33 @@ def test_contract_streamed_signature_equals_brute_force(trained, mirroring, step
     assert predictor._accumulators["last"].voxels == 48 ** 3
 
 
+def test_memory_window_order_keeps_signature_and_logits(trained):
+    """window_order="memory" on a 40 x 48 x 48 crop (patch 32^3: the first axis overlaps most, so it goes
+    innermost): the windows come in another order, fewer cells are open at once, the signature is the same
+    and the logits differ from nnU-Net's order only by the rounding of nnU-Net's float16 sum."""
+    root, _ = trained
+    predictor, data = _predictor_and_case(root, mirroring=False)
+    data = data[:, :40]
+    results = {}
+    for order in ("nnunet", "memory"):
+        predictor.enable_ood("last", window_order=order)
+        logits = predictor.predict_sliding_window_return_logits(data)
+        results[order] = (logits.float(), predictor.last_signature(), [s[1:] for s in predictor._slicers],
+                          predictor._accumulators["last"].peak_open_bytes)
+    (l_n, s_n, w_n, peak_n), (l_m, s_m, w_m, peak_m) = results["nnunet"], results["memory"]
+    assert sorted(map(str, w_n)) == sorted(map(str, w_m)) and w_n != w_m
+    assert [(w[1].start, w[2].start, w[0].start) for w in w_m] == sorted((w[1].start, w[2].start, w[0].start)
+                                                                         for w in w_n)
+    assert peak_m < peak_n
+    np.testing.assert_allclose(s_m, s_n, atol=1e-6)
+    # nnU-Net sums overlapping windows' logits in float16: another order rounds differently, no more
+    np.testing.assert_allclose(l_m.numpy(), l_n.numpy(), rtol=0, atol=2e-2)
+    assert np.abs(l_m.numpy() - l_n.numpy()).max() > 0  # (the half-precision sum does depend on the order)
+    assert (l_m.argmax(0) != l_n.argmax(0)).float().mean() < 1e-3
+    with pytest.raises(ValueError, match="window_order"):
+        predictor.enable_ood("last", window_order="fast")
+
+
 @pytest.mark.parametrize("mirroring,calls_per_window", [(True, 8), (False, 1)])
 def test_contract_nnunet_window_and_call_order(trained, mirroring, calls_per_window):
     """What the feature hooks assume of nnU-Net's sliding window (nnunetv2 2.8): the windows are predicted in

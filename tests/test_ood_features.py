@@ -3,7 +3,7 @@ import pytest
 import torch
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 
-from nnunet_mt_ood.features import GramAccumulator, feature_module
+from nnunet_mt_ood.features import GramAccumulator, feature_module, memory_saving_order
 from nnunet_mt.network import build_residual_unet
 
 
@@ -17,6 +17,7 @@ def _windows(shape, patch, step=0.5):
     ((13, 9, 7), 0.5, None, "nnunet"), ((2, 9, 7), 0.5, None, "nnunet"),  # second: smaller than the patch, padded
     ((23, 9, 7), 0.5, 1, "nnunet"), ((23, 10, 7), 0.75, 1, "nnunet"),  # planes folded one by one; -step_size 0.75
     ((13, 9, 7), 0.5, None, "shuffled"), ((23, 10, 7), 0.75, None, "reversed"),  # exact for any window order
+    ((9, 23, 7), 0.5, None, "memory"),  # memory_saving_order
 ])
 def test_streamed_gram_equals_explicit_assembly(image_shape, step, chunk_bytes, order, monkeypatch):
     import nnunet_mt_ood.features as features
@@ -33,6 +34,8 @@ def test_streamed_gram_equals_explicit_assembly(image_shape, step, chunk_bytes, 
         windows = [windows[i] for i in rng.permutation(len(windows))]
     elif order == "reversed":
         windows = windows[::-1]
+    elif order == "memory":
+        windows = [windows[i] for i in memory_saving_order(windows)]
     acc = GramAccumulator(patch, gaussian)
     acc.begin(image_shape, padded, windows)
     full = torch.zeros((5, *padded))
@@ -70,6 +73,32 @@ def test_gram_accumulator_holds_only_open_cells():
     assert held == [cell_bytes] * 4 + [0]
     assert acc.peak_open_bytes == cell_bytes
     np.testing.assert_allclose(acc.finish().numpy(), np.full((channels, channels), 12 * 4 * 4.))
+
+
+def test_memory_saving_order_known_answer():
+    """A 12 x 20 x 4 volume, patch 8 x 8 x 4, step 0.5: first-axis starts 0, 4 (overlap 4 planes of 20 x 4 = 320
+    voxels), second-axis starts 0, 4, 8, 12 (overlap 4 planes of 12 x 4 = 192 voxels), one window along the
+    third (no overlap: band 0). So the third axis goes outermost, then the second, then the first. In
+    nnU-Net's order the open cells peak at the first-axis band, 4 x 20 x 4 voxels; in this order at the
+    second-axis band, 4 x 12 x 4 voxels, plus one 4 x 4 x 4 cell of the next row, which the window opens before
+    it closes the band's last cell (cells are visited in index order)."""
+    patch, shape, channels = (8, 8, 4), (12, 20, 4), 3
+    windows = _windows(shape, patch)
+    assert len(windows) == 8 and windows == sorted(windows, key=lambda w: (w[0].start, w[1].start))
+    order = memory_saving_order(windows)
+    assert [(windows[i][0].start, windows[i][1].start) for i in order] == [
+        (0, 0), (4, 0), (0, 4), (4, 4), (0, 8), (4, 8), (0, 12), (4, 12)]
+    peaks = []
+    for ordered in (windows, [windows[i] for i in order]):
+        acc = GramAccumulator(patch, None)
+        acc.begin(shape, shape, ordered)
+        for w in ordered:
+            acc.add(torch.ones((channels, *patch)), w)
+        np.testing.assert_allclose(acc.finish().numpy(), np.full((channels, channels), 12 * 20 * 4.))
+        peaks.append(acc.peak_open_bytes // (4 * (channels + 1)))
+    assert peaks == [4 * 20 * 4, 4 * 12 * 4 + 4 * 4 * 4]
+    cube = _windows((12, 12, 12), (8, 8, 8))  # equal bands: nnU-Net's own order
+    assert memory_saving_order(cube) == list(range(len(cube)))
 
 
 def test_gram_accumulator_refuses_windows_it_was_not_told_about():
