@@ -11,7 +11,7 @@ import numpy as np
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.arguments import COUNT, PROCESSES, number
 from nnunet_mt.errors import InputError, run_guarded
-from nnunet_mt_ood.features import LAYERS
+from nnunet_mt_ood.features import LAYERS, WINDOW_ORDERS
 from nnunet_mt_ood.baselines import KNN_NEIGHBOUR
 from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
 
@@ -344,7 +344,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-step_size", type=number(float, 0, 1, low_open=True), default=0.5, help="sliding window step, as nnUNetv2_predict")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring, as nnUNetv2_predict")
     p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="as nnUNetv2_predict (default cuda)")
-    p.add_argument("--window_order", choices=["nnunet", "memory"], default=None,
+    p.add_argument("--window_order", choices=WINDOW_ORDERS, default=None,
                    help="sliding-window order: nnunet (segmentations identical to nnUNetv2_predict's; score's "
                         "default) or memory (the axis with the least overlap outermost: about half the spectral "
                         "signature's memory on CT-sized images, the same signature, logits within the rounding "

@@ -33,7 +33,8 @@ from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.network import DropoutConv3d
 from nnunet_mt_ood.baselines import (foreground_entropy, max_softmax_score, mean_entropy, mean_pairwise_dice,
                                      voxel_disagreement)
-from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator, memory_saving_order
+from nnunet_mt_ood.features import (WINDOW_ORDERS, FeatureCapture, GramAccumulator, PooledAccumulator,
+                                    memory_saving_order)
 from nnunet_mt_ood.signatures import signature_from_gram
 
 
@@ -60,8 +61,8 @@ class OODPredictor(nnUNetPredictor):
         segmentations and probabilities identical to nnUNetv2_predict's) or "memory" (``memory_saving_order``:
         fewer open cells for the spectral Gram matrix on large images, the same signature, and logits within
         the rounding of nnU-Net's float16 sum of overlapping windows)."""
-        if window_order not in ("nnunet", "memory"):
-            raise ValueError(f"window_order must be nnunet or memory, not {window_order!r}")
+        if window_order not in WINDOW_ORDERS:
+            raise ValueError(f"window_order must be one of {', '.join(WINDOW_ORDERS)}, not {window_order!r}")
         self.window_order = window_order
         if len(self.configuration_manager.patch_size) != 3:
             raise ValueError("OOD scores need a 3D configuration (3d_fullres, 3d_lowres, ...)")
