@@ -1,8 +1,10 @@
-"""Table II pooled over seeds: mean +- std over test cases and seeds per model and dataset, and the verdict
-per dataset (joint better / on par / worse than dedicated), from the per-case metrics of several runs.
+"""Tables II and III pooled over seeds: mean +- std over test cases and seeds per model and dataset, from the
+per-case metrics of several runs; for table II also the verdict per dataset (joint better / on par / worse
+than dedicated).
 
     python benchmarks/realdata/pool_seeds.py WORK/joint_vs_dedicated_paper_seed0_cap60 \
         WORK/joint_vs_dedicated_paper_seed1_cap60 [-o pooled.md]
+    python benchmarks/realdata/pool_seeds.py WORK/transfer_nnunet_seed0_cap60 WORK/transfer_nnunet_seed1_cap60
 
 Verdict rule (issue 12): DSC on par within 0.02; ECE on par within 0.01 (the spread between seeds of one
 model is reported beside it, as the evidence a difference needs to exceed).
@@ -17,9 +19,17 @@ import numpy as np
 ON_PAR = {"dice": 0.02, "ece": 0.01}
 
 
+def table_name(run_dir: str) -> str:
+    """"table_II" (joint-vs-dedicated folder) or "table_III" (transfer folder)."""
+    for name in ("table_II", "table_III"):
+        if os.path.isfile(os.path.join(run_dir, name + ".json")):
+            return name
+    raise SystemExit(f"{run_dir}: neither table_II.json nor table_III.json found")
+
+
 def per_case_values(run_dir: str) -> dict:
-    """{(method, data): {metric: [values per case]}} of one experiment folder (table_II.json + metrics files)."""
-    with open(os.path.join(run_dir, "table_II.json")) as f:
+    """{(method, data): {metric: [values per case]}} of one experiment folder (table_*.json + metrics files)."""
+    with open(os.path.join(run_dir, table_name(run_dir) + ".json")) as f:
         table = json.load(f)
     values = {}
     for row in table:
@@ -40,17 +50,36 @@ def verdict(joint: float, dedicated: float, metric: str) -> str:
     return f"{'better' if better else 'worse'} ({delta:+.3f})"
 
 
-def pooled_table(run_dirs) -> str:
-    runs = [per_case_values(d) for d in run_dirs]
+def pool(runs) -> dict:
+    """{(method, data): {metric: [values of every case of every run]}}."""
     pooled = defaultdict(lambda: defaultdict(list))
     for run in runs:
         for key, metrics in run.items():
             for m, v in metrics.items():
                 pooled[key][m].extend(v)
+    return pooled
+
+
+def fmt(values) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def pooled_table(run_dirs) -> str:
+    """The pooled table of the runs' kind: table II with verdicts, table III one row per model and test data."""
+    names = {table_name(d) for d in run_dirs}
+    if len(names) != 1:
+        raise SystemExit(f"mixed experiment folders ({', '.join(sorted(names))}): pool one table at a time")
+    runs = [per_case_values(d) for d in run_dirs]
+    pooled = pool(runs)
+    header = (f"Pooled over {len(runs)} runs ({', '.join(os.path.basename(d.rstrip('/')) for d in run_dirs)}); "
+              "mean ± std over test cases and runs.")
+    if names == {"table_III"}:
+        lines = [header, "", "| training | test data | n | DSC | ECE |", "|---|---|---|---|---|"]
+        lines += [f"| {method} | {data} | {len(v['dice'])} | {fmt(v['dice'])} | {fmt(v['ece'])} |"
+                  for (method, data), v in pooled.items()]
+        return "\n".join(lines) + "\n"
     datasets = sorted({data for _, data in pooled})
-    fmt = lambda v: f"{np.mean(v):.3f} ± {np.std(v):.3f}"  # noqa: E731
-    lines = [f"Pooled over {len(runs)} runs ({', '.join(os.path.basename(d.rstrip('/')) for d in run_dirs)}); "
-             "mean ± std over test cases and runs.", "",
+    lines = [header, "",
              "| test data | n | DSC dedicated | DSC joint | DSC verdict | ECE dedicated | ECE joint | ECE verdict | "
              "per-run mean DSC joint - dedicated |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -66,7 +95,7 @@ def pooled_table(run_dirs) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="joint_vs_dedicated_* folders of `nnunet_mt experiment joint-vs-dedicated`")
+    parser.add_argument("runs", nargs="+", help="joint_vs_dedicated_* (table II) or transfer_* (table III) folders of `nnunet_mt experiment`")
     parser.add_argument("-o", help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     table = pooled_table(args.runs)

@@ -1,0 +1,46 @@
+"""benchmarks/realdata/pool_seeds.py: pooled mean +- std over cases and seeds, hand-computed, for a table II
+(joint vs dedicated, with verdicts) and a table III (transfer) pair of run folders."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("pool_seeds", os.path.join(REPO, "benchmarks", "realdata", "pool_seeds.py"))
+pool_seeds = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pool_seeds)
+
+
+def write_run(folder, table, rows):
+    """rows: [(method, data, [(dice, ece) per case])] -> folder/<table>.json and one metrics.json per row."""
+    entries = []
+    for i, (method, data, cases) in enumerate(rows):
+        metrics = folder / "predictions" / str(i) / "metrics.json"
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text(json.dumps({"per_case": [{"dice": d, "ece": e} for d, e in cases]}))
+        entries.append({"method": method, "data": data, "metrics_file": str(metrics)})
+    (folder / f"{table}.json").write_text(json.dumps(entries))
+    return str(folder)
+
+
+def test_table_III_rows_pool_cases_of_both_seeds(tmp_path):
+    a = write_run(tmp_path / "transfer_seed0", "table_III", [("LiverMR -> LiverCT", "LiverCT", [(0.1, 0.2), (0.3, 0.2)])])
+    b = write_run(tmp_path / "transfer_seed1", "table_III", [("LiverMR -> LiverCT", "LiverCT", [(0.5, 0.4), (0.7, 0.4)])])
+    table = pool_seeds.pooled_table([a, b])
+    # DSC 0.1 0.3 0.5 0.7: mean 0.4, population std sqrt((0.09+0.01)*2/4) = 0.2236; ECE 0.3 +- 0.1
+    assert "| LiverMR -> LiverCT | LiverCT | 4 | 0.400 ± 0.224 | 0.300 ± 0.100 |" in table
+
+
+def test_table_II_verdicts_and_mixed_folders(tmp_path):
+    rows0 = [("dedicated", "LiverMR", [(0.96, 0.01)]), ("joint", "LiverMR", [(0.90, 0.03)])]
+    rows1 = [("dedicated", "LiverMR", [(0.94, 0.01)]), ("joint", "LiverMR", [(0.92, 0.05)])]
+    a = write_run(tmp_path / "jvd_seed0", "table_II", rows0)
+    b = write_run(tmp_path / "jvd_seed1", "table_II", rows1)
+    table = pool_seeds.pooled_table([a, b])
+    # joint 0.910 vs dedicated 0.950: -0.040 DSC (worse); ECE 0.040 vs 0.010: +0.030 (worse); per run -0.060, -0.020
+    assert "| LiverMR | 2 | 0.950 ± 0.010 | 0.910 ± 0.010 | worse (-0.040) | 0.010 ± 0.000 | 0.040 ± 0.010 | " \
+           "worse (+0.030) | -0.060, -0.020 |" in table
+    c = write_run(tmp_path / "transfer_seed0", "table_III", [("LiverMR", "LiverMR", [(0.96, 0.01)])])
+    with pytest.raises(SystemExit, match="mixed experiment folders"):
+        pool_seeds.pooled_table([a, c])
