@@ -68,6 +68,24 @@ def build_residual_unet(num_input_channels: int, num_classes: int, patch_size: S
         deep_supervision=False,
     )
     network.apply(network.initialize)
+    # Without deep supervision the decoder only runs its last segmentation head; the others (kept, so that
+    # checkpoints keep their keys) get no gradient, which DDP (nnUNetv2_train -num_gpus N) refuses at the
+    # second iteration unless they are frozen.
+    for head in network.decoder.seg_layers[:-1]:
+        head.requires_grad_(False)
     if dropout_p > 0:
         add_dropout_after_convs(network, dropout_p)
     return network
+
+
+def original_module(network: nn.Module) -> nn.Module:
+    """The module beneath the wrappers nnU-Net puts around a network: ``torch.compile``'s ``OptimizedModule``
+    (``_orig_mod``; its state-dict keys carry that prefix) and ``DistributedDataParallel`` (``module``), in any
+    nesting. Weights loaded and hooks registered here are the ones the wrapped network runs with."""
+    while True:
+        inner = getattr(network, "_orig_mod", None)
+        if inner is None and isinstance(network, nn.parallel.DistributedDataParallel):
+            inner = network.module
+        if not isinstance(inner, nn.Module):
+            return network
+        network = inner

@@ -7,9 +7,11 @@ Each override replaces one piece of nnU-Net's default recipe:
 - Adam at 1e-4, x0.9 after every 2000 iterations without loss decrease (``configure_optimizers``);
 - stop when the evaluated loss did not decrease for two consecutive evaluations (``run_training``);
   ``max_epochs`` is only a cap on top of that rule; ``convergence.json`` records which of the two stopped it;
-- the network's initial weights and every epoch start from seeds derived from (``seed``, epoch), so a run
-  resumed with ``--c`` repeats the uninterrupted one exactly when augmentation runs in-process
-  (``nnUNet_n_proc_DA=0``) (``initialize``, ``on_epoch_start``);
+- the network's initial weights and every epoch start from seeds derived from (``seed``, epoch, and under
+  DDP the rank, so that each GPU draws its own cases and patches), so a run resumed with ``--c`` repeats the
+  uninterrupted one exactly when augmentation runs in-process (``nnUNet_n_proc_DA=0``) (``initialize``,
+  ``on_epoch_start``);
+- batch: 2 patches per GPU (under ``-num_gpus N``, nnU-Net's global batch is 2N) (``__init__``);
 - augmentation: random patch location, flips, 90-degree rotations, Gaussian noise (``get_training_transforms``);
 - cases drawn with probability proportional to n_source ** -0.5 (``get_dataloaders``: nnU-Net's loaders, then
   the weights);
@@ -77,9 +79,23 @@ def visible_device(index: int, visible: Optional[str]) -> str:
     return devices[index].strip() if index < len(devices) else str(index)
 
 
+def epoch_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The 32-bit seed of (run seed, step, DDP rank); rank 0 gives the seeds of a single-process run."""
+    return (seed * 1_000_003 + step + 1 + rank * RANK_SEED_STRIDE) % 2 ** 32
+
+
+RANK_SEED_STRIDE = 0x9E3779B1  # far apart from any (seed, step) of rank 0
+
+
+def ddp_world_size() -> int:
+    """Ranks of the process group nnU-Net's ``-num_gpus`` started (1 without DDP)."""
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 class nnUNetTrainerMultiTask(nnUNetTrainer):
     patch_size_voxels: Tuple[int, int, int] = (96, 96, 96)
-    patch_batch_size = 2
+    patch_batch_size = 2  # per GPU: under DDP the plans' (global) batch is this times the number of ranks
     paper_initial_lr = 1e-4
     lr_decay = 0.9
     iterations_per_window = 2000  # the paper's LR and evaluation interval, in training iterations
@@ -100,7 +116,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         # The patch and batch size belong to the recipe, not to nnU-Net's planner. Writing them into the
         # plans makes nnU-Net save them in the results folder's plans.json, which prediction reads.
         plans["configurations"][configuration]["patch_size"] = list(self.patch_size_voxels)
-        plans["configurations"][configuration]["batch_size"] = self.patch_batch_size
+        plans["configurations"][configuration]["batch_size"] = self.patch_batch_size * ddp_world_size()
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = self.paper_initial_lr
         self.num_epochs = self.max_epochs
@@ -197,8 +213,9 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
 
     def seed_everything(self, step: int) -> None:
         """Seeds numpy (nnU-Net's case and patch draws), torch (initial weights, augmentation, dropout) and
-        random from (seed, step); step -1 is the network initialization, step e >= 0 the start of epoch e."""
-        step_seed = (self.seed * 1_000_003 + step + 1) % 2 ** 32
+        random from (seed, step, rank); step -1 is the network initialization (the same on every rank), step
+        e >= 0 the start of epoch e (rank 0 and a single process: the seeds of earlier releases)."""
+        step_seed = epoch_seed(self.seed, step, self.local_rank if step >= 0 else 0)
         np.random.seed(step_seed)
         torch.manual_seed(step_seed)
         random.seed(step_seed)

@@ -46,6 +46,15 @@ def _check_folds(args) -> None:
     args.folds, args.f = folds, folds[0]
 
 
+def prediction_mismatch(fitted: Optional[dict], now: dict) -> Optional[str]:
+    """One line when the fit's device or precision (fit file "prediction") differs from this run's, else None
+    (also for fits written before the fit files recorded them)."""
+    if not isinstance(fitted, dict) or all(fitted.get(k) == now[k] for k in ("device", "precision")):
+        return None
+    return (f"fitted on {fitted.get('device')} ({fitted.get('precision')}), scored on {now['device']} "
+            f"({now['precision']}): scores near tau may fall on the other side (documentation/ood.md)")
+
+
 def _fit_dir(args, model_dir: str) -> str:
     """Where the fits live: the fold folder, or for a fold ensemble the model folder."""
     return model_dir if len(args.folds) > 1 else os.path.join(model_dir, f"fold_{args.f}")
@@ -102,7 +111,7 @@ def _fit(args) -> None:
         values = load_fit_parts(fold_dir, args.num_parts, case_ids, args.method, settings)
     else:
         share = part_share(case_ids, args.num_parts, args.part_id) if args.num_parts > 1 else case_ids
-        predictor.network.load_state_dict(predictor.list_of_parameters[0])
+        predictor.load_parameters(0)
         results = compute_training_results(predictor, folder, share)
         values = {m: method_values(m, results, args.layer) for m in args.method}
         if args.num_parts > 1:
@@ -113,7 +122,7 @@ def _fit(args) -> None:
     for method in args.method:
         meta = save_fit(fold_dir, method, args.layer, values[method], case_ids,
                         case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples,
-                        options={"k": args.knn_k}, folds=args.folds)
+                        options={"k": args.knn_k}, folds=args.folds, prediction=predictor.prediction_settings())
         where = f", {meta['layer']} layer" if meta["layer"] else ""
         print(f"{method}: {len(case_ids)} training images{where}, {meta['n_channels']} values each; "
               f"tau = {meta['tau']:.5f} (C = {meta['C']})")
@@ -235,6 +244,10 @@ def _score(args) -> None:
             methods[method]["warning"] = "fitted with a different test-time mirroring setting"
         if METHODS[method].needs == "mc_dropout" and meta.get("mc_samples") != args.mc_samples:
             methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
+        mismatch = prediction_mismatch(meta.get("prediction"), predictor.prediction_settings())
+        if mismatch:
+            methods[method]["warning"] = mismatch
+            print(f"{method}: {mismatch}")
     calibration = None if args.no_calibration or not args.save_probabilities else \
         _apply_calibration(fold_dir, args.o, rows, per_source=not args.global_temperature)
     if maps:

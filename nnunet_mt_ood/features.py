@@ -77,9 +77,11 @@ class GramAccumulator:
         self.gram: Optional[torch.Tensor] = None
 
     def begin(self, image_shape: Sequence[int], padded_shape: Sequence[int],
-              windows: Sequence[Tuple[slice, ...]]) -> None:
+              windows: Sequence[Tuple[slice, ...]], device=None) -> None:
         """image_shape: spatial shape before nnU-Net's padding; padded_shape: the shape windows tile;
-        windows: every window's spatial slices, as nnU-Net will predict them (in any order)."""
+        windows: every window's spatial slices, as nnU-Net will predict them (in any order); device: where
+        the open cells and F^T F live (nnU-Net's results device; default: the features' device)."""
+        self.device = None if device is None else torch.device(device)
         self.padded_shape = tuple(int(s) for s in padded_shape)
         offset = [(p - s) // 2 for p, s in zip(self.padded_shape, image_shape)]
         self.crop = tuple(slice(o, o + int(s)) for o, s in zip(offset, image_shape))
@@ -108,12 +110,14 @@ class GramAccumulator:
         return tuple(out)
 
     def add(self, features: torch.Tensor, window: Tuple[slice, ...]) -> None:
-        """features: (C, *patch) of the window at spatial slices `window` of the padded volume."""
-        features = features.float()
+        """features: (C, *patch) of the window at spatial slices `window` of the padded volume, in any
+        floating dtype (float16 under nnU-Net's autocast): summed in float32, folded in float64."""
+        features = features.to(self.device or features.device, torch.float32)
         if features.shape[1:] != self.patch_size:  # lower-resolution layer: nearest upsampling to the patch grid
             features = nn.functional.interpolate(features[None], size=self.patch_size, mode="nearest")[0]
-        if self.gaussian is None:
-            self.gaussian = torch.ones(self.patch_size, device=features.device)
+        if self.gaussian is None or self.gaussian.device != features.device:
+            self.gaussian = torch.ones(self.patch_size, device=features.device) if self.gaussian is None \
+                else self.gaussian.to(features.device)
         if self.gram is None:
             channels = features.shape[0]
             self.gram = torch.zeros((channels, channels), dtype=torch.float64, device=features.device)
@@ -204,10 +208,13 @@ class PooledAccumulator:
 
     def begin(self, image_shape: Sequence[int], padded_shape: Sequence[int], windows: Sequence[Tuple[slice, ...]],
               device=None) -> None:
-        """windows: every window's spatial slices, as nnU-Net will predict them."""
+        """windows: every window's spatial slices, as nnU-Net will predict them; device: where the weights and
+        sums live (nnU-Net's results device)."""
         padded_shape = tuple(int(s) for s in padded_shape)
         if self.gaussian is None:
             self.gaussian = torch.ones(self.patch_size, device=device)
+        elif device is not None:
+            self.gaussian = self.gaussian.to(device)
         weight = torch.zeros(padded_shape, dtype=torch.float32, device=self.gaussian.device)
         for w in windows:
             weight[w] += self.gaussian
@@ -221,7 +228,9 @@ class PooledAccumulator:
         self.voxels = int(np.prod([int(s) for s in image_shape]))
 
     def add(self, features: torch.Tensor, window: Tuple[slice, ...]) -> None:
-        """features: (C, *feature grid) of the window at spatial slices `window` of the padded volume."""
+        """features: (C, *feature grid) of the window at spatial slices `window` of the padded volume, any
+        floating dtype (summed in float64 on the device of ``begin``)."""
+        features = features.to(self.inverse_weight.device)
         share = self.inverse_weight[window] * self.gaussian  # (patch): each voxel's weight in the image mean
         for axis, size in enumerate(features.shape[1:]):
             if size != share.shape[axis]:  # sum the voxels that nearest upsampling fills from one feature voxel
@@ -237,14 +246,19 @@ class FeatureCapture:
     """Forward hook that passes the first call's features after each ``arm()`` to a callback.
 
     nnU-Net calls the network 1 + (number of mirror combinations) times per window, un-mirrored first;
-    arming before each window keeps exactly the un-mirrored pass.
+    arming before each window keeps exactly the un-mirrored pass. The hook sits on the layer of the original
+    module (beneath ``torch.compile`` and DDP wrappers) and is excluded from compilation: a compiled network
+    runs it eagerly, between two compiled graphs, every call (traced into the graph instead, its ``armed``
+    flag would be a guard that recompiles the network at every window). ``captured``: features passed on.
     """
 
     def __init__(self, network: nn.Module, layer: str, callback):
-        module, self.use_input = feature_module(network, layer)
+        from nnunet_mt.network import original_module
+        module, self.use_input = feature_module(original_module(network), layer)
         self.callback = callback
         self.armed = False
-        self.handle = module.register_forward_hook(self._hook)
+        self.captured = 0
+        self.handle = module.register_forward_hook(torch.compiler.disable(self._hook))
 
     def arm(self) -> None:
         self.armed = True
@@ -252,6 +266,7 @@ class FeatureCapture:
     def _hook(self, module, inputs, output):
         if self.armed:
             self.armed = False
+            self.captured += 1
             features = inputs[0] if self.use_input else output
             assert features.shape[0] == 1, "nnU-Net's sliding window predicts one window per call"
             self.callback(features[0].detach())

@@ -51,10 +51,12 @@ def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarra
 
 def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
-             mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None, folds: Sequence[str] = ()) -> dict:
+             mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None, folds: Sequence[str] = (),
+             prediction: Optional[dict] = None) -> dict:
     """Fits a method's threshold on the training values (see method_values) and writes its files; returns
     the JSON content. options: the method's detector options (e.g. knn's k), kept in the JSON; folds: an
-    ensemble's folds (its file names carry them)."""
+    ensemble's folds (its file names carry them); prediction: the device and precision the values were
+    computed with (``OODPredictor.prediction_settings``), kept in the JSON for score to compare."""
     if len(values) < 3:
         raise InputError(f"{fold_dir}: {len(values)} training images; tau needs at least 3")
     spec = METHODS[method]
@@ -66,7 +68,7 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
     meta = {"method": method, "layer": spec.fitted_layer(layer),
             "C": c, "tau": detector.threshold_, "n_channels": int(values.shape[1]), "case_ids": list(case_ids),
             "sources": list(sources), "train_scores": detector.train_scores_.tolist(), "model": model,
-            "tta": tta if spec.uses_test_time_mirroring else None}
+            "tta": tta if spec.uses_test_time_mirroring else None, "prediction": prediction}
     if spec.needs == "mc_dropout":
         meta["mc_samples"] = mc_samples
     meta.update(options)

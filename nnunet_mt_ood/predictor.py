@@ -7,14 +7,22 @@ probabilities are exactly nnU-Net's (unless ``window_order="memory"``, below):
 - ``_internal_get_sliding_window_slicers``: remembers the windows, in nnU-Net's order (with
   ``window_order="memory"``: in ``memory_saving_order``, the only override that changes what nnU-Net sums,
   by the rounding of its float16 sum of overlapping windows' logits);
-- ``_internal_predict_sliding_window_return_logits``: starts the feature accumulators (again after
-  nnU-Net's out-of-memory fallback to the CPU);
+- ``_internal_predict_sliding_window_return_logits``: starts the feature accumulators on nnU-Net's results
+  device, and again, on the CPU, when nnU-Net's out-of-memory fallback repeats the pass there (the failed
+  pass's accumulators are dropped first, so the fallback finds their memory free);
 - ``_internal_maybe_mirror_and_predict``: arms the feature hooks for the window's un-mirrored pass;
 - ``predict_sliding_window_return_logits``: finishes the image's Gram matrices and channel sums; for a fold
   ensemble (nnU-Net calls it once per fold, in ``list_of_parameters`` order) keeps each fold's segmentation;
 - ``predict_logits_from_preprocessed_data``: stores the case's results (signature, pooled features,
   softmax scores, MC-dropout score, fold disagreement) and, for voxel maps, the case's MC-dropout mean
   probabilities. The logits it returns are nnU-Net's (for several folds: their mean, as nnUNetv2_predict).
+
+Whatever nnU-Net wraps around the network (``torch.compile`` with ``nnUNet_compile=t``), weights are loaded
+into and hooks sit on the original module (``nnunet_mt.network.original_module``), and the hooks run outside
+the compiled graphs. Under nnU-Net's autocast (float16 on CUDA) features arrive in half precision and are
+accumulated in float32/float64; ``prediction_settings`` names the device and precision, which the fit files
+record. MC dropout's passes go through nnU-Net's ``predict_sliding_window_return_logits``, so they get its
+autocast, padding and out-of-memory fallback like every other prediction.
 
 ``mc_dropout_probabilities_in_image_space`` takes those back to the input image's grid with nnU-Net's own
 preprocessor (for the crop and transpose of the case) and export function.
@@ -24,13 +32,12 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from torch.nn.modules.dropout import _DropoutNd
 
 from nnunet_mt.compat import warn_if_untested_nnunet
-from nnunet_mt.network import DropoutConv3d
+from nnunet_mt.network import DropoutConv3d, original_module
 from nnunet_mt_ood.baselines import (foreground_entropy, max_softmax_score, mean_entropy, mean_pairwise_dice,
                                      voxel_disagreement)
 from nnunet_mt_ood.features import (WINDOW_ORDERS, FeatureCapture, GramAccumulator, PooledAccumulator,
@@ -49,6 +56,40 @@ class OODPredictor(nnUNetPredictor):
     ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``; with fold disagreement (several folds):
     ``ensemble`` (1 - mean pairwise Dice of the folds' segmentations) and ``ensemble_disagreement``.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # per-predictor state: set for real by enable_ood (no OOD collection before it)
+        self.window_order = "nnunet"
+        self.layer = None
+        self.results: Dict[str, dict] = {}
+        self.softmax_scores = self.fold_disagreement = False
+        self.mc_dropout_samples = 0
+        self.keep_mc_probabilities = None
+        self._collecting = False
+        self._captures: Dict[str, FeatureCapture] = {}
+        self._accumulators: Dict[str, object] = {}
+        self._grams: Dict[str, tuple] = {}
+        self._fold_segmentations: list = []
+        self._last_mc_probabilities: Optional[np.ndarray] = None
+        self._current_case: Optional[str] = None
+        self._pending_cases: list = []
+
+    def load_parameters(self, index: int = 0) -> None:
+        """Loads ``list_of_parameters[index]`` into the network (into the original module when nnU-Net has
+        compiled it: the compiled wrapper's keys carry ``_orig_mod.``)."""
+        original_module(self.network).load_state_dict(self.list_of_parameters[index])
+
+    def prediction_settings(self) -> dict:
+        """{"device": cpu/cuda/..., "precision": the network's compute dtype}: float16 on CUDA (nnU-Net
+        predicts under autocast there), an autocast the caller has entered on the CPU, else float32."""
+        if self.device.type == "cuda":
+            precision = torch.float16
+        elif torch.is_autocast_enabled("cpu"):
+            precision = torch.get_autocast_dtype("cpu")
+        else:
+            precision = torch.float32
+        return {"device": self.device.type, "precision": str(precision).replace("torch.", "")}
 
     def enable_ood(self, layer: Optional[str] = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
                    mc_dropout_samples: int = 0, keep_mc_probabilities: Optional[str] = None,
@@ -71,22 +112,22 @@ class OODPredictor(nnUNetPredictor):
             raise ValueError("the ensemble score needs two or more folds (-f 0 1 ...)")
         if several and (not fold_disagreement or layer or layers or softmax_scores or mc_dropout_samples):
             raise ValueError("OOD scores other than ensemble belong to one model: predict with a single fold")
+        if mc_dropout_samples and not self._dropout_modules():
+            raise ValueError("MC-dropout needs a network with dropout (train it with a _dropout variant, e.g. nnUNetTrainerMultiTask_dropout)")
+        self.remove_hooks()  # a second enable_ood replaces the first one's hooks
         self.fold_disagreement = fold_disagreement
-        self._fold_segmentations: list = []
+        self._fold_segmentations = []
         self.layer = layer
-        self.results: Dict[str, dict] = {}
+        self.results = {}
         self.softmax_scores = softmax_scores
         self.mc_dropout_samples = mc_dropout_samples
         self.keep_mc_probabilities = keep_mc_probabilities
-        self._last_mc_probabilities: Optional[np.ndarray] = None
-        if mc_dropout_samples and not self._dropout_modules():
-            raise ValueError("MC-dropout needs a network with dropout (train it with a _dropout variant, e.g. nnUNetTrainerMultiTask_dropout)")
-        self._current_case: Optional[str] = None
-        self._pending_cases: list = []
+        self._last_mc_probabilities = None
+        self._current_case = None
+        self._pending_cases = []
         self._collecting = True
-        self._captures = {}
-        self._accumulators: Dict[str, object] = {}
-        self._grams: Dict[str, tuple] = {}
+        self._accumulators = {}
+        self._grams = {}
         for name in dict.fromkeys([n for n in (layer, *layers) if n]):
             self._captures[name] = FeatureCapture(self.network, name, lambda f, n=name: self._on_features(n, f))
         return self
@@ -94,6 +135,7 @@ class OODPredictor(nnUNetPredictor):
     def remove_hooks(self) -> None:
         for capture in self._captures.values():
             capture.remove()
+        self._captures = {}
 
     # --- bookkeeping around nnU-Net's own steps ---------------------------------------------------
     def predict_from_data_iterator(self, data_iterator, *args, **kwargs):
@@ -114,7 +156,7 @@ class OODPredictor(nnUNetPredictor):
             raise ValueError("OOD scores belong to one model: predict with a single fold")
         self._fold_segmentations = []
         logits = super().predict_logits_from_preprocessed_data(data)
-        case = self._current_case
+        case, self._current_case = self._current_case, None  # set again by the next item of the iterator
         if case is None and self._pending_cases:  # sequential path: cases come in list order
             case = self._pending_cases.pop(0)
         if case is not None:
@@ -125,27 +167,32 @@ class OODPredictor(nnUNetPredictor):
 
     def _internal_get_sliding_window_slicers(self, image_size):
         slicers = super()._internal_get_sliding_window_slicers(image_size)
-        if getattr(self, "window_order", "nnunet") == "memory":
+        if self.window_order == "memory":
             slicers = [slicers[i] for i in memory_saving_order([s[1:] for s in slicers])]
         self._slicers = slicers
         return slicers
 
     def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
         if self._collecting:
+            results_device = self.device if do_on_device else torch.device("cpu")  # nnU-Net's choice
             gaussian = compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
-                                        value_scaling_factor=10, device=self.device).float() \
+                                        value_scaling_factor=10, device=results_device).float() \
                 if self.use_gaussian else None
             self._windows = {}
             windows = [s[1:] for s in slicers]
             for name in self._captures:
                 if name == self.layer:  # the spectral layer: Gram matrix (and channel sums)
                     self._accumulators[name] = GramAccumulator(self.configuration_manager.patch_size, gaussian)
-                    self._accumulators[name].begin(self._image_shape, data.shape[1:], windows)
+                    self._accumulators[name].begin(self._image_shape, data.shape[1:], windows, results_device)
                 else:  # pooled statistics only
                     self._accumulators[name] = PooledAccumulator(self.configuration_manager.patch_size, gaussian)
-                    self._accumulators[name].begin(self._image_shape, data.shape[1:], windows, self.device)
+                    self._accumulators[name].begin(self._image_shape, data.shape[1:], windows, results_device)
                 self._windows[name] = 0
-        return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
+        try:
+            return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
+        except Exception:
+            self._accumulators = {}  # freed before nnU-Net empties the cache and retries on the CPU
+            raise
 
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
         if self._collecting:
@@ -157,7 +204,7 @@ class OODPredictor(nnUNetPredictor):
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
         self._image_shape = tuple(input_image.shape[1:])
         logits = super().predict_sliding_window_return_logits(input_image)
-        for name, acc in self._accumulators.items():
+        for name, acc in (self._accumulators.items() if self._collecting else ()):
             gram = acc.finish() if isinstance(acc, GramAccumulator) else None
             self._grams[name] = (None if gram is None else gram.cpu().numpy(), acc.channel_sums.cpu().numpy(),
                                  acc.voxels)
@@ -173,32 +220,41 @@ class OODPredictor(nnUNetPredictor):
 
     # --- MC dropout ---------------------------------------------------------------------------------
     def _dropout_modules(self):
-        return [m for m in self.network.modules()
+        return [m for m in original_module(self.network).modules()
                 if (isinstance(m, DropoutConv3d) and m.dropout_p > 0) or (isinstance(m, _DropoutNd) and m.p > 0)]
 
     @torch.inference_mode()
     def mc_dropout_mean_probabilities(self, data: torch.Tensor, samples: int) -> np.ndarray:
         """Mean softmax of `samples` sliding-window passes with dropout active (all else in eval mode),
-        without mirroring; (classes, *spatial) in the preprocessed grid."""
-        padded, revert = pad_nd_image(data, self.configuration_manager.patch_size, "constant", {"value": 0}, True,
-                                      None)
-        slicers = self._internal_get_sliding_window_slicers(padded.shape[1:])
-        dropout = self._dropout_modules()
-        mirroring, self.use_mirroring, self._collecting = self.use_mirroring, False, False
+        without mirroring; (classes, *spatial) in the preprocessed grid. Each pass is nnU-Net's own
+        ``predict_sliding_window_return_logits`` (its autocast, padding and out-of-memory fallback)."""
+        mirroring, collecting = self.use_mirroring, self._collecting
+        self.use_mirroring, self._collecting = False, False
         total = None
         try:
-            self.network.eval()
-            for m in dropout:
-                m.train()
             for _ in range(samples):
-                logits = self._internal_predict_sliding_window_return_logits(
-                    padded, slicers, self.perform_everything_on_device and self.device.type == "cuda")
-                probabilities = torch.softmax(logits[(slice(None), *revert[1:])].float(), 0).cpu()
+                logits = self._dropout_pass(data)
+                probabilities = torch.softmax(logits.float(), 0).cpu()
                 total = probabilities if total is None else total + probabilities
         finally:
             self.network.eval()
-            self.use_mirroring, self._collecting = mirroring, True
+            self.use_mirroring, self._collecting = mirroring, collecting
         return (total / samples).numpy()
+
+    def _dropout_pass(self, data: torch.Tensor) -> torch.Tensor:
+        """One pass of nnU-Net's sliding window with the dropout modules in train mode: nnU-Net calls
+        ``network.eval()`` at the start of its pass, so the modules are switched back on by a pre-hook on
+        the network's first call."""
+        dropout = self._dropout_modules()
+
+        def train_dropout(module, args):
+            for m in dropout:
+                m.train()
+        handle = original_module(self.network).register_forward_pre_hook(torch.compiler.disable(train_dropout))
+        try:
+            return self.predict_sliding_window_return_logits(data)
+        finally:
+            handle.remove()
 
     # --- results ------------------------------------------------------------------------------------
     def last_signature(self, layer: Optional[str] = None) -> np.ndarray:

@@ -7,12 +7,15 @@
 #   2. a model trained for one epoch (${GPU_CHECK_MODEL}), then nnUNetv2_predict vs nnunet_mt_ood score
 #      (spectral, then mahalanobis) on the test images: wall time and peak GPU memory;
 #   3. the same on one CT-sized synthetic volume (512 x 512 x 300 voxels at the model's spacing, no mirroring);
-#   4. spectral signatures on the GPU vs the CPU, and segmentations voxel for voxel (GPU predict vs GPU score,
-#      GPU score vs CPU score);
+#   4. spectral signatures on the GPU (float16 autocast) vs the CPU (float32), judged by what a user acts on:
+#      the accept/flag decision against the fitted tau on every image, and each distance within 5 % of tau;
+#      segmentations voxel for voxel (GPU predict vs GPU score, GPU score vs CPU score);
+#   6. on a machine with 2 or more GPUs: nnUNetv2_train -num_gpus N (N = min(GPUs, 4); 2 patches per GPU).
 # writes benchmarks/results/gpu.json and gpu.md (the table for documentation/benchmarks.md) and exits non-zero
 # when a check fails. GPU_CHECK_DEVICE=cpu is the dry run the test suite runs (small sizes, our CPU trainers,
 # results in gpu_check_cpu.json/.md). Other knobs: GPU_CHECK_WORK (scratch folder, reused: finished steps are
-# skipped), GPU_CHECK_OUT (result folder), nnUNet_compile (off unless set: compiling costs minutes).
+# skipped), GPU_CHECK_OUT (result folder), nnUNet_compile (on the GPU on by default, as nnU-Net trains and as
+# users predict with nnUNet_compile=t: the model is trained, fitted and scored compiled; the dry run: off).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
@@ -20,13 +23,14 @@ WORK=${GPU_CHECK_WORK:-$(mktemp -d /tmp/gpu_check.XXXX)}
 OUT=${GPU_CHECK_OUT:-$ROOT/benchmarks/results}
 PY=${PYTHON:-python}
 CHECK=("$PY" "$ROOT/benchmarks/gpu_check.py")
-export nnUNet_compile=${nnUNet_compile:-f}
 if [ "$DEVICE" = cuda ]; then
+  export nnUNet_compile=${nnUNet_compile:-t}
   OURS=nnUNetTrainerMultiTask; MODEL=${GPU_CHECK_MODEL:-nnUNetTrainerMultiTask_1epochs}
   ITERATIONS=20; WARMUP=5; LARGE=(300 512 512); CASES=0; NAME=gpu; TTA=()
 else  # dry run: the CPU recipe, a 2-epoch smoke model, a small "large" volume, 2 test images, no mirroring
   OURS=nnUNetTrainerMultiTaskCPU; MODEL=${GPU_CHECK_MODEL:-nnUNetTrainerMultiTaskSmoke}
   ITERATIONS=1; WARMUP=1; LARGE=(40 64 64); CASES=2; NAME=gpu_check_cpu; TTA=(--disable_tta)
+  export nnUNet_compile=${nnUNet_compile:-f}
   export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}
 fi
 export nnUNet_raw=$WORK/raw nnUNet_preprocessed=$WORK/preprocessed nnUNet_results=$WORK/results
@@ -94,3 +98,12 @@ predict "score spectral on the CPU, 3 test images" "$FEW" spectral_cpu nnunet_mt
 "${CHECK[@]}" compare --record "$RECORD" --model "$MODEL_DIR" --images "$FEW" --device "$DEVICE" \
   --segmentations "$PRED/predict" "$PRED/spectral" --segmentations "$PRED/large_predict" "$PRED/large_spectral" \
   --segmentations "$PRED/spectral_cpu" "$PRED/spectral"
+
+GPUS=0
+[ "$DEVICE" != cuda ] || GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
+if [ "$GPUS" -ge 2 ]; then
+  N=$(( GPUS < 4 ? GPUS : 4 ))
+  step "6/6 nnUNetv2_train -num_gpus $N (2 patches per GPU, ranks seeded apart)"
+  "${CHECK[@]}" run --record "$RECORD" --label "nnUNetv2_train -num_gpus $N" -- nnUNetv2_train 500 3d_fullres 0 \
+    -tr "${MODEL}_seed1" -num_gpus "$N"
+fi

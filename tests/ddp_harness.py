@@ -20,10 +20,11 @@ def native_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def init_group(rank: int, init_file: str) -> int:
-    """Joins the gloo group; returns how many threads the group started, for ``teardown_group``."""
+def init_group(rank: int, init_file: str, world: int = WORLD) -> int:
+    """Joins the gloo group of ``world`` ranks; returns how many threads the group started, for
+    ``teardown_group``."""
     before = native_threads()
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=COLLECTIVE_TIMEOUT)
     return native_threads() - before
 

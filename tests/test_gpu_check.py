@@ -51,6 +51,8 @@ def test_gpu_check_dry_run_on_the_cpu(trained, tmp_path):
     # on the CPU both sides of each comparison are the same computation: exact agreement
     signatures = next(s for s in steps if s["step"] == "signatures")
     assert len(signatures["max_abs_difference"]) == 2 and max(signatures["max_abs_difference"].values()) == 0.0
+    assert all(signatures["decisions_agree"].values()) and max(signatures["difference_over_tau"].values()) == 0.0
+    assert signatures["tau"] > 0
     pairs = [s for s in steps if s["step"] == "segmentations"]
     assert len(pairs) == 3 and all(set(s["voxel_agreement"].values()) == {1.0} for s in pairs)
     assert sorted(len(s["voxel_agreement"]) for s in pairs) == [1, 2, 2]  # the large volume; test images
@@ -69,8 +71,10 @@ def test_gpu_check_dry_run_on_the_cpu(trained, tmp_path):
 def test_gpu_check_report_fails_on_a_failed_check(tmp_path):
     gpu_check = _gpu_check_module()
     record = tmp_path / "record.jsonl"
-    entries = [{"step": "signatures", "label": "signatures cuda vs cpu", "device": "cuda",
-                "max_abs_difference": {"a": 1e-3, "b": 0.05}, "tolerance": 2e-2},
+    entries = [{"step": "signatures", "label": "signatures cuda vs cpu", "device": "cuda", "tau": 0.01,
+                "max_abs_difference": {"a": 1e-3, "b": 2e-3}, "tolerance_over_tau": 0.05,
+                "difference_over_tau": {"a": 0.01, "b": 0.08}, "decisions_agree": {"a": False, "b": True},
+                "distance_over_tau": {"a": [1.001, 0.999], "b": [0.5, 0.58]}},
                {"step": "segmentations", "label": "predict vs spectral", "device": "cuda",
                 "voxel_agreement": {"a": 1.0, "b": 0.9995}, "minimum": 0.999},
                {"step": "run", "label": "score spectral, large volume", "command": "nnunet_mt_ood score", "exit_code": 2,
@@ -79,9 +83,30 @@ def test_gpu_check_report_fails_on_a_failed_check(tmp_path):
     code = gpu_check.main(["report", "--record", str(record), "--json", str(tmp_path / "g.json"),
                            "--markdown", str(tmp_path / "g.md")])
     failures = json.loads((tmp_path / "g.json").read_text())["failures"]
-    assert code == 1 and len(failures) == 2  # the signature beyond tolerance, the failed command; 0.9995 passes
-    assert "5.00e-02 > 0.02" in failures[0] and "exit code 2" in failures[1]
+    # a flipped decision, a distance difference beyond 5 % of tau, the failed command; 0.9995 passes
+    assert code == 1 and len(failures) == 3
+    assert "decision differs for a" in failures[0] and "0.080 tau > 0.05 tau" in failures[1]
+    assert "exit code 2" in failures[2]
     assert "**FAILED**" in (tmp_path / "g.md").read_text()
+
+
+def test_gpu_check_judges_signatures_by_decision_and_distance_over_tau():
+    """Known answers: training signatures e1, e2, e3 (tau from their leave-one-out distances); a case whose
+    distance crosses tau between the sides disagrees, however small its component difference."""
+    from nnunet_mt_ood.detector import SpectralOODDetector
+    gpu_check = _gpu_check_module()
+    train = np.eye(3)
+    detector = SpectralOODDetector(c=0.0).fit(train)  # leave-one-out distances all sqrt(2): tau = sqrt(2)
+    assert detector.threshold_ == pytest.approx(np.sqrt(2))
+    u = np.array([1.0, 0.0, 0.0])
+    distance = lambda t: np.sqrt((1 + t) ** 2 + 2 * t ** 2)  # from (-t, -t, -t) to the nearest e_i
+    near = {"in": u, "edge": np.full(3, -0.30)}  # edge: distance 1.3675 < tau = 1.4142
+    moved = {"in": u + [0.0, 0.01, 0.0], "edge": np.full(3, -0.36)}  # edge: 1.4522 > tau
+    entry = gpu_check.signature_agreement(detector, moved, near)
+    assert entry["decisions_agree"] == {"edge": False, "in": True}
+    assert entry["difference_over_tau"]["edge"] == pytest.approx((distance(0.36) - distance(0.30)) / np.sqrt(2))
+    assert entry["difference_over_tau"]["in"] == pytest.approx(0.01 / np.sqrt(2))
+    assert entry["max_abs_difference"] == {"edge": pytest.approx(0.06), "in": pytest.approx(0.01)}
 
 
 def test_gpu_check_volume_is_ct_like_at_the_plans_spacing(tmp_path):

@@ -53,3 +53,15 @@ def test_distance_by_group_is_the_nearest_signature_of_each_group():
     assert by_group["A"] == pytest.approx([4.0, 0.1])  # nearest A signatures: (0, 0) and (1, 0)
     assert by_group["B"] == pytest.approx([1.0, np.hypot(0.9, 3.0)])
     assert np.minimum(by_group["A"], by_group["B"]) == pytest.approx(detector.score([[0.0, 4.0], [0.9, 0.0]]))
+
+
+def test_prediction_mismatch_line():
+    """score says in one line when the fit's device or precision differs from its own; nothing when they agree
+    or when the fit file predates the record."""
+    from nnunet_mt_ood.cli import prediction_mismatch
+    cpu = {"device": "cpu", "precision": "float32"}
+    assert prediction_mismatch(dict(cpu), cpu) is None
+    assert prediction_mismatch(None, cpu) is None
+    line = prediction_mismatch({"device": "cuda", "precision": "float16"}, cpu)
+    assert line.startswith("fitted on cuda (float16), scored on cpu (float32)") and "\n" not in line
+    assert "fitted on cpu (bfloat16)" in prediction_mismatch({"device": "cpu", "precision": "bfloat16"}, cpu)
