@@ -198,8 +198,6 @@ def main(argv=None) -> int:
 
 
 def markdown(summary: dict) -> str:
-    by = {r["label"].split(" (")[0] + (" ours" if "ours" in r["label"] or "paper" in r["label"] else ""): r
-          for r in summary["records"]}
     rows = ["| step | ours: s / peak MiB | plain nnU-Net: s / peak MiB | ratio time / memory |", "|---|---|---|---|"]
 
     def cell(r):
