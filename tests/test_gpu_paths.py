@@ -221,3 +221,25 @@ def test_prediction_temperature_survives_compilation():
         divide_logits(network, 2.5)
         compiled = torch.compile(network, backend="aot_eager")
         torch.testing.assert_close(compiled(x), plain / 2.5, atol=1e-5, rtol=1e-5)
+
+
+def test_mc_dropout_on_a_compiled_network(trained, monkeypatch):
+    """MC dropout with nnUNet_compile=t: dropout is switched on inside nnU-Net's compiled passes (the pre-hook
+    runs outside the graphs), the passes differ from the deterministic prediction and from each other, their
+    mean is close to the uncompiled MC mean, and dropout is off again afterwards."""
+    from nnunet_mt.network import add_dropout_after_convs, original_module
+    root, _ = trained
+    data = _training_images(root, 1)[0]
+    means = {}
+    for compiled in (False, True):
+        predictor = _predictor(root, monkeypatch, compiled=compiled)
+        add_dropout_after_convs(original_module(predictor.network), 0.1)
+        predictor.enable_ood("last", mc_dropout_samples=4)
+        deterministic = torch.softmax(predictor.predict_sliding_window_return_logits(data).float(), 0).numpy()
+        torch.manual_seed(0)
+        first = predictor.mc_dropout_mean_probabilities(data, 1)
+        means[compiled] = predictor.mc_dropout_mean_probabilities(data, 4)
+        assert np.abs(first - deterministic).max() > 1e-3 and np.abs(first - means[compiled]).max() > 1e-4
+        assert not any(m.training for m in original_module(predictor.network).modules())
+    # two Monte-Carlo estimates of the same mean (4 passes each): close, not equal
+    assert np.abs(means[True] - means[False]).mean() < 0.05
