@@ -62,12 +62,16 @@ class OODPredictor(nnUNetPredictor):
         # per-predictor state: set for real by enable_ood (no OOD collection before it)
         self.window_order = "nnunet"
         self.layer = None
-        self.results: Dict[str, dict] = {}
         self.softmax_scores = self.fold_disagreement = False
         self.mc_dropout_samples = 0
         self.keep_mc_probabilities = None
         self._collecting = False
         self._captures: Dict[str, FeatureCapture] = {}
+        self._reset_results()
+
+    def _reset_results(self) -> None:
+        """Empties what the predicted cases left: results, accumulators, case bookkeeping."""
+        self.results: Dict[str, dict] = {}
         self._accumulators: Dict[str, object] = {}
         self._grams: Dict[str, tuple] = {}
         self._fold_segmentations: list = []
@@ -116,18 +120,12 @@ class OODPredictor(nnUNetPredictor):
             raise ValueError("MC-dropout needs a network with dropout (train it with a _dropout variant, e.g. nnUNetTrainerMultiTask_dropout)")
         self.remove_hooks()  # a second enable_ood replaces the first one's hooks
         self.fold_disagreement = fold_disagreement
-        self._fold_segmentations = []
         self.layer = layer
-        self.results = {}
         self.softmax_scores = softmax_scores
         self.mc_dropout_samples = mc_dropout_samples
         self.keep_mc_probabilities = keep_mc_probabilities
-        self._last_mc_probabilities = None
-        self._current_case = None
-        self._pending_cases = []
         self._collecting = True
-        self._accumulators = {}
-        self._grams = {}
+        self._reset_results()
         for name in dict.fromkeys([n for n in (layer, *layers) if n]):
             self._captures[name] = FeatureCapture(self.network, name, lambda f, n=name: self._on_features(n, f))
         return self
