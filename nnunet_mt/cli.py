@@ -21,17 +21,23 @@ def _demo_data(args) -> None:
         raise InputError(f"-d {unknown[0]}: not a demo dataset (choose from {' '.join(map(str, sorted(known)))})")
     if (args.n_train is not None and args.n_train < 5) or (args.n_test is not None and args.n_test < 1):
         raise InputError("--n_train must be at least 5 (nnU-Net's 5-fold split) and --n_test at least 1")
+    if args.as_id is not None and (len(wanted) != 1 or args.as_id in known):
+        raise InputError(f"--as_id {args.as_id}: give exactly one -d and an id that is not a demo dataset's "
+                         f"({' '.join(map(str, sorted(known)))})")
     os.makedirs(raw_dir, exist_ok=True)
     for ds in (known[d] for d in wanted):
-        ds = replace(ds, n_train=args.n_train or ds.n_train, n_test=args.n_test or ds.n_test)
+        ds = replace(ds, n_train=args.n_train or ds.n_train, n_test=args.n_test or ds.n_test,
+                     dataset_id=args.as_id or ds.dataset_id)
         path = write_dataset(ds, raw_dir, args.seed)
         print(f"{path}: {ds.n_train} training + {ds.n_test} test cases, {ds.modality}, role: {ds.role}")
 
 
 def _merge(args) -> None:
     from nnunet_mt.merge import SourceSpec, merge_datasets
+    from nnunet_mt.subjects import SubjectRule
+    rule = SubjectRule(args.subject_pattern, args.subject_map)
     merge_datasets([SourceSpec.parse(d) for d in args.d], args.o, args.n, alpha=args.alpha,
-                   overwrite=args.overwrite, normalization=args.normalization)
+                   overwrite=args.overwrite, normalization=args.normalization, subjects=rule)
 
 
 def _evaluate(args) -> None:
@@ -71,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", type=DATASET_ID, nargs="+", metavar="ID", help="only these demo datasets (default: 11 12 13 14 15)")
     p.add_argument("--n_train", type=COUNT, help="training cases per dataset instead of the default (>= 5)")
     p.add_argument("--n_test", type=COUNT, help="test cases per dataset instead of the default")
+    p.add_argument("--as_id", type=DATASET_ID, metavar="ID", help="write the one -d dataset under this id instead: "
+                   "new cases of the same distribution (the cases are drawn from the seed and the id)")
     p.set_defaults(func=_demo_data)
 
     p = sub.add_parser("merge", help="merge nnU-Net raw datasets into one multi-task dataset")
@@ -86,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper (default): CT clipped to [-1000, 1000] HU -> [0, 1], MR divided by its std, "
                         "decided per image (CT = minimum below -200); nnunet: nnU-Net's scheme per channel name, "
                         "z-score where sources differ")
+    p.add_argument("--subject_pattern", metavar="REGEX", help="cases whose ids give the same match (first group, "
+                   "or the whole match) are one subject, e.g. '(pat\\d+)' makes pat0004 and pat0004m one; every "
+                   "split keeps a subject's cases on one side (default: each case its own subject)")
+    p.add_argument("--subject_map", metavar="FILE", help="subjects from a JSON object or two-column CSV/TSV "
+                   "(case id, subject); cases not listed are their own subject")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
     p.set_defaults(func=_merge)
 

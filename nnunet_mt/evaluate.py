@@ -18,6 +18,7 @@ from nnunet_mt.errors import InputError
 from nnunet_mt.temperature import brier_score, negative_log_likelihood
 from nnunet_mt.validate import refuse_stray_images
 from nnunet_mt.merge import case_sources
+from nnunet_mt.subjects import case_subjects
 from nnunet_mt.metrics import (DEFAULT_ROI_MARGIN, calibration_histogram, default_roi, dice, ece_from_histogram,
                                hd95_and_assd, mce_from_histogram, reference_roi)
 
@@ -222,8 +223,8 @@ def evaluate_folder(ref_dir: str, pred_dir: str, prob_dir: Optional[str] = None,
     sources = case_sources(dataset_json, cases) if dataset_json.get("nnunet_mt") else ["all"] * len(cases)
     metrics = [m for m in METRICS if m in per_case[0]]
     groups: Dict[str, List[dict]] = {}
-    for source, result in zip(sources, per_case):
-        result["source"] = source
+    for source, subject, result in zip(sources, case_subjects(dataset_json, cases), per_case):
+        result["source"], result["subject"] = source, subject
         groups.setdefault(source, []).append(result)
     if len(groups) > 1:
         groups["all"] = per_case

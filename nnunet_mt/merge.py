@@ -218,12 +218,12 @@ def _binary_label(src: str, dst: str, declared: Sequence[int], foreground: Seque
 
 def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str = "MultiTask",
                    raw_dir: Optional[str] = None, alpha: float = 0.5, overwrite: bool = False,
-                   normalization: str = "paper", log=print) -> str:
+                   normalization: str = "paper", subjects=None, log=print) -> str:
     """Creates ``Dataset{output_id:03d}_{output_name}`` in raw_dir (default $nnUNet_raw); returns its path.
 
     normalization: "paper" (CT [-1000, 1000] HU -> [0, 1], MR / std, decided per image; every image is
     checked against the rule first) or "nnunet" (nnU-Net's scheme per channel name; z-score where the
-    sources' channel names differ)."""
+    sources' channel names differ). subjects: a nnunet_mt.subjects.SubjectRule (default: one subject per case)."""
     if normalization not in NORMALIZATIONS:
         raise InputError(f"--normalization {normalization}: choose from {' '.join(NORMALIZATIONS)}")
     raw_dir = raw_dir or os.environ.get("nnUNet_raw")
@@ -278,7 +278,8 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
                                          declared, source.foreground):
                         empty.append(files["label"])
                     cases[new_id] = {"source": source.name, "original_id": case,
-                                     "split": "train" if split == "Tr" else "test"}
+                                     "split": "train" if split == "Tr" else "test",
+                                     "subject": subjects.subject(source.name, new_id, case) if subjects else new_id}
             log(f"  {source.name}: {len(source.train)} training and {len(source.test)} test cases, "
                 f"foreground labels {list(source.foreground)} -> 1")
         channel_names = _merged_channel_names(sources, normalization)
@@ -293,6 +294,7 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
                 "alpha": alpha,
                 "labels": "binary",
                 "normalization": normalization,
+                "subjects": subjects.describe() if subjects else "one subject per case",
                 "sources": {s.name: {"dataset_id": s.dataset_id, "folder": s.folder,
                                      "channel_names": s.dataset_json["channel_names"],
                                      "foreground_labels": list(s.foreground),
@@ -308,6 +310,15 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    n_subjects = len({c["subject"] for c in cases.values()})
+    if n_subjects < len(cases):
+        log(f"{len(cases)} cases of {n_subjects} subjects ({subjects.describe()}): every split keeps a subject's "
+            f"cases together")
+    by_split = {k: {c["subject"] for c in cases.values() if c["split"] == k} for k in ("train", "test")}
+    if by_split["train"] & by_split["test"]:
+        both = sorted(by_split["train"] & by_split["test"])
+        log(f"note: {len(both)} subjects have training and test cases (e.g. {both[0]}): their test results are not "
+            f"independent of training")
     if empty:  # allowed: nnU-Net trains on background-only cases too (see documentation/merge.md)
         log(f"note: {len(empty)} label maps have no foreground, e.g. {empty[0]}")
     log(f"Wrote {final}: {dataset_json['numTraining']} training cases from {len(sources)} datasets "

@@ -5,7 +5,10 @@ Each override replaces one piece of nnU-Net's default recipe:
 - patch 96^3 (smaller for the CPU variants), written into the plans so prediction uses it (``__init__``);
 - loss: negative soft Dice of the foreground probability maps, no cross-entropy (``_build_loss``);
 - Adam at 1e-4, x0.9 after every 2000 iterations without loss decrease (``configure_optimizers``);
-- stop when the evaluated loss did not decrease for two consecutive evaluations (``run_training``);
+- stop when the evaluated loss did not decrease for two consecutive evaluations (``run_training``); the
+  ``_persource`` variant stops only when no source's loss decreased (``validation_step``,
+  ``on_validation_epoch_end``, ``converged``);
+- folds grouped by subject for a merged dataset with several cases per subject (``do_split``);
   ``max_epochs`` is only a cap on top of that rule; ``convergence.json`` records which of the two stopped it;
 - the network's initial weights and every epoch start from seeds derived from (``seed``, epoch, and under
   DDP the rank, so that each GPU draws its own cases and patches), so a run resumed with ``--c`` repeats the
@@ -43,13 +46,25 @@ from torch import nn
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
+from nnunet_mt.errors import InputError
 from nnunet_mt.merge import PROVENANCE_KEY, case_sources
 from nnunet_mt.network import build_residual_unet
 from nnunet_mt.prediction_temperature import refuse_temperature_in_training, with_prediction_temperature
 from nnunet_mt.sampling import case_sampling_probabilities, source_shares
-from nnunet_mt.schedule import has_converged, plateau_learning_rate
+from nnunet_mt.schedule import has_converged, has_converged_per_source, plateau_learning_rate
+from nnunet_mt.splits import merged_dataset_splits, refuse_leaking_splits
+from nnunet_mt.subjects import shares_subjects
 
 warn_if_untested_nnunet()
+SOURCE_LOSSES_KEY = "val_losses_by_source"  # per epoch: {source: mean validation patch loss}
+_PER_PATCH_DICE = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=False, do_bg=False,
+                                              smooth=1e-5, ddp=False)
+
+
+def per_patch_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loss (negative soft Dice of the foreground) of one patch: logits (1, classes, x, y, z),
+    target (1, 1, x, y, z) integer labels."""
+    return _PER_PATCH_DICE(logits, target)
 
 __all__ = ["nnUNetTrainerMultiTask", "nnUNetTrainerMultiTaskCPU", "nnUNetTrainerMultiTaskSmoke", "trainer_variant"]
 
@@ -109,6 +124,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     fit_ood_after_training = True  # spectral signatures of the training images, saved in the fold folder
     validate_with_mirroring = True  # nnU-Net's final validation with test-time mirroring
     checkpoint_every = 5  # epochs between checkpoint_latest.pth (nnU-Net: 50); what --c resumes from
+    convergence_per_source = False  # _persource: stop when no source's validation loss decreases
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -131,6 +147,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
                                f"({self.epochs_per_window} epochs); stop after {self.convergence_patience} "
                                f"evaluations without decrease, at most {self.num_epochs} epochs; seed {self.seed}")
         self.sampling_alpha = dataset_json.get(PROVENANCE_KEY, {}).get("alpha", self.default_sampling_alpha)
+        self.sampling_shares = {}  # source -> share of the drawn training patches (set with the loaders)
         if os.environ.get(FIT_AFTER_TRAINING_ENV) == "0":  # e.g. the experiments, which fit only where a table
             self.fit_ood_after_training = False             # needs it, as a job of their own
 
@@ -203,11 +220,69 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
             if not single:
                 augmenter.restart()
         shares = source_shares(case_sources(self.dataset_json, loaders[0].indices), loaders[0].sampling_probabilities)
+        self.sampling_shares = {k: float(v) for k, v in shares.items()}
         self.print_to_log_file("Sampling shares per source dataset (alpha=%s): %s" % (
             self.sampling_alpha, {k: round(v, 3) for k, v in shares.items()}))
         return train, val
 
+    def do_split(self):
+        """nnU-Net's split, from splits_final.json. For a merged dataset with subjects that hold several cases
+        and no splits_final.json yet, the folds are written first, stratified by source and grouped by subject
+        (nnunet_mt.splits): nnU-Net's own split is by case and would put one subject on both sides."""
+        splits_file = os.path.join(self.preprocessed_dataset_folder_base, "splits_final.json")
+        if self.fold != "all" and shares_subjects(self.dataset_json):
+            if not os.path.isfile(splits_file) and self.local_rank == 0:
+                write_text_atomic(splits_file, json.dumps(merged_dataset_splits(self.dataset_json), indent=1))
+                self.print_to_log_file(f"Wrote {splits_file}: 5 folds stratified by source, grouped by subject")
+            if self.is_ddp:
+                torch.distributed.barrier()  # every rank reads the folds rank 0 wrote
+            with open(splits_file) as f:
+                try:
+                    refuse_leaking_splits(splits_file, json.load(f), self.dataset_json)
+                except InputError as e:
+                    self.print_to_log_file(f"WARNING: {e}", also_print_to_console=True)
+        return super().do_split()
+
+    def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's validation step; with convergence_per_source also each patch's loss and its source (the
+        network's output taken by a hook on the same forward pass)."""
+        if not self.convergence_per_source:
+            return super().validation_step(batch)
+        captured = []
+        hook = self.network.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            result = super().validation_step(batch)
+        finally:
+            hook.remove()
+        output = captured[-1].detach().float()
+        target = batch["target"].to(output.device)
+        result[SOURCE_LOSSES_KEY] = [(source, float(per_patch_dice_loss(output[i:i + 1], target[i:i + 1])))
+                                     for i, source in enumerate(case_sources(self.dataset_json, batch["keys"]))]
+        return result
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        """nnU-Net's, then (convergence_per_source) each source's mean patch loss of the epoch, logged as
+        ``val_losses_by_source`` (kept in the checkpoint's log, so ``--c`` resumes the rule)."""
+        pairs = [pair for output in val_outputs for pair in output.pop(SOURCE_LOSSES_KEY, [])]
+        super().on_validation_epoch_end(val_outputs)
+        if not self.convergence_per_source:
+            return
+        if self.is_ddp:
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, pairs)
+            pairs = [pair for part in gathered for pair in part]
+        by_source = {}
+        for source, loss in pairs:
+            by_source.setdefault(source, []).append(loss)
+        means = {source: float(np.mean(losses)) for source, losses in sorted(by_source.items())}
+        self.logger.local_logger.my_fantastic_logging.setdefault(SOURCE_LOSSES_KEY, [])
+        self.logger.log(SOURCE_LOSSES_KEY, means, self.current_epoch)
+        self.print_to_log_file("val loss per source: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+
     def converged(self) -> bool:
+        if self.convergence_per_source:
+            history = self.logger.local_logger.my_fantastic_logging.get(SOURCE_LOSSES_KEY, [])
+            return has_converged_per_source(history, self.epochs_per_window, self.convergence_patience)
         return has_converged(self.logger.get_value("val_losses", step=None), self.epochs_per_window,
                              self.convergence_patience)
 
@@ -235,6 +310,9 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         return {"trainer": type(self).__name__, "seed": self.seed, "epochs": int(self.current_epoch),
                 "iterations": int(self.current_epoch * self.num_iterations_per_epoch),
                 "converged": self.converged(), "cap_epochs": int(self.num_epochs),
+                "convergence": "per_source" if self.convergence_per_source else "pooled",
+                "iterations_per_source": {source: round(share * self.current_epoch * self.num_iterations_per_epoch, 1)
+                                          for source, share in self.sampling_shares.items()},
                 "window_iterations": int(self.epochs_per_window * self.num_iterations_per_epoch),
                 "lr_drops": int(sum(b < a for a, b in zip(lrs, lrs[1:]))), "final_lr": lrs[-1] if lrs else None}
 
@@ -408,12 +486,13 @@ def _old_name_variant(old: str) -> type:
 
 
 _VARIANT = re.compile(r"^(?P<base>nnUNetTrainerMultiTask\w*?)(?P<dropout>_dropout)?(?P<finetune>_finetune)?"
-                      r"(?:_(?P<epochs>\d+)epochs)?(?:_seed(?P<seed>\d+))?$")
+                      r"(?P<persource>_persource)?(?:_(?P<epochs>\d+)epochs)?(?:_seed(?P<seed>\d+))?$")
 
 
 def trainer_variant(name: str) -> type:
     """The trainer class called ``name``; the suffixes ``_dropout`` (p=0.1 after every convolution, for
-    MC dropout), ``_finetune`` (half learning rate) and ``_<N>epochs`` (budget of N epochs), in this order,
+    MC dropout), ``_finetune`` (half learning rate), ``_persource`` (stop only when no source's validation
+    loss decreases) and ``_<N>epochs`` (budget of N epochs), in this order,
     make variants of any of our trainers on demand, e.g. ``nnUNetTrainerMultiTaskCPU_finetune_3epochs``;
     ``_seed<N>`` (last) changes the per-epoch seeds, for repeated runs. The name is the whole recipe, so nnU-Net's results folder
     (``<trainer>__<plans>__<configuration>``) keeps runs with different budgets apart and prediction finds the
@@ -424,8 +503,11 @@ def trainer_variant(name: str) -> type:
     if name in OLD_NAMES:
         return _old_name_variant(name)
     match = _VARIANT.match(name)
-    if match is None or not (match["dropout"] or match["finetune"] or match["epochs"] or match["seed"]) \
-            or match["epochs"] == "0":
+    if match is None or not (match["dropout"] or match["finetune"] or match["persource"] or match["epochs"] or
+                             match["seed"]) \
+            or match["epochs"] == "0" or ("_" in match["base"] and match["base"] not in OLD_NAMES):
+        # a base with a suffix of its own (_finetune_finetune, _2epochs_10epochs) is a repeated or misplaced
+        # suffix; only the old names carry one
         raise AttributeError(name)
     base = trainer_variant(match["base"])
     attributes = {"__module__": __name__, "__qualname__": name, "__doc__": f"{match['base']} variant, made by name"}
@@ -433,6 +515,8 @@ def trainer_variant(name: str) -> type:
         attributes["dropout_p"] = 0.1
     if match["finetune"]:
         attributes["paper_initial_lr"] = base.paper_initial_lr / 2
+    if match["persource"]:
+        attributes["convergence_per_source"] = True
     if match["epochs"]:
         attributes["max_epochs"] = int(match["epochs"])
     if match["seed"]:

@@ -3,7 +3,7 @@ pooled features, thresholded uncertainty scores (MC-dropout entropy, max-softmax
 disagreement). numpy in, numbers out."""
 import numpy as np
 
-from nnunet_mt_ood.detector import pairwise_distances
+from nnunet_mt_ood.detector import leave_subject_out, pairwise_distances
 
 ENTROPY_EPS = 1e-12  # p log p with p clipped here: 0 log 0 = 0
 
@@ -90,7 +90,7 @@ class ThresholdDetector:
     def __init__(self, c: float = 2.5):
         self.c = c
 
-    def fit(self, train_scores) -> "ThresholdDetector":
+    def fit(self, train_scores, groups=None) -> "ThresholdDetector":  # groups: unused (no neighbours)
         s = np.asarray(train_scores, dtype=np.float64).ravel()
         if len(s) < 3:
             raise ValueError(f"need at least 3 training scores to fit tau, got {len(s)}")
@@ -113,7 +113,7 @@ class MahalanobisDetector:
     def __init__(self, c: float = 2.5):
         self.c = c
 
-    def fit(self, train_features) -> "MahalanobisDetector":
+    def fit(self, train_features, groups=None) -> "MahalanobisDetector":  # groups: unused (no neighbours)
         x = np.asarray(train_features, dtype=np.float64)
         if x.ndim != 2 or len(x) < 3:
             raise ValueError(f"need at least 3 training feature vectors (rows), got shape {x.shape}")
@@ -153,18 +153,21 @@ class KNNDetector:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         return x / np.where(norms > 0, norms, 1.0)
 
-    def _kth_distance(self, x: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+    def _kth_distance(self, x: np.ndarray, leave_out: bool = False, groups=None) -> np.ndarray:
         distances = pairwise_distances(x, self.train_)
-        if leave_one_out:
-            np.fill_diagonal(distances, np.inf)
+        if leave_out:
+            distances = leave_subject_out(distances, groups)
         return np.sort(distances, axis=1)[:, self.k - 1]
 
-    def fit(self, train_features) -> "KNNDetector":
+    def fit(self, train_features, groups=None) -> "KNNDetector":
+        """groups: one subject per row; the leave-out distances then skip the row's whole subject."""
         x = np.asarray(train_features, dtype=np.float64)
         if x.ndim != 2 or len(x) < max(3, self.k + 1):
             raise ValueError(f"need at least {max(3, self.k + 1)} training feature vectors (rows), got shape {x.shape}")
         self.train_ = self._unit(x)
-        self.train_scores_ = self._kth_distance(self.train_, leave_one_out=True)
+        self.train_scores_ = self._kth_distance(self.train_, leave_out=True, groups=groups)
+        if not np.all(np.isfinite(self.train_scores_)):
+            raise ValueError(f"k={self.k}: some training image has fewer than k images of other subjects")
         self.threshold_ = float(self.train_scores_.mean() + self.c * self.train_scores_.std())
         return self
 

@@ -84,6 +84,7 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",),
 def _fit(args) -> None:
     from nnunet_mt.merge import case_sources
     from nnunet_mt.nnunet_glue import required_folder
+    from nnunet_mt.subjects import case_subjects
     from nnunet_mt_ood.fit import compute_training_results, method_values, save_fit, training_cases
     from nnunet_mt_ood.parts import check_part, load_fit_parts, part_share, save_fit_part
     check_part(args.num_parts, args.part_id)
@@ -122,9 +123,12 @@ def _fit(args) -> None:
     for method in args.method:
         meta = save_fit(fold_dir, method, args.layer, values[method], case_ids,
                         case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples,
-                        options={"k": args.knn_k}, folds=args.folds, prediction=predictor.prediction_settings())
+                        options={"k": args.knn_k}, folds=args.folds, prediction=predictor.prediction_settings(),
+                        subjects=case_subjects(predictor.dataset_json, case_ids))
         where = f", {meta['layer']} layer" if meta["layer"] else ""
-        print(f"{method}: {len(case_ids)} training images{where}, {meta['n_channels']} values each; "
+        n_subjects = len(set(meta["subjects"]))
+        subjects = f" ({n_subjects} subjects, tau leaves a subject out)" if n_subjects < len(case_ids) else ""
+        print(f"{method}: {len(case_ids)} training images{subjects}{where}, {meta['n_channels']} values each; "
               f"tau = {meta['tau']:.5f} (C = {meta['C']})")
     print(f"wrote {fold_dir}")
 
@@ -333,7 +337,8 @@ def _collect(args) -> None:
 
 def _evaluate(args) -> None:
     from nnunet_mt_ood.report import evaluate_scores
-    evaluate_scores(args.scores, args.ood, args.id, args.o, references=args.ref, failure_dice=args.failure_dice)
+    evaluate_scores(args.scores, args.ood, args.id, args.o, references=args.ref, failure_dice=args.failure_dice,
+                    subject_pattern=args.subject_pattern)
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
@@ -419,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "AURC) over every scored case, and PREFIX_risk_coverage.png")
     p.add_argument("--failure-dice", type=number(float, 0, 1), default=0.5,
                    help="a segmentation with Dice below this counts as a failure (default 0.5)")
+    p.add_argument("--subject_pattern", metavar="REGEX", help="cases whose ids give the same match (first group, or "
+                   "the whole match) are one subject: the AUC and AURC intervals resample subjects (default: each "
+                   "case its own subject)")
     p.set_defaults(func=_evaluate)
     return parser
 

@@ -4,6 +4,8 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 from scipy.stats import rankdata
 
+from nnunet_mt.statistics import N_BOOT, subject_bootstrap
+
 
 def detection_counts(flagged: Sequence[bool], is_ood: Sequence[bool]) -> Dict[str, float]:
     """tp/fp/tn/fn (OOD = positive), accuracy, sensitivity (OOD found), specificity (in-distribution kept)."""
@@ -55,3 +57,19 @@ def aurc(scores: Sequence[float], risks: Sequence[float]) -> float:
 def optimal_aurc(risks: Sequence[float]) -> float:
     """AURC of the best possible order: cases kept from the lowest risk up."""
     return aurc(risks, risks)
+
+
+# --- with intervals over independent subjects (nnunet_mt.statistics) -------------------------------
+def auc_with_interval(scores: Sequence[float], is_ood: Sequence[bool], subjects: Sequence[str],
+                      n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """ROC AUC (higher score = more OOD) with a bootstrap interval over subjects; resamples that hold one
+    class only are dropped."""
+    scores, is_ood = np.asarray(scores, float), np.asarray(is_ood, bool)
+    return subject_bootstrap(lambda idx: roc_auc(scores[idx], is_ood[idx]), subjects, n_boot, seed)
+
+
+def aurc_with_interval(scores: Sequence[float], risks: Sequence[float], subjects: Sequence[str],
+                       n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """AURC (lower is better) with a bootstrap interval over subjects."""
+    scores, risks = np.asarray(scores, float), np.asarray(risks, float)
+    return subject_bootstrap(lambda idx: aurc(scores[idx], risks[idx]), subjects, n_boot, seed)

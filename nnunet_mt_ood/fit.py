@@ -52,22 +52,28 @@ def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarra
 def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
              mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None, folds: Sequence[str] = (),
-             prediction: Optional[dict] = None) -> dict:
+             prediction: Optional[dict] = None, subjects: Optional[Sequence[str]] = None) -> dict:
     """Fits a method's threshold on the training values (see method_values) and writes its files; returns
     the JSON content. options: the method's detector options (e.g. knn's k), kept in the JSON; folds: an
     ensemble's folds (its file names carry them); prediction: the device and precision the values were
-    computed with (``OODPredictor.prediction_settings``), kept in the JSON for score to compare."""
+    computed with (``OODPredictor.prediction_settings``), kept in the JSON for score to compare; subjects: one
+    per case (default: each case its own): neighbour-based taus leave a whole subject out."""
     if len(values) < 3:
         raise InputError(f"{fold_dir}: {len(values)} training images; tau needs at least 3")
     spec = METHODS[method]
     options = {o: v for o, v in (options or {}).items() if o in spec.options}
-    detector = spec.make_detector(c, options).fit(values)
+    subjects = list(map(str, subjects)) if subjects is not None else list(case_ids)
+    try:
+        detector = spec.make_detector(c, options).fit(values, groups=subjects)
+    except ValueError as e:  # e.g. every training image from one subject
+        raise InputError(f"{fold_dir}: cannot fit {method}'s tau ({e})")
     npz, meta_path = spec.paths(fold_dir, layer, folds)
     if spec.npz_key:
         save_npz_atomic(npz, **{spec.npz_key: values})
     meta = {"method": method, "layer": spec.fitted_layer(layer),
             "C": c, "tau": detector.threshold_, "n_channels": int(values.shape[1]), "case_ids": list(case_ids),
-            "sources": list(sources), "train_scores": detector.train_scores_.tolist(), "model": model,
+            "sources": list(sources), "subjects": subjects, "train_scores": detector.train_scores_.tolist(),
+            "model": model,
             "tta": tta if spec.uses_test_time_mirroring else None, "prediction": prediction}
     if spec.needs == "mc_dropout":
         meta["mc_samples"] = mc_samples
@@ -105,7 +111,10 @@ def load_detector(fold_dir: str, method: str, layer: str, c=None, folds: Sequenc
     if len(values) < 3:
         raise InputError(f"{meta_path}: {len(values)} training images; tau needs at least 3")
     try:
-        return spec.make_detector(c, meta).fit(values), meta
+        groups = meta.get("subjects")  # fits before subjects were recorded: each case its own subject
+        if groups is not None and len(groups) != len(values):
+            raise InputError(f"{meta_path}: {len(groups)} subjects for {len(values)} training images")
+        return spec.make_detector(c, meta).fit(values, groups=groups), meta
     except (TypeError, ValueError) as e:  # a recorded option the detector cannot take
         raise InputError(f"{meta_path}: {method} fit cannot be used ({str(e)[:120]})")
 

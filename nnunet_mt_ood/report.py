@@ -10,7 +10,8 @@ import numpy as np
 from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import check_scores_report
-from nnunet_mt_ood.evaluation import aurc, detection_counts, optimal_aurc, risk_coverage, roc_auc, roc_curve
+from nnunet_mt_ood.evaluation import (auc_with_interval, aurc, aurc_with_interval, detection_counts, optimal_aurc,
+                                      risk_coverage, roc_auc, roc_curve)
 
 
 def _load(paths: Sequence[str]):
@@ -67,23 +68,43 @@ def _case_dice(scores_path: str, reference_dir: str, cases: Sequence[str]) -> Di
     return values
 
 
-def failure_detection(scores: np.ndarray, dice: np.ndarray, failure_dice: float) -> dict:
+def case_subject(case: str, pattern: Optional[str]) -> str:
+    """The subject of a scored case: the first group (or whole match) of `pattern` searched in its id, prefixed
+    with nothing (one scored folder per dataset); the case itself when there is no pattern or no match."""
+    import re
+    match = re.search(pattern, case) if pattern else None
+    if not match:
+        return case
+    return match.group(1) if match.re.groups else match.group(0)
+
+
+def _interval(result: dict) -> str:
+    low_high = result["interval"]
+    return f"[{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else "(no interval)"
+
+
+def failure_detection(scores: np.ndarray, dice: np.ndarray, failure_dice: float,
+                      subjects: Optional[Sequence[str]] = None) -> dict:
     """How well scores predict bad segmentations: AUROC for Dice < failure_dice, Spearman of score and Dice,
-    AURC (risk = 1 - Dice) with the random (mean risk) and optimal references."""
+    AURC (risk = 1 - Dice) with the random (mean risk) and optimal references, and AURC's bootstrap interval
+    over subjects (default: each case its own)."""
     from scipy.stats import spearmanr
     risks = 1 - dice
     coverage, risk = risk_coverage(scores, risks)
     rho = spearmanr(scores, dice)[0] if len(dice) > 2 and np.ptp(dice) > 0 and np.ptp(scores) > 0 else float("nan")
     return {"failure_auroc": roc_auc(scores, dice < failure_dice), "spearman_score_dice": float(rho),
             "aurc": aurc(scores, risks), "aurc_random": float(np.mean(risks)), "aurc_optimal": optimal_aurc(risks),
-            "coverage": coverage.tolist(), "risk": risk.tolist(), "n_failed": int(np.sum(dice < failure_dice))}
+            "coverage": coverage.tolist(), "risk": risk.tolist(), "n_failed": int(np.sum(dice < failure_dice)),
+            "aurc_interval": aurc_with_interval(scores, risks, subjects if subjects is not None else
+                                                [str(i) for i in range(len(scores))])["interval"]}
 
 
 def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: Optional[Sequence[str]] = None,
                     output: Optional[str] = None, log=print, references: Optional[Sequence[str]] = None,
-                    failure_dice: float = 0.5) -> dict:
+                    failure_dice: float = 0.5, subject_pattern: Optional[str] = None) -> dict:
     """OOD-vs-ID detection per method; with references (one label folder per scores file), also failure
-    detection over every scored case: does a high score predict Dice < failure_dice?"""
+    detection over every scored case: does a high score predict Dice < failure_dice? AUC and AURC come with
+    bootstrap 95 % intervals over subjects (subject_pattern: see case_subject; default each case its own)."""
     reports = _load(paths)
     if references is not None and len(references) != len(paths):
         raise InputError(f"-ref: {len(references)} folders for {len(paths)} scores files (one per file, same order)")
@@ -102,17 +123,23 @@ def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: O
         raise InputError(f"{paths[0]}: need both OOD and in-distribution cases, got {int(is_ood.sum())} OOD of "
                          f"{len(is_ood)} (check --ood / --id)")
     results: Dict[str, dict] = {}
+    subjects = [f"{'ood' if o else 'id'}/{case_subject(r['case'], subject_pattern)}" for r, o in labelled]
     for m in methods:
         scores = np.array([r[f"{m}_score"] for r, _ in labelled])
         flags = np.array([r[f"{m}_is_ood"] for r, _ in labelled])
         info = reports[0][1]["methods"][m]
+        auc = auc_with_interval(scores, is_ood, subjects)
         results[m] = {**detection_counts(flags, is_ood), "auc": roc_auc(scores, is_ood), "tau": info["tau"],
+                      "auc_interval": auc["interval"], "n_subjects": auc["n_subjects"],
                       "scores_id": scores[~is_ood].tolist(), "scores_ood": scores[is_ood].tolist(),
                       "scores_train": info.get("train_scores", [])}
-    table = ["| method | accuracy | sensitivity | specificity | AUC |", "|---|---|---|---|---|"]
+    n_subjects = {o: len({s for s, oo in zip(subjects, is_ood) if oo == o}) for o in (False, True)}
+    table = [f"{int((~is_ood).sum())} in-distribution images of {n_subjects[False]} subjects, {int(is_ood.sum())} OOD "
+             f"images of {n_subjects[True]} subjects; AUC with its bootstrap 95 % interval over subjects", "",
+             "| method | accuracy | sensitivity | specificity | AUC | AUC 95 % interval |", "|---|---|---|---|---|---|"]
     for m, r in results.items():
         table.append(f"| {m} | {r['accuracy']:.2f} | {r['sensitivity']:.2f} | {r['specificity']:.2f} | "
-                     f"{r['auc']:.2f} |")
+                     f"{r['auc']:.2f} | {_interval({'interval': r['auc_interval']})} |")
     table = "\n".join(table)
     stem = output or os.path.join(os.path.dirname(os.path.abspath(paths[0])), "ood_evaluation")
     summary = {"scores_files": [os.path.abspath(p) for p in paths], "n_in_distribution": int((~is_ood).sum()),
@@ -123,17 +150,19 @@ def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: O
         for (path, report), ref in zip(reports, references):
             dice_of.update(_case_dice(path, ref, [r["case"] for r in report["cases"]]))
         dice = np.array([dice_of[r["case"]] for r in rows])
-        failure = {m: failure_detection(np.array([r[f"{m}_score"] for r in rows]), dice, failure_dice) for m in methods}
+        row_subjects = [case_subject(r["case"], subject_pattern) for r in rows]
+        failure = {m: failure_detection(np.array([r[f"{m}_score"] for r in rows]), dice, failure_dice, row_subjects)
+                   for m in methods}
         summary["failure"] = {"failure_dice": failure_dice, "n_cases": len(rows), "dice": dice.tolist(),
                               "methods": failure}
         lines = [f"Failure detection over {len(rows)} cases ({failure[methods[0]]['n_failed']} with Dice < "
                  f"{failure_dice}; risk = 1 - Dice):", "",
-                 "| method | failure AUROC | Spearman (score, Dice) | AURC |", "|---|---|---|---|"]
-        lines += [f"| {m} | {f['failure_auroc']:.2f} | {f['spearman_score_dice']:.2f} | {f['aurc']:.3f} |"
-                  for m, f in failure.items()]
+                 "| method | failure AUROC | Spearman (score, Dice) | AURC | AURC 95 % interval |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {f['failure_auroc']:.2f} | {f['spearman_score_dice']:.2f} | {f['aurc']:.3f} | "
+                  f"{_interval({'interval': f['aurc_interval']})} |" for m, f in failure.items()]
         f0 = failure[methods[0]]
-        lines += [f"| random order | 0.50 | 0 | {f0['aurc_random']:.3f} |",
-                  f"| best order | 1.00 | - | {f0['aurc_optimal']:.3f} |"]
+        lines += [f"| random order | 0.50 | 0 | {f0['aurc_random']:.3f} | |",
+                  f"| best order | 1.00 | - | {f0['aurc_optimal']:.3f} | |"]
         table += "\n\n" + "\n".join(lines)
         pngs.append(plot_risk_coverage(failure, stem + "_risk_coverage.png"))
     write_texts_atomic({stem + ".json": json.dumps(summary, indent=1), stem + ".md": table + "\n"})

@@ -99,6 +99,22 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
         assert row["n_cases"] == 2
         assert row["dice"]["mean"] == pytest.approx(np.mean(dices), abs=1e-9)
         assert row["dice"]["std"] == pytest.approx(np.std(dices), abs=1e-9)
+        row["dices"] = dices
+    # paired differences joint - dedicated over subjects (here one case each: 2 subjects per dataset), with the
+    # mean recomputed from the numpy Dice values above
+    paired = json.loads((out / "table_II_paired.json").read_text())
+    assert [(p["method"], p["reference"], p["data"]) for p in paired] == [
+        ("joint", "dedicated", "CorticalPlateMR"), ("joint", "dedicated", "ProstateMR")]
+    by_key = {(r["method"], r["data"]): r["dices"] for r in table}
+    for p in paired:
+        differences = np.subtract(by_key[("joint", p["data"])], by_key[("dedicated", p["data"])])
+        assert p["dice"]["difference"] == pytest.approx(differences.mean(), abs=1e-9)
+        assert p["dice"]["n_subjects"] == 2 and len(p["dice"]["interval"]) == 2
+        assert p["dice"]["interval"][0] <= p["dice"]["difference"] <= p["dice"]["interval"][1]
+    assert "**Paired differences** (method minus dedicated" in md
+    # iterations on each test dataset's source: the joint model's 10 iterations split by the sampling shares
+    # (4 training cases per source in fold 0: equal shares), each dedicated model's 10 its own
+    assert "| 2 ep., cap | 5 |" in md and "| 2 ep., cap | 10 |" in md
 
 
 def test_rerun_is_idempotent(joint_vs_dedicated):

@@ -42,7 +42,8 @@ def test_merge_layout_provenance_and_binary_labels(merged):
     assert meta["nnunet_mt"]["normalization"] == "nnunet"
     cases = meta["nnunet_mt"]["cases"]
     assert cases["D013_prostatemr_003"] == {"source": "Dataset013_ProstateMR", "original_id": "prostatemr_003",
-                                            "split": "train"}
+                                            "split": "train", "subject": "D013_prostatemr_003"}
+    assert meta["nnunet_mt"]["subjects"] == "one subject per case"
     assert sum(c["split"] == "test" for c in cases.values()) == 6 + 4
     assert len(os.listdir(out / "imagesTr")) == 56 and len(os.listdir(out / "labelsTs")) == 10
     # prostate: zones 1 and 2 both become foreground 1, geometry kept

@@ -61,7 +61,7 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
         assert result["tp"] + result["fn"] == 4 and result["tn"] + result["fp"] == 4
         scores = result["scores_id"] + result["scores_ood"]
         assert result["auc"] == pytest.approx(roc_auc(scores, [False] * 4 + [True] * 4))
-    assert "| method | accuracy | sensitivity | specificity | AUC |" in r.stdout
+    assert "| method | accuracy | sensitivity | specificity | AUC | AUC 95 % interval |" in r.stdout
     assert (tmp_path / "eval.png").is_file() and (tmp_path / "eval.md").is_file()
 
 

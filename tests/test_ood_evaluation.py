@@ -34,3 +34,24 @@ def test_auc_extremes_and_curve():
     fpr, tpr = roc_curve([1, 2, 3, 4], [False, False, True, True])
     assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1
     assert np.trapezoid(tpr, fpr) == pytest.approx(1.0)
+
+
+def test_ood_table_intervals_resample_subjects(tmp_path):
+    """nnunet_mt_ood evaluate with --subject_pattern: mirrors ('...m') are one subject with their original; the
+    AUC interval comes from resampling subjects (hand-checkable: with one ID subject that is ranked below both
+    OOD subjects the AUC is 1 in every resample that holds both classes)."""
+    import json
+    from nnunet_mt_ood.report import case_subject, evaluate_scores
+    assert case_subject("brain1m", r"(brain\d)") == "brain1" and case_subject("x", r"(brain\d)") == "x"
+    assert case_subject("brain12", None) == "brain12"
+    cases = [("liver1", 0.1), ("liver1m", 0.2), ("brain1", 0.8), ("brain1m", 0.9), ("brain2", 0.7)]
+    report = {"model": {"trainer": "t"}, "spectral_layer": "last", "methods": {"spectral": {"tau": 0.5}},
+              "cases": [{"case": c, "spectral_score": s, "spectral_is_ood": s > 0.5} for c, s in cases]}
+    (tmp_path / "ood_scores.json").write_text(json.dumps(report))
+    summary = evaluate_scores([str(tmp_path / "ood_scores.json")], ["brain*"], output=str(tmp_path / "table"),
+                              subject_pattern=r"(liver\d|brain\d)", log=lambda *a: None)
+    result = summary["methods"]["spectral"]
+    assert result["auc"] == 1.0 and result["n_subjects"] == 3 and result["auc_interval"] == [1.0, 1.0]
+    md = (tmp_path / "table.md").read_text()
+    assert "2 in-distribution images of 1 subjects, 3 OOD images of 2 subjects" in md
+    assert "| spectral | 1.00 | 1.00 | 1.00 | 1.00 | [1.00, 1.00] |" in md

@@ -18,7 +18,8 @@ def write_run(folder, table, rows):
     for i, (method, data, cases) in enumerate(rows):
         metrics = folder / "predictions" / str(i) / "metrics.json"
         metrics.parent.mkdir(parents=True)
-        metrics.write_text(json.dumps({"per_case": [{"dice": d, "ece": e} for d, e in cases]}))
+        metrics.write_text(json.dumps({"per_case": [{"case": f"c{j}", "subject": f"s{j // 2}", "dice": d, "ece": e}
+                                                    for j, (d, e) in enumerate(cases)]}))
         entries.append({"method": method, "data": data, "metrics_file": str(metrics)})
     (folder / f"{table}.json").write_text(json.dumps(entries))
     return str(folder)
@@ -32,15 +33,23 @@ def test_table_III_rows_pool_cases_of_both_seeds(tmp_path):
     assert "| LiverMR -> LiverCT | LiverCT | 4 | 0.400 ± 0.224 | 0.300 ± 0.100 |" in table
 
 
-def test_table_II_verdicts_and_mixed_folders(tmp_path):
+def test_table_II_paired_intervals_over_subjects_and_mixed_folders(tmp_path):
+    # one test image, one subject: the seeds do not make it two subjects, so there is no interval
     rows0 = [("dedicated", "LiverMR", [(0.96, 0.01)]), ("joint", "LiverMR", [(0.90, 0.03)])]
     rows1 = [("dedicated", "LiverMR", [(0.94, 0.01)]), ("joint", "LiverMR", [(0.92, 0.05)])]
     a = write_run(tmp_path / "jvd_seed0", "table_II", rows0)
     b = write_run(tmp_path / "jvd_seed1", "table_II", rows1)
     table = pool_seeds.pooled_table([a, b])
-    # joint 0.910 vs dedicated 0.950: -0.040 DSC (worse); ECE 0.040 vs 0.010: +0.030 (worse); per run -0.060, -0.020
-    assert "| LiverMR | 2 | 0.950 ± 0.010 | 0.910 ± 0.010 | worse (-0.040) | 0.010 ± 0.000 | 0.040 ± 0.010 | " \
-           "worse (+0.030) | -0.060, -0.020 |" in table
-    c = write_run(tmp_path / "transfer_seed0", "table_III", [("LiverMR", "LiverMR", [(0.96, 0.01)])])
+    # joint 0.910 vs dedicated 0.950: -0.040 DSC; ECE 0.040 vs 0.010: +0.030; per run -0.060, -0.020
+    assert "| LiverMR | 2 | 0.950 ± 0.010 | 0.910 ± 0.010 | -0.040 (n=1 subj., no interval) | 0.010 ± 0.000 | " \
+           "0.040 ± 0.010 | +0.030 (n=1 subj., no interval) | -0.060, -0.020 |" in table
+    # four images of two subjects (s0: c0 c1, s1: c2 c3), joint better on every image of both seeds by 0.05 and
+    # 0.15 (subject s0) and 0.10 and 0.10 (s1): subject means 0.10 and 0.10 -> interval [0.10, 0.10], better
+    ded = [(0.5, 0.1)] * 4
+    joint0 = [(0.55, 0.1), (0.65, 0.1), (0.6, 0.1), (0.6, 0.1)]
+    c = write_run(tmp_path / "jvd4_seed0", "table_II", [("dedicated", "X", ded), ("joint", "X", joint0)])
+    d = write_run(tmp_path / "jvd4_seed1", "table_II", [("dedicated", "X", ded), ("joint", "X", joint0)])
+    assert "+0.100 [+0.100, +0.100], 2 subj., better" in pool_seeds.pooled_table([c, d])
+    e = write_run(tmp_path / "transfer_seed0", "table_III", [("LiverMR", "LiverMR", [(0.96, 0.01)])])
     with pytest.raises(SystemExit, match="mixed experiment folders"):
-        pool_seeds.pooled_table([a, c])
+        pool_seeds.pooled_table([a, e])

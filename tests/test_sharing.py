@@ -2,7 +2,7 @@
 import pytest
 
 from nnunet_mt.errors import InputError
-from nnunet_mt.experiments.sharing import restrict_splits, stratified_splits
+from nnunet_mt.splits import restrict_splits, stratified_splits
 
 
 def test_stratified_splits_give_every_source_a_validation_share_in_every_fold():

@@ -1,5 +1,5 @@
 """One naming scheme for our trainers: base recipes (nnUNetTrainerMultiTask, ...CPU, ...Smoke) plus the
-suffixes _dropout, _finetune, _<N>epochs, _seed<N>; the names of earlier releases build the same recipe."""
+suffixes _dropout, _finetune, _persource, _<N>epochs, _seed<N> (in this order, each once); the names of earlier releases build the same recipe."""
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +25,18 @@ def test_suffixes_compose_on_every_base_recipe():
     assert trainer_variant("nnUNetTrainerMultiTask_seed1") is getattr(trainers, "nnUNetTrainerMultiTask_seed1")
     with pytest.raises(AttributeError):
         trainer_variant("nnUNetTrainerMultiTask_0epochs")
+    per_source = trainer_variant("nnUNetTrainerMultiTaskCPU_dropout_persource_3epochs")
+    assert per_source.convergence_per_source and per_source.dropout_p == 0.1 and per_source.max_epochs == 3
+    assert not trainers.nnUNetTrainerMultiTaskCPU.convergence_per_source
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerMultiTask_finetune_finetune", "nnUNetTrainerMultiTask_2epochs_10epochs",
+                                  "nnUNetTrainerMultiTaskCPU_seed1_dropout", "nnUNetTrainerMultiTask_persource_dropout",
+                                  "nnUNetTrainerMultiTaskSmoke_seed1_seed2"])
+def test_repeated_or_misplaced_suffixes_are_not_trainers(name):
+    # a repeated _finetune quietly quartered the learning rate in earlier releases
+    with pytest.raises(AttributeError):
+        trainer_variant(name)
 
 
 @pytest.mark.parametrize("old,new", sorted(OLD_NAMES.items()))

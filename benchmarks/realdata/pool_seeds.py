@@ -1,13 +1,14 @@
 """Tables II and III pooled over seeds: mean +- std over test cases and seeds per model and dataset, from the
-per-case metrics of several runs; for table II also the verdict per dataset (joint better / on par / worse
-than dedicated).
+per-case metrics of several runs; for table II also the paired difference joint - dedicated per dataset with
+its bootstrap 95 % interval over subjects and the verdict (nnunet_mt.statistics).
 
     python benchmarks/realdata/pool_seeds.py WORK/joint_vs_dedicated_paper_seed0_cap60 \
         WORK/joint_vs_dedicated_paper_seed1_cap60 [-o pooled.md]
     python benchmarks/realdata/pool_seeds.py WORK/transfer_nnunet_seed0_cap60 WORK/transfer_nnunet_seed1_cap60
 
-Verdict rule (issue 12): DSC on par within 0.02; ECE on par within 0.01 (the spread between seeds of one
-model is reported beside it, as the evidence a difference needs to exceed).
+Verdict rule (issue 30): each test image's difference joint - dedicated is averaged over the runs (seeds), then
+over the images of its subject (mirrors and crops count once); "better" / "worse" only when the bootstrap
+interval over subjects excludes 0, else "no difference detected". The per-run mean differences are shown beside.
 """
 import argparse
 import json
@@ -16,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-ON_PAR = {"dice": 0.02, "ece": 0.01}
+from nnunet_mt.statistics import format_difference, paired_difference
 
 
 def table_name(run_dir: str) -> str:
@@ -38,16 +39,25 @@ def per_case_values(run_dir: str) -> dict:
             path = os.path.join(run_dir, path[path.index("predictions" + os.sep):])
         with open(path) as f:
             cases = json.load(f)["per_case"]
-        values[(row["method"], row["data"])] = {m: [c[m] for c in cases] for m in ("dice", "ece")}
+        values[(row["method"], row["data"])] = {m: [c[m] for c in cases] for m in ("dice", "ece")} | {
+            "case": [c.get("case", str(i)) for i, c in enumerate(cases)],
+            "subject": [c.get("subject", c.get("case", str(i))) for i, c in enumerate(cases)]}
     return values
 
 
-def verdict(joint: float, dedicated: float, metric: str) -> str:
-    delta = joint - dedicated
-    if abs(delta) <= ON_PAR[metric]:
-        return f"on par ({delta:+.3f})"
-    better = delta > 0 if metric == "dice" else delta < 0
-    return f"{'better' if better else 'worse'} ({delta:+.3f})"
+def paired_over_runs(runs, data: str, metric: str) -> dict:
+    """joint - dedicated on `data`: per image averaged over the runs, then paired_difference over subjects."""
+    differences, subject_of = defaultdict(list), {}
+    for run in runs:
+        joint, dedicated = run[("joint", data)], run[("dedicated", data)]
+        ref = dict(zip(dedicated["case"], dedicated[metric]))
+        for case, subject, value in zip(joint["case"], joint["subject"], joint[metric]):
+            if case in ref:
+                differences[case].append(value - ref[case])
+                subject_of[case] = subject
+    cases = sorted(differences)
+    return paired_difference([np.mean(differences[c]) for c in cases], [0.0] * len(cases),
+                             [subject_of[c] for c in cases], higher_is_better=metric == "dice")
 
 
 def pool(runs) -> dict:
@@ -56,7 +66,8 @@ def pool(runs) -> dict:
     for run in runs:
         for key, metrics in run.items():
             for m, v in metrics.items():
-                pooled[key][m].extend(v)
+                if m in ("dice", "ece"):
+                    pooled[key][m].extend(v)
     return pooled
 
 
@@ -80,16 +91,16 @@ def pooled_table(run_dirs) -> str:
         return "\n".join(lines) + "\n"
     datasets = sorted({data for _, data in pooled})
     lines = [header, "",
-             "| test data | n | DSC dedicated | DSC joint | DSC verdict | ECE dedicated | ECE joint | ECE verdict | "
-             "per-run mean DSC joint - dedicated |",
+             "| test data | n | DSC dedicated | DSC joint | DSC joint - dedicated | ECE dedicated | ECE joint | "
+             "ECE joint - dedicated | per-run mean DSC joint - dedicated |",
              "|---|---|---|---|---|---|---|---|---|"]
     for data in datasets:
         d, j = pooled[("dedicated", data)], pooled[("joint", data)]
         per_run = ", ".join(f"{np.mean(r[('joint', data)]['dice']) - np.mean(r[('dedicated', data)]['dice']):+.3f}"
                             for r in runs)
         lines.append(f"| {data} | {len(d['dice'])} | {fmt(d['dice'])} | {fmt(j['dice'])} | "
-                     f"{verdict(np.mean(j['dice']), np.mean(d['dice']), 'dice')} | {fmt(d['ece'])} | {fmt(j['ece'])} | "
-                     f"{verdict(np.mean(j['ece']), np.mean(d['ece']), 'ece')} | {per_run} |")
+                     f"{format_difference(paired_over_runs(runs, data, 'dice'))} | {fmt(d['ece'])} | {fmt(j['ece'])} | "
+                     f"{format_difference(paired_over_runs(runs, data, 'ece'))} | {per_run} |")
     return "\n".join(lines) + "\n"
 
 

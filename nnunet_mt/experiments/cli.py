@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     kinds = p.add_subparsers(dest="kind", required=True)
     k = kinds.add_parser("joint-vs-dedicated", help="table II: one joint model vs one model per dataset")
     k.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]", help="source datasets, as for merge")
+    k.add_argument("--targets", nargs="+", default=[], metavar="DATASET", help="only these of the -d datasets get a "
+                   "dedicated model and are evaluated (default: all), e.g. a control whose other source only helps")
     _common(k)
     k = kinds.add_parser("transfer", help="table III: sequential deep fine-tuning vs the joint model")
     k.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]", help="source datasets, as for merge")
@@ -50,6 +52,14 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "<tr>_seed<N>; default: the trainer's seed 0); rerun with another seed and -o for repeats")
     p.add_argument("--normalization", choices=["paper", "nnunet"], default="paper",
                    help="intensity normalization of every merged dataset (nnunet_mt merge --normalization)")
+    p.add_argument("--subject_pattern", metavar="REGEX", help="as nnunet_mt merge: cases of one subject (mirrors, "
+                   "crops, repeat scans) stay on one side of every fold, tau leaves a subject out, and the tables' "
+                   "intervals resample subjects")
+    p.add_argument("--subject_map", metavar="FILE", help="as nnunet_mt merge: subjects from a JSON or CSV/TSV file")
+    p.add_argument("--convergence", choices=["pooled", "per_source"], default="pooled",
+                   help="the joint model's stopping rule: its validation loss pooled over sources (default, the "
+                        "paper's) or per_source: stop only when no source's loss decreases (trainer variant "
+                        "<tr>_persource), so no source stops learning early because others dominate the pool")
     p.add_argument("--id", type=DATASET_ID, default=500, help="id of the joint dataset; the datasets of the dedicated "
                    "models take the next ids (default 500)")
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
@@ -67,6 +77,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args):
+    from dataclasses import replace
     from nnunet_mt.experiments.protocols import Setup
     folders = {}
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -80,14 +91,16 @@ def _setup(args):
     if last_id > 999:
         raise InputError(f"--id {args.id}: the experiment also writes datasets up to id {last_id}; nnU-Net ids end "
                          f"at 999 (use --id {999 - (last_id - args.id)} or lower)")
-    trainer = args.tr + (f"_{args.budget}epochs" if args.budget else "") + \
-        (f"_seed{args.seed}" if args.seed is not None else "")
-    name = f"{args.kind}_{'-'.join(d.partition(':')[0] for d in datasets)}_{trainer}_{args.normalization}"
+    setup = Setup(raw=folders["nnUNet_raw"], preprocessed=folders["nnUNet_preprocessed"],
+                  results=folders["nnUNet_results"], output="", trainer=args.tr, budget=args.budget, seed=args.seed,
+                  normalization=args.normalization, configuration=args.c, fold=args.f, device=args.device,
+                  npp=args.npp, nps=args.nps, num_processes=args.np, disable_tta=args.disable_tta, parts=args.parts,
+                  first_id=args.id, convergence=args.convergence, subject_pattern=args.subject_pattern,
+                  subject_map=os.path.abspath(args.subject_map) if args.subject_map else None)
+    name = f"{args.kind}_{'-'.join(d.partition(':')[0] for d in datasets)}_{setup.trainer_name(joint=True)}_" \
+           f"{args.normalization}"
     output = args.o or os.path.join(folders["nnUNet_results"], "nnunet_mt_experiments", name)
-    return Setup(raw=folders["nnUNet_raw"], preprocessed=folders["nnUNet_preprocessed"],
-                 results=folders["nnUNet_results"], output=os.path.abspath(output), trainer=args.tr,
-                 budget=args.budget, seed=args.seed, normalization=args.normalization, configuration=args.c, fold=args.f, device=args.device, npp=args.npp,
-                 nps=args.nps, num_processes=args.np, disable_tta=args.disable_tta, parts=args.parts, first_id=args.id)
+    return replace(setup, output=os.path.abspath(output))
 
 
 def run_experiment(args) -> None:
@@ -98,7 +111,7 @@ def run_experiment(args) -> None:
     refuse_prediction_temperature("nnunet_mt experiment (it trains and predicts with nnU-Net's commands)")
     setup = _setup(args)
     if args.kind == "joint-vs-dedicated":
-        jobs, rows = protocols.joint_vs_dedicated(setup, args.d)
+        jobs, rows = protocols.joint_vs_dedicated(setup, args.d, args.targets)
     elif args.kind == "transfer":
         jobs, rows = protocols.transfer(setup, args.d, args.chains)
     else:
@@ -128,5 +141,6 @@ def run_experiment(args) -> None:
              "transfer": "Table III: sequential fine-tuning vs the joint model"}[args.kind]
     stem = os.path.join(setup.output, "table_II" if args.kind == "joint-vs-dedicated" else "table_III")
     inference = "no test-time mirroring" if setup.disable_tta else "test-time mirroring"
-    segmentation_table(rows, stem, title + f" ({setup.trainer_name()}, {setup.normalization} normalization, "
-                                           f"{inference})")
+    segmentation_table(rows, stem, title + f" ({setup.trainer_name(joint=True)}, {setup.normalization} normalization, "
+                                           f"{inference})", reference="dedicated" if args.kind == "joint-vs-dedicated"
+                       else "joint")

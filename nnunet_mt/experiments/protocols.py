@@ -42,9 +42,15 @@ class Setup:
     parts: int = 1  # prediction split into this many independent jobs (-num_parts)
     first_id: int = 500  # the joint dataset's id; dedicated datasets take the following ids
     plans: str = "nnUNetPlans"
+    convergence: str = "pooled"  # "per_source": the joint model stops only when no source's val loss decreases
+    subject_pattern: Optional[str] = None  # nnunet_mt merge --subject_pattern / --subject_map of every merge
+    subject_map: Optional[str] = None
 
-    def trainer_name(self, dropout: bool = False, finetune: bool = False) -> str:
+    def trainer_name(self, dropout: bool = False, finetune: bool = False, joint: bool = False) -> str:
+        """The trainer variant of a model (nnunet_mt.trainer's suffix grammar); joint: the model of several
+        sources, the only one whose convergence rule setup.convergence changes."""
         name = self.trainer + ("_dropout" if dropout else "") + ("_finetune" if finetune else "")
+        name += "_persource" if joint and self.convergence == "per_source" else ""
         return name + (f"_{self.budget}epochs" if self.budget else "") + \
             (f"_seed{self.seed}" if self.seed is not None else "")
 
@@ -110,6 +116,12 @@ def merged_dataset(setup: Setup, dataset_id: int, name: str, sources: List[Sourc
         if existing[0] != dataset.folder_name or have != wanted:
             raise InputError(f"{os.path.join(setup.raw, existing[0])}: dataset id {dataset_id} is taken by another "
                              f"dataset (wanted a merge of {', '.join(wanted)}); choose free ids with --id")
+        from nnunet_mt.subjects import SubjectRule
+        subjects = SubjectRule(setup.subject_pattern, setup.subject_map).describe()
+        if recorded.get("subjects", "one subject per case") != subjects:
+            raise InputError(f"{os.path.join(setup.raw, existing[0])}: merged with subjects "
+                             f"'{recorded.get('subjects', 'one subject per case')}', this experiment declares "
+                             f"'{subjects}'; choose free ids with --id")
     if not dataset.cases("test"):
         raise InputError(f"{sources[0].folder}: no labelled test cases (imagesTs + labelsTs) to evaluate on")
     return dataset
@@ -126,7 +138,9 @@ def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[Merged
     raw_json = os.path.join(setup.raw, dataset.folder_name, "dataset.json")
     merge = Job(f"merge {', '.join(s.name for s in dataset.sources)} into {dataset.folder_name}",
                 ["nnunet_mt", "merge", "-d"] + [_spec(s) for s in dataset.sources] +
-                ["-o", str(dataset.dataset_id), "-n", dataset.name, "--normalization", setup.normalization],
+                ["-o", str(dataset.dataset_id), "-n", dataset.name, "--normalization", setup.normalization] +
+                (["--subject_pattern", setup.subject_pattern] if setup.subject_pattern else []) +
+                (["--subject_map", setup.subject_map] if setup.subject_map else []),
                 [raw_json])
     pre = os.path.join(setup.preprocessed, dataset.folder_name)
     jobs = [merge]
@@ -212,16 +226,21 @@ def dedicated_datasets(setup: Setup, sources: List[Source]) -> List[MergedDatase
             for i, s in enumerate(sources)]
 
 
-def joint_vs_dedicated(setup: Setup, specs: Sequence[str]) -> Tuple[List[Job], List[dict]]:
-    """Jobs of table II and the rows (method, dataset, metrics.json) its table is made of."""
+def joint_vs_dedicated(setup: Setup, specs: Sequence[str], targets: Sequence[str] = ()) -> Tuple[List[Job], List[dict]]:
+    """Jobs of table II and the rows (method, dataset, metrics.json) its table is made of. targets: the
+    datasets (as in specs) that get a dedicated model and are evaluated; default all."""
     sources = load_sources(setup.raw, specs)
     joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
     dedicated = dedicated_datasets(setup, sources)
+    if targets:
+        positions = {_position(t, specs) for t in targets}
+        dedicated = [d for i, d in enumerate(dedicated) if i in positions]
     trainer = setup.trainer_name()
     jobs, rows = [], []
     for dataset in [joint] + dedicated:
         jobs += prepare_jobs(setup, dataset, plans_of=None if dataset is joint else joint)
-    models = {d.folder_name: Model(d.folder_name, trainer, setup.results) for d in [joint] + dedicated}
+    models = {d.folder_name: Model(d.folder_name, setup.trainer_name(joint=d is joint), setup.results)
+              for d in [joint] + dedicated}
     for dataset in [joint] + dedicated:
         jobs.append(train_job(setup, models[dataset.folder_name], dataset))
     for method, model_of in (("dedicated", lambda d: models[d.folder_name]), ("joint", lambda d: models[joint.folder_name])):
@@ -238,15 +257,18 @@ def default_chains(n: int) -> List[Tuple[int, ...]]:
     return [(first,) + tuple(i for i in range(n) if i != first) for first in range(n)]
 
 
+def _position(item: str, specs: Sequence[str], flag: str = "--targets") -> int:
+    """Position in specs of a dataset named by id or by the text before ':' of its -d argument."""
+    keys = [s.partition(":")[0] for s in specs]
+    matches = [i for i, k in enumerate(keys) if k == item or (k.isdigit() and item.isdigit() and int(k) == int(item))]
+    if not matches:
+        raise InputError(f"{flag}: '{item}' is not one of the datasets given with -d ({' '.join(keys)})")
+    return matches[0]
+
+
 def parse_chain(text: str, specs: Sequence[str]) -> Tuple[int, ...]:
     """'12,13,11' -> positions in specs (matched by dataset id or the text before ':')."""
-    keys = [s.partition(":")[0] for s in specs]
-    chain = []
-    for item in text.split(","):
-        matches = [i for i, k in enumerate(keys) if k == item or (k.isdigit() and item.isdigit() and int(k) == int(item))]
-        if not matches:
-            raise InputError(f"--chains {text}: '{item}' is not one of the datasets given with -d ({' '.join(keys)})")
-        chain.append(matches[0])
+    chain = [_position(item, specs, f"--chains {text}") for item in text.split(",")]
     if len(set(chain)) != len(chain) or len(chain) < 2:
         raise InputError(f"--chains {text}: a chain lists at least two different datasets")
     return tuple(chain)
@@ -286,7 +308,7 @@ def transfer(setup: Setup, specs: Sequence[str], chains: Optional[Sequence[str]]
             rows.append({"method": " -> ".join(dedicated[i].label for i in prefix), "chain": path, "step": step,
                          "data": dataset.label, "metrics": metrics_of[prefix],
                          "model": models[prefix].fold_dir(setup)})
-    joint_model = Model(joint.folder_name, trainer, setup.results)
+    joint_model = Model(joint.folder_name, setup.trainer_name(joint=True), setup.results)
     train.append(train_job(setup, joint_model, joint))
     for dataset in dedicated:
         more, metrics = segmentation_jobs(setup, joint_model, dataset, "joint")
@@ -321,8 +343,8 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     if overlap:
         raise InputError(f"{setup.raw}: {sorted(overlap)[0]} is given both with --train and --ood")
     joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
-    model = Model(joint.folder_name, setup.trainer_name(dropout=any(METHODS[m].needs == "mc_dropout" for m in methods)),
-                  setup.results)
+    model = Model(joint.folder_name, setup.trainer_name(dropout=any(METHODS[m].needs == "mc_dropout" for m in methods),
+                                                        joint=True), setup.results)
     jobs = prepare_jobs(setup, joint) + [train_job(setup, model, joint)]
     common = ["-d", joint.folder_name, "-c", setup.configuration, "-tr", model.trainer, "-p", setup.plans,
               "-f", setup.fold, "-device", setup.device, "--layer", layer, "--mc_samples", str(mc_samples)]
@@ -365,8 +387,10 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     # failure detection (does a high score predict Dice < 0.5?) when every scored folder has its labels
     labels = [os.path.join(os.path.dirname(d), "labels" + os.path.basename(d)[len("images"):]) for _, d in groups]
     references = ["-ref"] + labels if all(os.path.isdir(d) for d in labels) else []
+    subjects = ["--subject_pattern", setup.subject_pattern] if setup.subject_pattern else []
     jobs.append(Job("evaluate OOD detection (table IV)" + (" and failure detection" if references else ""),
-                    ["nnunet_mt_ood", "evaluate"] + score_files + ["--ood"] + ood_lists + references + ["-o", prefix],
+                    ["nnunet_mt_ood", "evaluate"] + score_files + ["--ood"] + ood_lists + references + subjects +
+                    ["-o", prefix],
                     [prefix + ".json"]))
     result = {"evaluation": prefix + ".json", "scores": score_files, "model": model}
     if ensemble_folds:

@@ -14,46 +14,10 @@ import os
 import shutil
 from typing import Dict, List, Sequence
 
-import numpy as np
-
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import PROVENANCE_KEY, load_dataset_json
-
-NNUNET_SPLIT_SEED, NNUNET_FOLDS = 12345, 5  # what nnUNetTrainer.do_split uses (nnunetv2 2.8.1)
-
-
-def stratified_splits(cases_by_source: Dict[str, Sequence[str]], folds: int = NNUNET_FOLDS,
-                      seed: int = NNUNET_SPLIT_SEED) -> List[Dict[str, List[str]]]:
-    """nnU-Net-style folds ({"train", "val"} per fold) in which each source's cases are split into `folds`
-    near-equal validation parts on their own (sorted ids, shuffled with `seed`)."""
-    splits = [{"train": [], "val": []} for _ in range(folds)]
-    for source in sorted(cases_by_source):
-        ids = sorted(cases_by_source[source])
-        order = np.random.RandomState(seed).permutation(len(ids))
-        parts = np.array_split(order, folds)
-        for fold in range(folds):
-            val = {ids[i] for i in parts[fold]}
-            splits[fold]["val"] += sorted(val)
-            splits[fold]["train"] += [c for c in ids if c not in val]
-    return splits
-
-
-def restrict_splits(splits: Sequence[Dict[str, List[str]]], cases: Sequence[str]) -> List[Dict[str, List[str]]]:
-    """The folds of ``splits`` with only ``cases`` kept, in their order; every case must appear in each fold."""
-    wanted = set(cases)
-    out = []
-    for fold, split in enumerate(splits):
-        kept = {k: [c for c in split[k] if c in wanted] for k in ("train", "val")}
-        missing = wanted - set(kept["train"]) - set(kept["val"])
-        if missing:
-            raise InputError(f"fold {fold} of the joint split lacks case {sorted(missing)[0]}")
-        if not kept["train"] or not kept["val"]:
-            raise InputError(f"fold {fold} of the joint split has no {'training' if not kept['train'] else 'validation'}"
-                             f" case of this dataset ({len(wanted)} cases): too few cases to share the joint folds")
-        out.append(kept)
-    return out
-
+from nnunet_mt.splits import merged_dataset_splits, refuse_leaking_splits, restrict_splits
 
 def training_cases_by_source(raw_folder: str) -> Dict[str, List[str]]:
     """Training case ids of a merged dataset per source dataset, from its provenance, sorted."""
@@ -79,11 +43,14 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
     if not os.path.isfile(os.path.join(nnUNet_preprocessed, source_name, plans + ".json")):
         raise InputError(f"{os.path.join(nnUNet_preprocessed, source_name, plans + '.json')}: missing; run "
                          f"nnUNetv2_plan_and_preprocess for the source dataset first")
+    raw_folder = os.path.join(nnUNet_raw, source_name)
+    training_cases_by_source(raw_folder)  # refuses a dataset that nnunet_mt merge did not make
     if os.path.isfile(splits_file):
         with open(splits_file) as f:
             splits = json.load(f)
+        refuse_leaking_splits(splits_file, splits, load_dataset_json(raw_folder))
     else:
-        splits = stratified_splits(training_cases_by_source(os.path.join(nnUNet_raw, source_name)))
+        splits = merged_dataset_splits(load_dataset_json(raw_folder))
         write_text_atomic(splits_file, json.dumps(splits, indent=1))
     for target in targets:
         target_name = dataset_name(target)
