@@ -89,6 +89,9 @@ def read_on_one_grid(ref_path: str, pred_path: str, file_ending: str):
     reader = _reader(file_ending, ref_path)
     ref, ref_spacing, ref_geometry = _read_seg(reader, ref_path)
     pred, pred_spacing, pred_geometry = _read_seg(reader, pred_path)
+    for path, labels in ((ref_path, ref), (pred_path, pred)):
+        if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):  # NaN > 0 is False: it would count as background
+            raise InputError(f"{path}: {int(np.sum(~np.isfinite(labels)))} NaN or infinite voxels in a label map")
     check_same_grid(pred_path, pred, pred_spacing, pred_geometry, ref, ref_spacing, ref_geometry)
     return ref, pred, ref_spacing
 

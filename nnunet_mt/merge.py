@@ -8,6 +8,7 @@ source datasets; the merged dataset appears only when complete (built in a hidde
 """
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -240,6 +241,9 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
         raise InputError(f"{raw_dir}: sources have different numbers of channels {n_channels}")
     if not 1 <= output_id <= 999:
         raise InputError(f"-o {output_id}: dataset id must be between 1 and 999")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", output_name or ""):
+        raise InputError(f"-n {output_name!r}: the dataset name must be one folder name of letters, digits, '_', '-' "
+                         f"and '.' (nnU-Net makes Dataset{output_id:03d}_<name> of it)")
     if normalization == "paper":
         for source in sources:
             check_paper_normalization_rule(source)

@@ -82,3 +82,13 @@ def move_plans(source: str, target: str, plans: str) -> None:
     from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import \
         move_plans_between_datasets
     move_plans_between_datasets(dataset_name(source), dataset_name(target), plans, plans)
+
+
+def preprocess_images(predictor, files):
+    """nnU-Net's preprocessing of one case's channel files for this predictor's model (the configuration's
+    preprocessor, as nnUNetv2_predict runs it): float32 array (channels, z, y, x)."""
+    import numpy as np
+    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+    data, _, _ = preprocessor.run_case(list(files), None, predictor.plans_manager, predictor.configuration_manager,
+                                       predictor.dataset_json)
+    return np.asarray(data, dtype=np.float32)

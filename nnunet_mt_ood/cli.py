@@ -85,10 +85,12 @@ def _fit(args) -> None:
     from nnunet_mt.merge import case_sources
     from nnunet_mt.nnunet_glue import required_folder
     from nnunet_mt.subjects import case_subjects
-    from nnunet_mt_ood.fit import compute_training_results, method_values, save_fit, training_cases
+    from nnunet_mt_ood.fit import compute_training_results, method_values, training_cases
     from nnunet_mt_ood.parts import check_part, load_fit_parts, part_share, save_fit_part
     check_part(args.num_parts, args.part_id)
     _check_folds(args)
+    if args.i is not None:
+        return _fit_on_reference_images(args)
     nnUNet_preprocessed = required_folder("nnUNet_preprocessed")
     model_dir = _model_dir(args)
     fold_dir = _fit_dir(args, model_dir)
@@ -108,6 +110,8 @@ def _fit(args) -> None:
         kept = set(training_cases(base, folder, other))
         case_ids = [c for c in case_ids if c in kept]
     model["dataset"] = predictor.plans_manager.dataset_name
+    reference = {"from": "training images of the fold" if len(args.folds) == 1 else "training images of every fold",
+                 "n_images": len(case_ids)}
     if args.collect:
         values = load_fit_parts(fold_dir, args.num_parts, case_ids, args.method, settings)
     else:
@@ -120,15 +124,50 @@ def _fit(args) -> None:
             print(f"part {args.part_id} of {args.num_parts}: {len(share)} of {len(case_ids)} training images; wrote "
                   f"{path} (then: the same command with --collect instead of -part_id)")
             return
+    _save_fits(args, fold_dir, values, case_ids, case_sources(predictor.dataset_json, case_ids), model, tta,
+               predictor, case_subjects(predictor.dataset_json, case_ids), reference)
+
+
+def _fit_on_reference_images(args) -> None:
+    """fit -i IMAGES: the detectors fitted on a folder of in-distribution images (nnUNetv2_predict's input
+    layout) instead of the fold's training images; no raw or preprocessed data of the model needed."""
+    from nnunet_mt_ood.fit import compute_reference_results, method_values
+    if args.num_parts > 1 or args.collect:
+        raise InputError(f"-i {args.i}: a fit on reference images runs in one part (no -num_parts / --collect)")
+    if len(args.folds) > 1:
+        raise InputError(f"-i {args.i}: the fold ensemble is fitted on training images only (give one fold)")
+    model_dir = _model_dir(args)
+    fold_dir = _fit_dir(args, model_dir)
+    with open(os.path.join(model_dir, "dataset.json")) as f:
+        inputs = _check_inputs(args.i, json.load(f))
+    if len(inputs) < 3:
+        raise InputError(f"{args.i}: {len(inputs)} reference images; tau needs at least 3")
+    tta = any(METHODS[m].uses_test_time_mirroring for m in args.method) and not args.disable_tta
+    predictor = _predictor(args, model_dir, use_mirroring=tta, methods=args.method,
+                           window_order=args.window_order or "memory")
+    predictor.load_parameters(0)
+    case_ids = sorted(inputs)
+    results = compute_reference_results(predictor, inputs)
+    values = {m: method_values(m, results, args.layer) for m in args.method}
+    model = {"trainer": args.tr, "plans": args.p, "configuration": args.c, "fold": args.f, "checkpoint": args.chk,
+             "dataset": predictor.plans_manager.dataset_name}
+    reference = {"from": "images", "folder": os.path.abspath(args.i), "n_images": len(case_ids)}
+    source = f"reference:{os.path.basename(os.path.abspath(args.i))}"
+    _save_fits(args, fold_dir, values, case_ids, [source] * len(case_ids), model, tta, predictor, case_ids, reference)
+
+
+def _save_fits(args, fold_dir, values, case_ids, sources, model, tta, predictor, subjects, reference) -> None:
+    """Fits each method's threshold on its values and writes its files (nnunet_mt_ood.fit.save_fit)."""
+    from nnunet_mt_ood.fit import save_fit
     for method in args.method:
-        meta = save_fit(fold_dir, method, args.layer, values[method], case_ids,
-                        case_sources(predictor.dataset_json, case_ids), model, args.C, tta, args.mc_samples,
-                        options={"k": args.knn_k}, folds=args.folds, prediction=predictor.prediction_settings(),
-                        subjects=case_subjects(predictor.dataset_json, case_ids))
+        meta = save_fit(fold_dir, method, args.layer, values[method], case_ids, sources, model, args.C, tta,
+                        args.mc_samples, options={"k": args.knn_k}, folds=args.folds,
+                        prediction=predictor.prediction_settings(), subjects=subjects, reference=reference)
         where = f", {meta['layer']} layer" if meta["layer"] else ""
         n_subjects = len(set(meta["subjects"]))
-        subjects = f" ({n_subjects} subjects, tau leaves a subject out)" if n_subjects < len(case_ids) else ""
-        print(f"{method}: {len(case_ids)} training images{subjects}{where}, {meta['n_channels']} values each; "
+        grouped = f" ({n_subjects} subjects, tau leaves a subject out)" if n_subjects < len(case_ids) else ""
+        what = "reference images" if reference["from"] == "images" else "training images"
+        print(f"{method}: {len(case_ids)} {what}{grouped}{where}, {meta['n_channels']} values each; "
               f"tau = {meta['tau']:.5f} (C = {meta['C']})")
     print(f"wrote {fold_dir}")
 
@@ -380,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet_mt_ood", description="Spectral out-of-distribution detection "
                                      "for nnU-Net v2 models (Karimi & Gholipour).")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fit", help="spectral signatures of the fold's training images and the threshold tau")
+    p = sub.add_parser("fit", help="spectral signatures of the fold's training images (or of -i reference images) "
+                       "and the threshold tau")
+    p.add_argument("-i", metavar="IMAGES", help="fit on this folder of in-distribution images (nnUNetv2_predict's "
+                   "input layout) instead of the fold's training images: for a model whose training data you do "
+                   "not have (e.g. one you downloaded); needs no nnUNet_raw or nnUNet_preprocessed")
     _model_arguments(p)
     p.add_argument("-C", type=number(float, 0), default=DEFAULT_C,
                    help=f"tau = mean + C * std of leave-one-out scores (default {DEFAULT_C})")

@@ -44,6 +44,18 @@ def compute_training_results(predictor, preprocessed_folder: str, case_ids: Sequ
     return results
 
 
+def compute_reference_results(predictor, images: Dict[str, Sequence[str]], progress: bool = True) -> List[dict]:
+    """Predictor results of reference images (raw files, nnUNetv2_predict's input layout: {case: channel
+    files}), each preprocessed by nnU-Net as nnUNetv2_predict would, whole images by sliding window."""
+    from tqdm import tqdm
+    from nnunet_mt.nnunet_glue import preprocess_images
+    results = []
+    for case in tqdm(sorted(images), desc="reference images", disable=not progress):
+        data = preprocess_images(predictor, sorted(images[case]))
+        results.append(predictor.image_results(torch.from_numpy(data)))
+    return results
+
+
 def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarray:
     """(n_cases, n_values) float64: what the method's detector is fitted on, one row per case."""
     return np.stack([np.atleast_1d(METHODS[method].input(r, layer)) for r in results]).astype(np.float64)
@@ -52,12 +64,14 @@ def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarra
 def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
              mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None, folds: Sequence[str] = (),
-             prediction: Optional[dict] = None, subjects: Optional[Sequence[str]] = None) -> dict:
+             prediction: Optional[dict] = None, subjects: Optional[Sequence[str]] = None,
+             reference: Optional[dict] = None) -> dict:
     """Fits a method's threshold on the training values (see method_values) and writes its files; returns
     the JSON content. options: the method's detector options (e.g. knn's k), kept in the JSON; folds: an
     ensemble's folds (its file names carry them); prediction: the device and precision the values were
     computed with (``OODPredictor.prediction_settings``), kept in the JSON for score to compare; subjects: one
-    per case (default: each case its own): neighbour-based taus leave a whole subject out."""
+    per case (default: each case its own): neighbour-based taus leave a whole subject out; reference: where the
+    fitted images came from (the fold's training images or a folder given with fit -i), kept in the JSON."""
     if len(values) < 3:
         raise InputError(f"{fold_dir}: {len(values)} training images; tau needs at least 3")
     spec = METHODS[method]
@@ -74,7 +88,7 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
             "C": c, "tau": detector.threshold_, "n_channels": int(values.shape[1]), "case_ids": list(case_ids),
             "sources": list(sources), "subjects": subjects, "train_scores": detector.train_scores_.tolist(),
             "model": model,
-            "tta": tta if spec.uses_test_time_mirroring else None, "prediction": prediction}
+            "tta": tta if spec.uses_test_time_mirroring else None, "prediction": prediction, "reference": reference}
     if spec.needs == "mc_dropout":
         meta["mc_samples"] = mc_samples
     meta.update(options)

@@ -69,6 +69,9 @@ def collect_scores(out_dir: str, log=print) -> dict:
         raise InputError(f"{out_dir}: parts of different splits ({', '.join(f'of {k}' for k in totals)}); "
                          f"remove the stale ones")
     num_parts = totals[0]
+    beyond = [path for (i, k), path in sorted(found.items()) if not 0 <= i < k]
+    if beyond:
+        raise InputError(f"{beyond[0]}: not a part of a split (part numbers count from 0 to K - 1 of K >= 1)")
     missing = [i for i in range(num_parts) if (i, num_parts) not in found]
     if missing:
         raise InputError(f"{os.path.join(out_dir, 'ood_scores.' + part_name(missing[0], num_parts) + '.json')}: "
@@ -88,6 +91,8 @@ def collect_scores(out_dir: str, log=print) -> dict:
             raise InputError(f"{path}: its 'part' field {json.dumps(declared)} contradicts the file name "
                              f"(part {i} of {num_parts})")
         cases = part["cases"]
+        if not cases:
+            raise InputError(f"{path}: scores part holds no cases (a part of an empty share is not written by score)")
         if merged is None:
             merged = {k: v for k, v in part.items() if k != "part"}
             merged["cases"] = []

@@ -91,6 +91,19 @@ def _collect_contradicting_part(ws):
     return nnunet_mt_ood, argv
 
 
+def _collect_degenerate(name=None, empty=False):
+    """Score parts that are no split: a part named 0 of 0 or 2 of 2, or a part file with no case."""
+    def setup(ws):
+        (ws / "parts").mkdir()
+        if name:
+            _report(ws / "parts", name=name)
+        else:
+            _report(ws / "parts", name="ood_scores.part_0_of_2.json")
+            _report(ws / "parts", name="ood_scores.part_1_of_2.json", edit=lambda r: r.update(cases=[]))
+        return nnunet_mt_ood, ["collect", str(ws / "parts")]
+    return setup
+
+
 def _calibrate(temperature=None, apply=True, out=True, checkpoint=True):
     """A model folder (fold 0) and an nnUNetv2_predict-like folder with one .npz; calibrate or --apply on it."""
     def setup(ws):
@@ -128,6 +141,11 @@ ROWS = [
                                                      "same part"]),
     ("collect-part-field-contradicts-name", _collect_contradicting_part,
      ["ood_scores.part_1_of_2.json", "contradicts the file name"]),
+    ("collect-zero-parts", _collect_degenerate("ood_scores.part_0_of_0.json"),
+     ["ood_scores.part_0_of_0.json", "not a part of a split"]),
+    ("collect-part-beyond-the-split", _collect_degenerate("ood_scores.part_2_of_2.json"),
+     ["ood_scores.part_2_of_2.json", "not a part of a split"]),
+    ("collect-part-without-cases", _collect_degenerate(), ["ood_scores.part_1_of_2.json", "holds no cases"]),
     # class 1: checkpoints read back
     ("score-checkpoint-empty", _score(checkpoint=lambda p: p.write_bytes(b"")), ["checkpoint_final.pth", "unreadable checkpoint"]),
     ("score-checkpoint-truncated", _score(checkpoint=lambda p: (torch.save({"x": torch.ones(1000)}, p),
@@ -160,6 +178,20 @@ def test_bad_input_round2(row, tmp_path, monkeypatch, capsys):
     (tmp_path / "in").mkdir(exist_ok=True)
     main, argv = setup(tmp_path)
     assert_refused_in_process(main, argv, needles, tmp_path, capsys)
+
+
+def test_label_maps_with_nan_voxels_are_refused(tmp_path):
+    """NaN > 0 is False: a NaN voxel of a label map would silently count as background. SimpleITK's NIfTI reader
+    already reads NaN as 0; formats that keep it (.mha, .nrrd) are refused by name."""
+    from nnunet_mt.evaluate import read_on_one_grid
+    reference = LABEL.astype(np.float32)
+    reference[0, 0, :3] = np.nan
+    _image(tmp_path / "ref.mha", reference)
+    _image(tmp_path / "pred.mha", LABEL)
+    with pytest.raises(InputError, match=r"ref\.mha: 3 NaN or infinite voxels in a label map"):
+        read_on_one_grid(str(tmp_path / "ref.mha"), str(tmp_path / "pred.mha"), ".mha")
+    with pytest.raises(InputError, match=r"ref\.mha: 3 NaN or infinite voxels in a label map"):
+        read_on_one_grid(str(tmp_path / "pred.mha"), str(tmp_path / "ref.mha"), ".mha")
 
 
 def test_relative_symlink_image_is_merged_as_its_target(tmp_path, monkeypatch, capsys):

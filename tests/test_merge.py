@@ -65,6 +65,8 @@ def test_refusals(merged):
     _assert_refused(env, root, ["-d", "13", "-o", "602"], "ProstateMR/dataset.json", "-d 13:1,2")
     _assert_refused(env, root, ["-d", "13:5", "-o", "602"], "foreground labels [5]")
     _assert_refused(env, root, ["-d", "11", "-o", "601", "-n", "Pair"], "Dataset601_Pair", "--overwrite")
+    for name in ("a/b", "..", "two words", ""):  # not one folder name: nothing written outside $nnUNet_raw
+        _assert_refused(env, root, ["-d", "11", "-o", "603", "-n", name], f"-n {name!r}", "one folder name")
 
     broken = _broken_copy(root, "Dataset012_CorticalPlateMR", 700)
     os.remove(broken / "dataset.json")

@@ -2,6 +2,7 @@
 # The paper's three experiments on ../shared/realdata at a CPU budget (2 cores): see documentation/results.md.
 #   bash benchmarks/realdata/run_experiments.sh            (WORK=folder to use another scratch folder)
 #   NORMALIZATION=nnunet SEED=1 TABLES="II" bash benchmarks/realdata/run_experiments.sh
+#   SUBJECTS=1 BUDGET=60 SEED=0 TABLES="II" bash benchmarks/realdata/run_experiments.sh   (mirrors as subjects, per-source stop)
 # Every model trains until the paper's convergence rule stops it (CPU window: 200 iterations), capped at the
 # CPU trainer's 25 epochs (BUDGET=N for another cap; the output folders then end in _capN). Resumable: rerun after an interruption and finished
 # steps are skipped.
@@ -17,11 +18,17 @@ export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preproces
 export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}" nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-0}"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 [ -f "$nnUNet_raw/Dataset906_LungTumourCT/dataset.json" ] || python "$HERE/convert.py" --realdata "$REALDATA" -o "$nnUNet_raw"
+# SUBJECTS=1 (issue 30): a mirror ('<id>m') is one subject with its original, the joint model stops only when no
+# source's validation loss decreases; crops of the one liver CT / liver MR patient cannot be split by subject
+# (one training patient each), so they stay separate cases and those rows rest on one subject
+SUBJECT_PATTERN='^(.*?)m?$'
 ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)  # each normalization has its own merged datasets
+[ -z "${SUBJECTS:-}" ] || ID=$((ID + 40))  # merged with subjects: datasets of their own (950 / 970)
 CPU=(-tr nnUNetTrainerMultiTaskCPU -device cpu -npp 0 -nps 0 -np 1 --disable_tta --id "$ID"
      --normalization "$NORMALIZATION" --seed "$SEED")
 [ -z "${BUDGET:-}" ] || CPU+=(--budget "$BUDGET")
-RUN="${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}"  # e.g. paper_seed0_cap15
+[ -z "${SUBJECTS:-}" ] || CPU+=(--subject_pattern "$SUBJECT_PATTERN" --convergence per_source)
+RUN="${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}${SUBJECTS:+_subjects}"  # e.g. paper_seed0_cap15
 SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # table II: joint model on all sources vs one model each (shared plans, folds and calibration region)
 [[ " $TABLES " != *" II "* ]] || nnunet_mt experiment joint-vs-dedicated -d "${SOURCES[@]}" "${CPU[@]}" -o "$WORK/joint_vs_dedicated_$RUN"

@@ -1,0 +1,89 @@
+"""`nnunet_mt_ood fit -i IMAGES` (issue 31): the detectors of a model fitted on a folder of reference images,
+with no raw or preprocessed data of the model present. Known answer: the training images' own files, given as
+reference images, give the signatures the training-image fit computed from nnU-Net's preprocessed arrays."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import BIN, TRAINER, run
+from nnunet_mt_ood.detector import SpectralOODDetector
+
+MODEL = f"{TRAINER}__nnUNetPlans__3d_fullres"
+FIT = ["fit", "-d", "500", "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def model_only(trained, tmp_path_factory):
+    """The session model alone: a copy of its results folder, and empty raw and preprocessed folders."""
+    root, env = trained
+    home = tmp_path_factory.mktemp("downloaded")
+    shutil.copytree(root / "res" / "Dataset500_MultiTask" / MODEL, home / "res" / "Dataset500_MultiTask" / MODEL)
+    for empty in ("raw", "pre"):
+        (home / empty).mkdir()
+    env = dict(env, nnUNet_raw=str(home / "raw"), nnUNet_preprocessed=str(home / "pre"), nnUNet_results=str(home / "res"))
+    return root, home, env
+
+
+def _reference_folder(root, folder, cases):
+    folder.mkdir()
+    for case in cases:
+        os.link(root / "raw/Dataset500_MultiTask/imagesTr" / f"{case}_0000.nii.gz", folder / f"{case}_0000.nii.gz")
+    return folder
+
+
+def test_fit_on_reference_images_equals_the_training_fit_on_the_same_images(model_only, tmp_path):
+    root, home, env = model_only
+    fold = home / "res/Dataset500_MultiTask" / MODEL / "fold_0"
+    trained_meta = json.loads((fold / "spectral_signatures_last.json").read_text())
+    trained_signatures = np.load(fold / "spectral_signatures_last.npz")["signatures"]
+    # two training images of each source
+    cases = sorted(c for prefix in ("D011", "D012", "D013")
+                   for c in [c for c in trained_meta["case_ids"] if c.startswith(prefix)][:2])
+    images = _reference_folder(root, tmp_path / "my_scans", cases)
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), *FIT, "-i", str(images), "--method", "spectral", "knn"], env)
+    assert "spectral: 6 reference images, last layer, 14 values each; tau = " in r.stdout
+    meta = json.loads((fold / "spectral_signatures_last.json").read_text())
+    signatures = np.load(fold / "spectral_signatures_last.npz")["signatures"]
+    expected = trained_signatures[[trained_meta["case_ids"].index(c) for c in cases]]
+    np.testing.assert_allclose(signatures, expected, atol=1e-5)  # raw files -> nnU-Net's preprocessing -> same
+    assert meta["case_ids"] == cases and meta["sources"] == ["reference:my_scans"] * 6
+    assert meta["reference"] == {"from": "images", "folder": str(images), "n_images": 6}
+    assert meta["tau"] == pytest.approx(SpectralOODDetector(2.5).fit(signatures, groups=cases).threshold_)
+    knn = json.loads((fold / "ood_fit_knn_bottleneck.json").read_text())
+    assert knn["reference"]["n_images"] == 6 and knn["case_ids"] == cases
+    # the model then scores new images with the reference fit, with no training data anywhere
+    test_in = tmp_path / "new_scans"
+    test_in.mkdir()
+    os.link(root / "raw/Dataset500_MultiTask/imagesTs/D012_corticalplatemr_008_0000.nii.gz",
+            test_in / "D012_corticalplatemr_008_0000.nii.gz")
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(test_in), "-o", str(tmp_path / "out"), "-d", "500",
+             "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0",
+             "--disable_tta"], env)
+    report = json.loads((tmp_path / "out/ood_scores.json").read_text())
+    assert report["cases"][0]["nearest_source"] == "reference:my_scans"
+    assert report["methods"]["spectral"]["tau"] == pytest.approx(meta["tau"])
+
+
+@pytest.mark.parametrize("what,needle", [("empty", "no images ending in .nii.gz"),
+                                         ("two", "2 reference images; tau needs at least 3"),
+                                         ("channels", "has 2 channel files, the model expects 1")])
+def test_bad_reference_folders_are_refused(model_only, tmp_path, what, needle):
+    root, home, env = model_only
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    if what == "two":
+        folder.rmdir()
+        _reference_folder(root, folder, ["D011_liverct_000", "D011_liverct_001"])
+    if what == "channels":
+        folder.rmdir()
+        _reference_folder(root, folder, ["D011_liverct_000", "D011_liverct_001", "D011_liverct_002"])
+        os.link(folder / "D011_liverct_000_0000.nii.gz", folder / "D011_liverct_000_0001.nii.gz")
+    fold = home / "res/Dataset500_MultiTask" / MODEL / "fold_0"
+    before = {p.name: p.stat().st_mtime_ns for p in fold.iterdir()}
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), *FIT, "-i", str(folder)], env, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and needle in lines[0] and str(folder) in lines[0], r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in fold.iterdir()} == before  # nothing written
