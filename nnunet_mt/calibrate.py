@@ -1,5 +1,6 @@
-"""`nnunet_mt calibrate`: a temperature fitted on a model's validation fold and stored beside its weights
-(fold_X/temperature.json); `nnunet_mt_ood score --save_probabilities` then writes calibrated probabilities.
+"""`nnunet_mt calibrate`: a temperature fitted on a model's validation fold (or on a labelled reference set:
+-i IMAGES / -prob FOLDER with -ref LABELS) and stored beside its weights (fold_X/temperature.json);
+`nnunet_mt_ood score --save_probabilities` then writes calibrated probabilities.
 
 The validation probabilities come from nnU-Net itself: fold_X/validation/*.npz when the model was trained
 with `nnUNetv2_train ... --npz`, else `nnUNetv2_predict --save_probabilities` on the validation cases' raw
@@ -65,58 +66,93 @@ def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
             "ece": ece(1 - probabilities[0], labels > 0)}
 
 
+def reference_cases(labels_dir: str, ending: str) -> List[str]:
+    """Case ids of a folder of reference label maps (CASE<ending>), sorted; InputError when it has none."""
+    if not os.path.isdir(labels_dir):
+        raise InputError(f"{labels_dir}: reference label folder not found")
+    cases = sorted(f[:-len(ending)] for f in os.listdir(labels_dir) if f.endswith(ending))
+    if not cases:
+        raise InputError(f"{labels_dir}: no reference label maps ending in {ending}")
+    return cases
+
+
+def _predict_folder(dataset: str, configuration: str, fold: str, trainer: str, plans: str, images: str, out: str,
+                    device: str, mirroring: bool) -> None:
+    """nnUNetv2_predict --save_probabilities on a folder of images (nnUNetv2_predict's input layout)."""
+    from nnunet_mt.experiments.jobs import console_script
+    cmd = [console_script("nnUNetv2_predict"), "-i", images, "-o", out, "-d", dataset, "-c", configuration, "-f",
+           fold, "-tr", trainer, "-p", plans, "--save_probabilities", "-device", device, "-npp", "0", "-nps", "0"] + \
+        ([] if mirroring else ["--disable_tta"])
+    print(f"predicting the reference images: {' '.join(cmd[1:])}", flush=True)
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise InputError(f"{images}: nnUNetv2_predict on the reference images failed: {result.stderr.strip()[-300:]}")
+
+
 def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: str = "nnUNetPlans",
               region: str = "reference", per_source: bool = False, device: str = "cpu", mirroring: bool = True,
-              log=print) -> dict:
-    """Fits T (and one T per source dataset with per_source) on the fold's validation cases; writes and
-    returns fold_X/temperature.json."""
+              log=print, images: Optional[str] = None, probabilities: Optional[str] = None,
+              references: Optional[str] = None) -> dict:
+    """Fits T (and one T per source dataset with per_source) and writes fold_X/temperature.json; returns it.
+
+    Default: on the fold's validation cases (their saved probabilities, or nnUNetv2_predict on their raw images;
+    references from nnU-Net's gt_segmentations). With references (a folder of label maps CASE<ending>): on a
+    labelled reference set instead, predicted from `images` (nnUNetv2_predict's input layout) or read from
+    `probabilities` (an nnUNetv2_predict --save_probabilities folder); no training data of the model needed."""
     from nnunet_mt.merge import case_sources
-    from nnunet_mt.nnunet_glue import dataset_name, image_reader, model_folder, required_folder
+    from nnunet_mt.nnunet_glue import dataset_name, model_folder, required_folder
+    if (images or probabilities) and not references:
+        raise InputError(f"{images or probabilities}: a reference set needs its labels (-ref LABELS_DIR)")
+    if references and bool(images) == bool(probabilities):
+        raise InputError(f"-ref {references}: give the reference images (-i) or their saved probabilities (-prob), "
+                         f"one of the two")
     model_dir = model_folder(dataset, trainer, plans, configuration)
     fold_dir = os.path.join(model_dir, f"fold_{fold}")
     if not os.path.isfile(os.path.join(fold_dir, "checkpoint_final.pth")):
         raise InputError(f"{fold_dir}/checkpoint_final.pth: checkpoint missing (train with nnUNetv2_train first)")
     name = dataset_name(dataset)
-    preprocessed_dir = os.path.join(required_folder("nnUNet_preprocessed"), name)
     with open(os.path.join(model_dir, "dataset.json")) as f:
         dataset_json = json.load(f)
     ending = dataset_json["file_ending"]
-    cases = validation_cases(preprocessed_dir, fold)
-    saved = os.path.join(fold_dir, "validation")
     with tempfile.TemporaryDirectory() as tmp:
-        if all(os.path.isfile(os.path.join(saved, c + ".npz")) for c in cases):
-            folder, origin = saved, f"fold_{fold}/validation (nnUNetv2_train --npz)"
+        if references:
+            cases = reference_cases(references, ending)
+            labels_dir = references
+            if images:
+                folder = os.path.join(tmp, "pred")
+                _predict_folder(name, configuration, fold, trainer, plans, images, folder, device, mirroring)
+                origin = f"nnUNetv2_predict --save_probabilities on the reference images {os.path.abspath(images)}"
+            else:
+                folder, origin = probabilities, f"saved probabilities {os.path.abspath(probabilities)}"
+            missing = [c for c in cases if not os.path.isfile(os.path.join(folder, c + ".npz"))]
+            if missing:
+                raise InputError(f"{os.path.join(folder, missing[0] + '.npz')}: no probabilities for reference label "
+                                 f"{missing[0]}{ending}" + (" (no image of that case in -i?)" if images else ""))
         else:
-            raw_dir = os.path.join(required_folder("nnUNet_raw"), name)
-            _predict_validation(name, configuration, fold, trainer, plans, cases, raw_dir, dataset_json, tmp,
-                                device, mirroring)
-            folder, origin = os.path.join(tmp, "pred"), "nnUNetv2_predict --save_probabilities on the validation images"
-        rng = np.random.default_rng(0)
-        per_case = max(1, MAX_FIT_VOXELS // len(cases))
-        probabilities, labels = [], []
-        for case in cases:
-            label_path = os.path.join(preprocessed_dir, "gt_segmentations", case + ending)
-            reference = image_reader(ending, label_path).read_seg(label_path)[0][0].astype(np.int64)
-            with np.load(os.path.join(folder, case + ".npz")) as npz:
-                p = npz["probabilities"]
-            if p.shape[1:] != reference.shape:
-                raise InputError(f"{folder}/{case}.npz: probabilities {p.shape[1:]} do not match the reference "
-                                 f"{reference.shape} ({label_path})")
-            mask = reference_roi(reference > 0) if region == "reference" else np.ones(reference.shape, bool)
-            index = np.flatnonzero(mask)
-            if index.size > per_case:
-                index = np.sort(rng.choice(index, per_case, replace=False))
-            probabilities.append(p.reshape(p.shape[0], -1)[:, index].astype(np.float64))
-            labels.append(reference.reshape(-1)[index])
+            preprocessed_dir = os.path.join(required_folder("nnUNet_preprocessed"), name)
+            cases = validation_cases(preprocessed_dir, fold)
+            labels_dir = os.path.join(preprocessed_dir, "gt_segmentations")
+            saved = os.path.join(fold_dir, "validation")
+            if all(os.path.isfile(os.path.join(saved, c + ".npz")) for c in cases):
+                folder, origin = saved, f"fold_{fold}/validation (nnUNetv2_train --npz)"
+            else:
+                raw_dir = os.path.join(required_folder("nnUNet_raw"), name)
+                _predict_validation(name, configuration, fold, trainer, plans, cases, raw_dir, dataset_json, tmp,
+                                    device, mirroring)
+                folder = os.path.join(tmp, "pred")
+                origin = "nnUNetv2_predict --save_probabilities on the validation images"
+        fitted_probabilities, labels = _fit_voxels(cases, folder, labels_dir, ending, region)
     sources = case_sources(dataset_json, cases)
     groups: Dict[str, np.ndarray] = {"all": np.ones(len(cases), bool)}
     if per_source:
         groups.update({s: np.array([c == s for c in sources]) for s in sorted(set(sources))})
     result = {"temperature": None, "per_source": None, "dataset": name, "trainer": trainer, "plans": plans,
               "configuration": configuration, "fold": fold, "region": REGIONS[region], "probabilities_from": origin,
+              "reference": {"from": "labelled reference set", "labels": os.path.abspath(references)}
+              if references else {"from": f"validation cases of fold {fold}"},
               "cases": cases, "sources": sources, "fit": {}}
     for group, members in groups.items():
-        p = np.concatenate([x for x, m in zip(probabilities, members) if m], axis=1)
+        p = np.concatenate([x for x, m in zip(fitted_probabilities, members) if m], axis=1)
         y = np.concatenate([x for x, m in zip(labels, members) if m])
         t, _, _ = fit_temperature(p, y)
         result["fit"][group] = {"temperature": t, "voxels": int(y.size), "before": _scores(p, y),
@@ -131,6 +167,30 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
     write_text_atomic(path, json.dumps(result, indent=1))
     log(f"wrote {path}")
     return result
+
+
+def _fit_voxels(cases: Sequence[str], folder: str, labels_dir: str, ending: str, region: str):
+    """Per case: (classes, n) probabilities and (n,) labels of the region's voxels (a seeded sample when the
+    region holds more than MAX_FIT_VOXELS voxels over all cases)."""
+    from nnunet_mt.nnunet_glue import image_reader
+    rng = np.random.default_rng(0)
+    per_case = max(1, MAX_FIT_VOXELS // len(cases))
+    probabilities, labels = [], []
+    for case in cases:
+        label_path = os.path.join(labels_dir, case + ending)
+        reference = image_reader(ending, label_path).read_seg(label_path)[0][0].astype(np.int64)
+        with np.load(os.path.join(folder, case + ".npz")) as npz:
+            p = npz["probabilities"]
+        if p.shape[1:] != reference.shape:
+            raise InputError(f"{folder}/{case}.npz: probabilities {p.shape[1:]} do not match the reference "
+                             f"{reference.shape} ({label_path})")
+        mask = reference_roi(reference > 0) if region == "reference" else np.ones(reference.shape, bool)
+        index = np.flatnonzero(mask)
+        if index.size > per_case:
+            index = np.sort(rng.choice(index, per_case, replace=False))
+        probabilities.append(p.reshape(p.shape[0], -1)[:, index].astype(np.float64))
+        labels.append(reference.reshape(-1)[index])
+    return probabilities, labels
 
 
 def load_calibration(fold_dir: str) -> Optional[dict]:

@@ -54,7 +54,8 @@ def _calibrate(args) -> None:
     else:
         from nnunet_mt.prediction_temperature import refuse_prediction_temperature
         refuse_prediction_temperature("nnunet_mt calibrate (it fits T on the model's own probabilities)")
-        calibrate(args.d, args.c, args.f, args.tr, args.p, args.roi, args.per_source, args.device, not args.disable_tta)
+        calibrate(args.d, args.c, args.f, args.tr, args.p, args.roi, args.per_source, args.device, not args.disable_tta,
+                  images=args.i, probabilities=args.prob, references=args.ref)
 
 
 def _share_plans(args) -> None:
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", choices=["cpu", "cuda"], default="cuda", help="device for predicting the "
                    "validation cases when the fold has no saved probabilities (default cuda)")
     p.add_argument("--disable_tta", action="store_true", help="predict the validation cases without mirroring")
+    p.add_argument("-i", metavar="IMAGES", help="fit on these labelled reference images (nnUNetv2_predict's input "
+                   "layout; labels in -ref) instead of the validation fold: for a model whose training data you "
+                   "do not have")
+    p.add_argument("-prob", metavar="PROB_DIR", help="fit on these saved probabilities (an nnUNetv2_predict "
+                   "--save_probabilities folder; labels in -ref) instead of the validation fold")
+    p.add_argument("-ref", metavar="LABELS_DIR", help="reference label maps (CASE<file ending>) of -i or -prob")
     p.add_argument("--apply", metavar="PRED_DIR", help="instead of fitting: copy an nnUNetv2_predict output folder "
                    "(--save_probabilities) to -o with its probabilities rescaled by the fitted global temperature")
     p.add_argument("-o", metavar="OUT_DIR", help="with --apply: the new folder for the calibrated copy")

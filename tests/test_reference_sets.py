@@ -1,6 +1,8 @@
-"""`nnunet_mt_ood fit -i IMAGES` (issue 31): the detectors of a model fitted on a folder of reference images,
-with no raw or preprocessed data of the model present. Known answer: the training images' own files, given as
-reference images, give the signatures the training-image fit computed from nnU-Net's preprocessed arrays."""
+"""A model without its training data (issue 31): `nnunet_mt_ood fit -i IMAGES` fits the detectors on a folder of
+reference images, `nnunet_mt calibrate -i IMAGES -ref LABELS` (or `-prob`) the temperature on a labelled
+reference set, with no raw or preprocessed data of the model present. Known answers: the training images' own
+files give the signatures the training-image fit computed from nnU-Net's preprocessed arrays; T equals the
+temperature fitted here, independently, on nnUNetv2_predict's probabilities of the same images."""
 import json
 import os
 import shutil
@@ -87,3 +89,47 @@ def test_bad_reference_folders_are_refused(model_only, tmp_path, what, needle):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and needle in lines[0] and str(folder) in lines[0], r.stderr
     assert {p.name: p.stat().st_mtime_ns for p in fold.iterdir()} == before  # nothing written
+
+
+def test_calibrate_on_a_labelled_reference_set(model_only, tmp_path):
+    from nnunet_mt.metrics import reference_roi
+    from nnunet_mt.temperature import fit_temperature
+    import SimpleITK as sitk
+    root, home, env = model_only
+    cases = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for case in cases:
+        os.link(root / "raw/Dataset500_MultiTask/imagesTs" / f"{case}_0000.nii.gz", images / f"{case}_0000.nii.gz")
+        os.link(root / "raw/Dataset500_MultiTask/labelsTs" / f"{case}.nii.gz", labels / f"{case}.nii.gz")
+    fold = home / "res/Dataset500_MultiTask" / MODEL / "fold_0"
+    common = ["calibrate", "-d", "500", "-f", "0", "-tr", TRAINER, "-device", "cpu", "--disable_tta", "-ref", str(labels)]
+    r = run([os.path.join(BIN, "nnunet_mt"), *common, "-i", str(images)], env)
+    from_images = json.loads((fold / "temperature.json").read_text())
+    assert from_images["cases"] == cases and from_images["reference"]["labels"] == str(labels)
+    assert "all: T = " in r.stdout and "ECE" in r.stdout
+    # the same images predicted here with nnUNetv2_predict, then -prob: the same T; and T refitted independently
+    pred = tmp_path / "pred"
+    run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(images), "-o", str(pred), "-d", "500", "-c", "3d_fullres",
+         "-f", "0", "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta",
+         "--save_probabilities"], env)
+    run([os.path.join(BIN, "nnunet_mt"), *common, "-prob", str(pred)], env)
+    from_probabilities = json.loads((fold / "temperature.json").read_text())
+    assert from_probabilities["temperature"] == pytest.approx(from_images["temperature"], rel=1e-6)
+    p, y = [], []
+    for case in cases:
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz"))).astype(np.int64)
+        probabilities = np.load(pred / f"{case}.npz")["probabilities"].astype(np.float64)
+        mask = reference_roi(reference > 0)
+        p.append(probabilities[:, mask])
+        y.append(reference[mask])
+    expected, _, _ = fit_temperature(np.concatenate(p, axis=1), np.concatenate(y))
+    assert from_images["temperature"] == pytest.approx(expected, rel=1e-4)
+    # refusals: labels without images or probabilities, or both; a label with no probabilities
+    for extra, needle in (([], "give the reference images (-i) or their saved probabilities (-prob)"),
+                          (["-i", str(images), "-prob", str(pred)], "one of the two")):
+        bad = run([os.path.join(BIN, "nnunet_mt"), *common, *extra], env, check=False)
+        assert bad.returncode == 2 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    os.link(labels / f"{cases[0]}.nii.gz", labels / "D011_unknown.nii.gz")
+    bad = run([os.path.join(BIN, "nnunet_mt"), *common, "-prob", str(pred)], env, check=False)
+    assert bad.returncode == 2 and "D011_unknown.npz: no probabilities for reference label" in bad.stderr
