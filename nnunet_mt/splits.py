@@ -54,13 +54,17 @@ def merged_dataset_splits(dataset_json: dict, folds: int = NNUNET_FOLDS, seed: i
                           ) -> List[Dict[str, List[str]]]:
     """The folds of a dataset made by nnunet_mt merge: its training cases stratified by source, grouped by the
     subjects its dataset.json records."""
-    from nnunet_mt.subjects import case_subjects
-    cases = {c: info for c, info in dataset_json.get(PROVENANCE_KEY, {}).get("cases", {}).items()
-             if info.get("split") == "train"}
+    from nnunet_mt.subjects import subject_of
+    return stratified_splits(training_cases_by_source(dataset_json), folds, seed, subject_of(dataset_json))
+
+
+def training_cases_by_source(dataset_json: dict) -> Dict[str, List[str]]:
+    """Training case ids of a merged dataset per source dataset, from its provenance, sorted."""
     by_source: Dict[str, List[str]] = {}
-    for case in sorted(cases):
-        by_source.setdefault(cases[case].get("source", "?"), []).append(case)
-    return stratified_splits(by_source, folds, seed, dict(zip(cases, case_subjects(dataset_json, list(cases)))))
+    for case, info in sorted(dataset_json.get(PROVENANCE_KEY, {}).get("cases", {}).items()):
+        if info.get("split") == "train":
+            by_source.setdefault(info.get("source", "?"), []).append(case)
+    return by_source
 
 
 def leaking_subjects(train: Sequence[str], val: Sequence[str], subject_of: Dict[str, str]) -> List[str]:
@@ -70,11 +74,10 @@ def leaking_subjects(train: Sequence[str], val: Sequence[str], subject_of: Dict[
 
 def refuse_leaking_splits(path: str, splits: Sequence[dict], dataset_json: dict) -> None:
     """InputError naming the first fold of `splits` (read from path) that puts a subject on both sides."""
-    from nnunet_mt.subjects import case_subjects
-    cases = list(dataset_json.get(PROVENANCE_KEY, {}).get("cases", {}))
-    subject_of = dict(zip(cases, case_subjects(dataset_json, cases)))
+    from nnunet_mt.subjects import subject_of
+    subjects = subject_of(dataset_json)
     for fold, split in enumerate(splits):
-        both = leaking_subjects(split.get("train", []), split.get("val", []), subject_of)
+        both = leaking_subjects(split.get("train", []), split.get("val", []), subjects)
         if both:
             raise InputError(f"{path}: fold {fold} has subject {both[0]} in training and validation; delete the file "
                              f"to let nnunet_mt write folds grouped by subject")

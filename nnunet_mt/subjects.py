@@ -36,10 +36,9 @@ class SubjectRule:
         self.mapping = read_subject_map(mapping_file) if mapping_file else {}
 
     def subject(self, source: str, case_id: str, original_id: str) -> str:
-        if self.regex is not None:
-            match = self.regex.search(original_id)
-            if match:
-                return f"{source}/{match.group(1) if self.regex.groups else match.group(0)}"
+        matched = pattern_subject(self.regex, original_id) if self.regex is not None else None
+        if matched is not None:
+            return f"{source}/{matched}"
         for key in (case_id, original_id):
             if key in self.mapping:
                 return self.mapping[key]
@@ -87,8 +86,21 @@ def case_subjects(dataset_json: dict, case_ids: Sequence[str]) -> List[str]:
     return [str(recorded.get(c, {}).get("subject", c)) for c in case_ids]
 
 
+def subject_of(dataset_json: dict) -> Dict[str, str]:
+    """{case: subject} of every case merge recorded."""
+    cases = list(dataset_json.get(PROVENANCE_KEY, {}).get("cases", {}))
+    return dict(zip(cases, case_subjects(dataset_json, cases)))
+
+
 def shares_subjects(dataset_json: dict) -> bool:
     """True when some subject of the dataset holds more than one case."""
-    cases = dataset_json.get(PROVENANCE_KEY, {}).get("cases", {})
-    subjects = case_subjects(dataset_json, list(cases))
-    return len(set(subjects)) < len(subjects)
+    subjects = subject_of(dataset_json)
+    return len(set(subjects.values())) < len(subjects)
+
+
+def pattern_subject(regex, case_id: str) -> Optional[str]:
+    """The first group (or the whole match) of a compiled regex searched in case_id; None when it does not match."""
+    match = regex.search(case_id)
+    if not match:
+        return None
+    return match.group(1) if regex.groups else match.group(0)

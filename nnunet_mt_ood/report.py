@@ -72,10 +72,9 @@ def case_subject(case: str, pattern: Optional[str]) -> str:
     """The subject of a scored case: the first group (or whole match) of `pattern` searched in its id, prefixed
     with nothing (one scored folder per dataset); the case itself when there is no pattern or no match."""
     import re
-    match = re.search(pattern, case) if pattern else None
-    if not match:
-        return case
-    return match.group(1) if match.re.groups else match.group(0)
+    from nnunet_mt.subjects import pattern_subject
+    matched = pattern_subject(re.compile(pattern), case) if pattern else None
+    return case if matched is None else matched
 
 
 def _interval(result: dict) -> str:

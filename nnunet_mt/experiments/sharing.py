@@ -18,17 +18,14 @@ from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import PROVENANCE_KEY, load_dataset_json
 from nnunet_mt.splits import merged_dataset_splits, refuse_leaking_splits, restrict_splits
+from nnunet_mt.splits import training_cases_by_source as cases_by_source
 
 def training_cases_by_source(raw_folder: str) -> Dict[str, List[str]]:
     """Training case ids of a merged dataset per source dataset, from its provenance, sorted."""
-    cases = load_dataset_json(raw_folder).get(PROVENANCE_KEY, {}).get("cases", {})
-    if not cases:
+    dataset_json = load_dataset_json(raw_folder)
+    if not dataset_json.get(PROVENANCE_KEY, {}).get("cases"):
         raise InputError(f"{os.path.join(raw_folder, 'dataset.json')}: not a dataset made by nnunet_mt merge")
-    by_source: Dict[str, List[str]] = {}
-    for case, info in sorted(cases.items()):
-        if info.get("split") == "train":
-            by_source.setdefault(info.get("source", "?"), []).append(case)
-    return by_source
+    return cases_by_source(dataset_json)
 
 
 def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nnUNetPlans", log=print) -> None:
