@@ -1,4 +1,5 @@
-"""``nnunet_mt`` command line: demo-data, merge, evaluate, calibrate, experiment, share-plans, trainer-path."""
+"""``nnunet_mt`` command line: demo-data, merge, evaluate, calibrate, experiment, share-plans, export, install,
+trainer-path."""
 import argparse
 import os
 import sys
@@ -61,6 +62,16 @@ def _calibrate(args) -> None:
 def _share_plans(args) -> None:
     from nnunet_mt.experiments.sharing import share_plans_and_splits
     share_plans_and_splits(args.s, args.t, args.p)
+
+
+def _export(args) -> None:
+    from nnunet_mt.export import export_model
+    export_model(args.d, args.c, args.tr, args.p, args.f, args.o, args.chk)
+
+
+def _install(args) -> None:
+    from nnunet_mt.export import install_model
+    install_model(args.zip)
 
 
 def _trainer_path(args) -> None:
@@ -158,6 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "nnUNetv2_preprocess -d T -plans_name P afterwards)")
     p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
     p.set_defaults(func=_share_plans)
+
+    p = sub.add_parser("export", help="write a model zip as nnUNetv2_export_model_to_zip does, with the model's OOD "
+                       "fits, temperature and convergence record added (install: nnunet_mt install, or nnU-Net's "
+                       "nnUNetv2_install_pretrained_model_from_zip)")
+    p.add_argument("-d", required=True, metavar="DATASET", help="dataset the model was trained on")
+    p.add_argument("-o", required=True, metavar="MODEL.zip", help="the zip to write (a new file)")
+    p.add_argument("-c", default="3d_fullres", metavar="CONFIGURATION", help="configuration (default 3d_fullres)")
+    p.add_argument("-tr", default="nnUNetTrainer", metavar="TRAINER", help="trainer class (default nnUNetTrainer)")
+    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD",
+                   help="folds to export (default 0 1 2 3 4, as nnU-Net's export)")
+    p.add_argument("-chk", default="checkpoint_final.pth", metavar="CHECKPOINT",
+                   help="checkpoint file name (default checkpoint_final.pth)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("install", help="install a model zip into $nnUNet_results after checking it: every file is "
+                       "the one exported, every fit belongs to its model; nothing is written when a check fails")
+    p.add_argument("zip", metavar="MODEL.zip", help="a zip of nnunet_mt export (or a plain nnU-Net model zip)")
+    p.set_defaults(func=_install)
 
     p = sub.add_parser("trainer-path", help="print the folder to add to nnUNet_extTrainer by hand")
     p.set_defaults(func=_trainer_path)

@@ -92,3 +92,12 @@ def preprocess_images(predictor, files):
     data, _, _ = preprocessor.run_case(list(files), None, predictor.plans_manager, predictor.configuration_manager,
                                        predictor.dataset_json)
     return np.asarray(data, dtype=np.float32)
+
+
+def export_nnunet_zip(dataset: str, output: str, configuration: str, trainer: str, plans: str,
+                      folds: Sequence[str], checkpoint: str) -> None:
+    """nnUNetv2_export_model_to_zip of one configuration's folds (checkpoint, plans, dataset.json, fingerprint,
+    debug.json, progress.png, validation summary), paths relative to $nnUNet_results."""
+    from nnunetv2.model_sharing.model_export import export_pretrained_model
+    export_pretrained_model(dataset_name(dataset), output, configurations=(configuration,), trainer=trainer,
+                            plans_identifier=plans, folds=tuple(folds), strict=True, save_checkpoints=(checkpoint,))

@@ -11,7 +11,11 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts (nnUNetv2_*, nnunet_mt)
 TRAINER = "nnUNetTrainerMultiTaskSmoke"
-CASES = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
+# The session's demo data: the defaults, but 10 liver CT training cases instead of 40 (each fit over the training
+# images then costs a third of its former time): test cases liverct_010-015, corticalplatemr_008-011,
+# prostatemr_016-019.
+LIVER_TRAINING_CASES = 10
+CASES = ["D011_liverct_010", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
 
 
 # The slowest files first, longest first: pytest-xdist hands whole files to its workers in this order
@@ -113,17 +117,26 @@ def nnunet_env(root):
 # lock and each worker then works on its own copy, so tests that add to or change the folders stay
 # independent, as they are in a one-process run (where the shared folder is the worker's own).
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-STAGES = ("raw", "pre", "res", "pred")  # demo data, merged + preprocessed, trained, predicted
+# each stage and the stage it builds on: demo data; merged + preprocessed; trained; predicted; and a plain
+# nnU-Net model (nnU-Net's own nnUNetTrainer, tiny budget) on the cortical-plate demo dataset alone
+STAGES = {"raw": None, "pre": "raw", "res": "pre", "pred": "res", "plain": "raw"}
+PLAIN_MODEL = "nnUNetTrainer__nnUNetPlans__3d_fullres"
 
 
 def _build_stage(stage, root, env):
     if stage == "raw":
-        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env)
+        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0", "-d", "12", "13", "14", "15"], env)
+        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0", "-d", "11", "--n_train",
+             str(LIVER_TRAINING_CASES)], env)
     elif stage == "pre":
         run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env)
         run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
     elif stage == "res":
         run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
+            dict(env, nnUNet_n_proc_DA="0"))
+    elif stage == "plain":
+        run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "12", "-c", "3d_fullres", "-np", "1"], env)
+        run([sys.executable, os.path.join(os.path.dirname(__file__), "plain_nnunet_model.py"), "12", "0"],
             dict(env, nnUNet_n_proc_DA="0"))
     else:
         inputs = root / "pred_inputs"
@@ -148,8 +161,11 @@ def _stage(factory, local_root, stage):
     base = factory.getbasetemp()
     shared = (base.parent if WORKER else base) / "shared_nnunet"
     shared.mkdir(exist_ok=True)
+    chain = [stage]
+    while STAGES[chain[-1]]:
+        chain.append(STAGES[chain[-1]])
     with filelock.FileLock(str(shared) + ".lock"):
-        for name in STAGES[:STAGES.index(stage) + 1]:
+        for name in reversed(chain):
             marker = shared / f".{name}_built"
             if not marker.exists():
                 before = _listing(shared)
@@ -190,6 +206,15 @@ def trained(tmp_path_factory, preprocessed):
     """... -> nnUNetv2_train (fold 0, 2 epochs), through the real commands."""
     root, env = preprocessed
     _stage(tmp_path_factory, root, "res")
+    return root, env
+
+
+@pytest.fixture(scope="session")
+def plain_model(tmp_path_factory, demo_raw):
+    """nnUNetv2_plan_and_preprocess -d 12, then nnU-Net's own nnUNetTrainer for 1 epoch of 2 iterations with its
+    validation (tests/plain_nnunet_model.py): a plain nnU-Net model, in res/Dataset012_CorticalPlateMR/PLAIN_MODEL."""
+    root, env = demo_raw
+    _stage(tmp_path_factory, root, "plain")
     return root, env
 
 

@@ -1,11 +1,12 @@
 """OOD baselines end to end: a short dropout model, every method fitted and scored, then evaluated."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from conftest import BIN, run
+from conftest import BIN, PLAIN_MODEL, run
 
 pytestmark = pytest.mark.slow
 TRAINER = "nnUNetTrainerMultiTaskSmoke_dropout"
@@ -13,10 +14,10 @@ METHODS = ["spectral", "mahalanobis", "knn", "msp", "entropy", "mcdropout"]
 
 
 @pytest.fixture(scope="module")
-def dropout_model(demo_raw):
-    """The cortical-plate demo dataset alone (a 'dedicated' model) with dropout, through nnU-Net's commands."""
-    root, env = demo_raw
-    run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "12", "-c", "3d_fullres", "-np", "1"], env)
+def dropout_model(plain_model):
+    """The cortical-plate demo dataset alone (a 'dedicated' model) with dropout, through nnU-Net's commands
+    (preprocessed by nnUNetv2_plan_and_preprocess for the session's plain nnU-Net model)."""
+    root, env = plain_model
     run([os.path.join(BIN, "nnUNetv2_train"), "12", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
         dict(env, nnUNet_n_proc_DA="0"))
     common = ["-d", "12", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-device", "cpu", "--disable_tta",
@@ -97,25 +98,15 @@ def test_evaluate_refuses_scores_of_another_model(dropout_model, tmp_path):
     assert r.returncode == 2 and "b.json" in r.stderr and "another model" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_methods_work_for_nnunets_own_trainer(dropout_model, tmp_path, monkeypatch):
-    """A model folder of nnU-Net's plain nnUNetTrainer (its default PlainConvUNet with deep supervision),
-    written by nnU-Net's own trainer code (initialised weights: training it is too slow for CI)."""
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+def test_methods_work_for_nnunets_own_trainer(dropout_model, tmp_path):
+    """The session's plain nnU-Net model: nnU-Net's own nnUNetTrainer (its PlainConvUNet with deep supervision),
+    trained by nnU-Net's training loop for a tiny budget."""
     root, env, _ = dropout_model
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(var, env[var])
-    pre = root / "pre" / "Dataset012_CorticalPlateMR"
-    plans = dict(load_json(str(pre / "nnUNetPlans.json")), continue_training=False)
-    trainer = nnUNetTrainer(plans, "3d_fullres", 0, load_json(str(pre / "dataset.json")), torch.device("cpu"))
-    trainer.initialize()
-    trainer.inference_allowed_mirroring_axes = (0, 1, 2)
-    save_json(trainer.plans_manager.plans, os.path.join(trainer.output_folder_base, "plans.json"))
-    save_json(trainer.dataset_json, os.path.join(trainer.output_folder_base, "dataset.json"))
-    trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
     common = ["-d", "12", "-c", "3d_fullres", "-tr", "nnUNetTrainer", "-f", "0", "-device", "cpu", "--disable_tta"]
     methods = ["spectral", "mahalanobis", "knn", "msp", "entropy"]
+    results = tmp_path / "res" / "Dataset012_CorticalPlateMR"
+    shutil.copytree(root / "res/Dataset012_CorticalPlateMR" / PLAIN_MODEL, results / PLAIN_MODEL)
+    env = dict(env, nnUNet_results=str(tmp_path / "res"))
     r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", *methods], env)
     assert "spectral: 6 training images, last layer, 32 values each" in r.stdout  # nnU-Net's 32 features
     out = tmp_path / "out"

@@ -1,0 +1,222 @@
+"""Models that travel: ``nnunet_mt export`` writes nnU-Net's model zip (what nnUNetv2_export_model_to_zip
+writes) with our files added (spectral signatures, baseline fits, temperature.json, convergence.json) and a
+manifest of their checksums; ``nnunet_mt install`` checks such a zip before it extracts anything.
+
+The zip keeps nnU-Net's layout (paths relative to $nnUNet_results), so nnU-Net's own installer
+(nnUNetv2_install_pretrained_model_from_zip) installs our files too; ``nnunet_mt install`` adds the checks
+that installer does not make: every file is the one exported, every fit belongs to the model folder it sits
+in, and an installed model of the same name is not replaced by another one.
+"""
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from typing import Dict, List, Sequence
+
+from nnunet_mt.errors import InputError
+
+MANIFEST = "nnunet_mt_export.json"
+# what nnunet_mt writes into a fold folder; a fold ensemble's fits sit in the model folder itself
+FOLD_PATTERNS = ("spectral_signatures_*.npz", "spectral_signatures_*.json", "ood_fit_*.json", "ood_fit_*.npz",
+                 "temperature.json", "convergence.json")
+MODEL_PATTERNS = ("ood_fit_*.json", "ood_fit_*.npz")
+
+
+def _sha256(read_chunks) -> str:
+    digest = hashlib.sha256()
+    for chunk in read_chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return _sha256(iter(lambda: f.read(1 << 20), b""))
+
+
+def our_files(model_dir: str, folds: Sequence[str]) -> List[str]:
+    """Our files of a model folder (paths relative to it, sorted): those of the given folds, and the fold
+    ensembles' fits in the model folder."""
+    def matching(folder, patterns):
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)
+                      and not n.endswith((".partial", ".partial.npz")))
+    files = matching(model_dir, MODEL_PATTERNS)
+    for fold in folds:
+        files += [f"fold_{fold}/{n}" for n in matching(os.path.join(model_dir, f"fold_{fold}"), FOLD_PATTERNS)]
+    return files
+
+
+def recorded_model(name: str, content: bytes) -> Dict[str, str]:
+    """The model a JSON file of ours says it belongs to: {trainer, plans, configuration, fold(s)} as far as
+    recorded (fit files: "model"; temperature.json: top level), {} for a file that records none."""
+    if not name.endswith(".json") or os.path.basename(name) == "convergence.json":
+        return {}
+    try:
+        data = json.loads(content)
+    except ValueError:
+        raise InputError(f"{name}: not valid JSON")
+    source = data.get("model") if isinstance(data.get("model"), dict) else data
+    keys = ("dataset", "trainer", "plans", "configuration", "fold", "folds")
+    return {k: ([str(f) for f in source[k]] if k == "folds" else str(source[k])) for k in keys if k in source}
+
+
+def check_belongs(name: str, recorded: Dict[str, str], model: Dict[str, str]) -> None:
+    """InputError when a file's recorded model is not the model folder it sits in (`name` relative to it)."""
+    fold = name.split("/")[0][len("fold_"):] if name.startswith("fold_") else None
+    expected = dict(model, fold=fold) if fold is not None else dict(model)
+    for key, value in recorded.items():
+        if key == "folds" or (key == "fold" and fold is None):
+            continue
+        if key in expected and value != expected[key]:
+            raise InputError(f"{name}: made for another model ({key} {value}, not {expected[key]}); export "
+                             f"the model it was fitted on, or fit again")
+
+
+def export_model(dataset: str, configuration: str, trainer: str, plans: str, folds: Sequence[str], output: str,
+                 checkpoint: str = "checkpoint_final.pth", log=print) -> dict:
+    """nnU-Net's zip of the model's folds (nnU-Net's export) plus our files and the manifest, written to
+    output via output + '.partial'; returns the manifest."""
+    from nnunet_mt.nnunet_glue import dataset_name, export_nnunet_zip, model_folder, required_folder
+    if not output.endswith(".zip"):
+        raise InputError(f"-o {output}: the model file must end in .zip (nnU-Net's installer reads zips)")
+    if os.path.exists(output):
+        raise InputError(f"{output}: exists already (choose a new file)")
+    name = dataset_name(dataset)
+    model_dir = model_folder(name, trainer, plans, configuration)
+    folds = [str(f) for f in folds]
+    for fold in folds:
+        path = os.path.join(model_dir, f"fold_{fold}", checkpoint)
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: checkpoint missing (train fold {fold} first, or export the folds you have)")
+        summary = os.path.join(model_dir, f"fold_{fold}", "validation", "summary.json")
+        if not os.path.isfile(summary):  # nnU-Net's export requires it
+            raise InputError(f"{summary}: missing (nnU-Net's export needs the fold's validation summary; "
+                             f"run nnUNetv2_train ... --val)")
+    model = {"dataset": name, "trainer": trainer, "plans": plans, "configuration": configuration}
+    files = our_files(model_dir, folds)
+    for rel in files:
+        with open(os.path.join(model_dir, rel), "rb") as f:
+            check_belongs(rel, recorded_model(rel, f.read()), model)
+    prefix = os.path.relpath(model_dir, required_folder("nnUNet_results")).replace(os.sep, "/")
+    manifest = dict(model, folds=folds, checkpoint=checkpoint,
+                    checkpoints={f"fold_{f}/{checkpoint}": file_sha256(os.path.join(model_dir, f"fold_{f}", checkpoint))
+                                 for f in folds},
+                    files={rel: file_sha256(os.path.join(model_dir, rel)) for rel in files})
+    partial = output + ".partial"
+    try:
+        export_nnunet_zip(name, partial, configuration, trainer, plans, folds, checkpoint)
+        with zipfile.ZipFile(partial, "a", zipfile.ZIP_DEFLATED) as z:
+            for rel in files:
+                z.write(os.path.join(model_dir, rel), f"{prefix}/{rel}")
+            z.writestr(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1))
+        os.replace(partial, output)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    log(f"wrote {output}: {name} {trainer}__{plans}__{configuration}, folds {' '.join(folds)}, with "
+        f"{len(files)} nnunet_mt file(s)" + (f" ({', '.join(sorted({os.path.basename(r) for r in files}))})"
+                                              if files else " (none: fit or calibrate the model first?)"))
+    return manifest
+
+
+def _read_manifest(z: zipfile.ZipFile, path: str):
+    """(model folder prefix inside the zip, manifest) of an nnunet_mt zip; (prefix, None) for a plain nnU-Net one."""
+    names = z.namelist()
+    manifests = [n for n in names if n.endswith("/" + MANIFEST)]
+    if len(manifests) > 1:
+        raise InputError(f"{path}: holds {len(manifests)} nnunet_mt models; install one zip per model")
+    if manifests:
+        prefix = manifests[0][:-len("/" + MANIFEST)]
+        try:
+            manifest = json.loads(z.read(manifests[0]))
+            missing = [k for k in ("dataset", "trainer", "plans", "configuration", "folds", "checkpoints", "files")
+                       if k not in manifest]
+        except ValueError:
+            missing = ["valid JSON"]
+        if missing:
+            raise InputError(f"{path}: {manifests[0]} is damaged (no {missing[0]})")
+        return prefix, manifest
+    plans = sorted({n.rsplit("/", 1)[0] for n in names if n.endswith("/plans.json") and n.count("/") == 2})
+    if len(plans) != 1:
+        raise InputError(f"{path}: not an nnU-Net model zip (no DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/"
+                         f"plans.json in it)")
+    return plans[0], None
+
+
+def check_zip(path: str) -> dict:
+    """Reads and checks a model zip without writing anything: {prefix, manifest (None for a plain nnU-Net zip),
+    names}; InputError (naming the zip and the file) when a file differs from the export record or belongs to
+    another model."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a zip file")
+    with zipfile.ZipFile(path) as z:
+        prefix, manifest = _read_manifest(z, path)
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        unsafe = [n for n in names if n.startswith("/") or ".." in n.split("/")]
+        if unsafe:
+            raise InputError(f"{path}: {unsafe[0]} would be written outside nnUNet_results")
+        if manifest is not None:
+            expected_prefix = (f"{manifest['dataset']}/{manifest['trainer']}__{manifest['plans']}__"
+                               f"{manifest['configuration']}")
+            if prefix != expected_prefix:
+                raise InputError(f"{path}: the model folder {prefix} is not the exported model {expected_prefix}")
+            model = {k: manifest[k] for k in ("dataset", "trainer", "plans", "configuration")}
+            for rel, digest in {**manifest["checkpoints"], **manifest["files"]}.items():
+                member = f"{prefix}/{rel}"
+                if member not in names:
+                    raise InputError(f"{path}: {member} is missing (listed in its {MANIFEST})")
+                content = z.read(member)
+                if _sha256([content]) != digest:
+                    raise InputError(f"{path}: {member} is not the exported file (its checksum differs: a file of "
+                                     f"another model?)")
+                if rel in manifest["files"]:
+                    try:
+                        check_belongs(rel, recorded_model(member, content), model)
+                    except InputError as e:
+                        raise InputError(f"{path}: {prefix}/{e}")
+            ours = [n for n in names if n.startswith(prefix + "/") and n[len(prefix) + 1:] not in manifest["files"]
+                    and any(fnmatch.fnmatch(os.path.basename(n), p) for p in FOLD_PATTERNS + MODEL_PATTERNS)]
+            if ours:
+                raise InputError(f"{path}: {ours[0]} is not listed in its {MANIFEST} (added after the export?)")
+    return {"prefix": prefix, "manifest": manifest, "names": names}
+
+
+def install_model(path: str, log=print) -> str:
+    """Checks the zip (check_zip), then extracts it into $nnUNet_results through a partial folder, so that a
+    failure leaves nothing; refuses to replace an installed model whose checkpoints differ. Returns the
+    installed model folder."""
+    from nnunet_mt.nnunet_glue import required_folder
+    checked = check_zip(path)
+    results = required_folder("nnUNet_results")
+    prefix = checked["prefix"]
+    target = os.path.join(results, *prefix.split("/"))
+    with zipfile.ZipFile(path) as z:
+        if os.path.isdir(target):
+            for member in (n for n in checked["names"] if n.startswith(prefix + "/") and n.endswith(".pth")):
+                installed = os.path.join(results, *member.split("/"))
+                if os.path.isfile(installed) and file_sha256(installed) != _sha256([z.read(member)]):
+                    raise InputError(f"{path}: {installed} holds another model's checkpoint (remove "
+                                     f"{target} first to replace it)")
+        partial = os.path.join(results, ".nnunet_mt_install.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            z.extractall(partial)
+            for member in checked["names"]:
+                destination = os.path.join(results, *member.split("/"))
+                os.makedirs(os.path.dirname(destination), exist_ok=True)
+                os.replace(os.path.join(partial, *member.split("/")), destination)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    manifest = checked["manifest"]
+    files = manifest["files"] if manifest else {}
+    log(f"installed {target}" + (f": folds {' '.join(manifest['folds'])}, {len(files)} nnunet_mt file(s) checked "
+                                 f"against the export record" if manifest else " (a plain nnU-Net model zip)"))
+    if not any(os.path.basename(f).startswith(("spectral_signatures_", "ood_fit_", "temperature")) for f in files):
+        log("no OOD fit or temperature came with it: fit on reference scans with nnunet_mt_ood fit ... "
+            "-i REFERENCE_IMAGES, calibrate with nnunet_mt calibrate ... -i IMAGES -ref LABELS")
+    return target
