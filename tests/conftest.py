@@ -11,11 +11,7 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts (nnUNetv2_*, nnunet_mt)
 TRAINER = "nnUNetTrainerMultiTaskSmoke"
-# The session's demo data: the defaults, but 10 liver CT training cases instead of 40 (each fit over the training
-# images then costs a third of its former time): test cases liverct_010-015, corticalplatemr_008-011,
-# prostatemr_016-019.
-LIVER_TRAINING_CASES = 10
-CASES = ["D011_liverct_010", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
+CASES = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
 
 
 # The slowest files first, longest first: pytest-xdist hands whole files to its workers in this order
@@ -125,9 +121,7 @@ PLAIN_MODEL = "nnUNetTrainer__nnUNetPlans__3d_fullres"
 
 def _build_stage(stage, root, env):
     if stage == "raw":
-        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0", "-d", "12", "13", "14", "15"], env)
-        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0", "-d", "11", "--n_train",
-             str(LIVER_TRAINING_CASES)], env)
+        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env)
     elif stage == "pre":
         run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env)
         run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)

@@ -68,10 +68,10 @@ def _assert_refused(env, args, *needles):
 def test_evaluate_refusals(predicted, tmp_path):
     root, out = predicted
     env = dict(os.environ, nnUNet_raw=str(root / "raw"))
-    ref = _labels_dir(root, tmp_path, CASES[:1] + ["D011_liverct_011"])
+    ref = _labels_dir(root, tmp_path, CASES[:1] + ["D011_liverct_041"])
     _assert_refused(env, ["-ref", str(ref), "-pred", str(out), "-o", str(tmp_path / "x.json")],
-                    "D011_liverct_011.nii.gz", "prediction missing")
-    os.remove(ref / "D011_liverct_011.nii.gz")
+                    "D011_liverct_041.nii.gz", "prediction missing")
+    os.remove(ref / "D011_liverct_041.nii.gz")
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
     case = CASES[0]

@@ -64,13 +64,13 @@ def test_merge_refuses_images_that_contradict_the_rule(demo_raw):
     root, env = demo_raw
     # a CT source whose test image has no air (e.g. a soft-tissue crop, or not in HU)
     broken = copy_dataset(root, "Dataset011_LiverCT", 710)
-    path = broken / "imagesTs" / "liverct_011_0000.nii.gz"
+    path = broken / "imagesTs" / "liverct_041_0000.nii.gz"
     image = sitk.ReadImage(str(path))
     shifted = sitk.GetImageFromArray(sitk.GetArrayFromImage(image) + 1024.0)  # stored without the intercept
     shifted.CopyInformation(image)
     os.remove(path)
     sitk.WriteImage(shifted, str(path))
-    assert_merge_refused(env, root, ["-d", "12", "710", "-o", "611"], "liverct_011_0000.nii.gz", "declared 'CT'",
+    assert_merge_refused(env, root, ["-d", "12", "710", "-o", "611"], "liverct_041_0000.nii.gz", "declared 'CT'",
              "--normalization nnunet")
     # the same merge is accepted with nnU-Net's normalization
     run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "12", "710", "-o", "611", "--normalization", "nnunet"], env)

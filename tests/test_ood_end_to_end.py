@@ -175,21 +175,20 @@ def test_training_fits_signatures_next_to_checkpoint(trained):
 
 
 def test_fit_command_bottleneck_layer(trained, tmp_path):
-    """`fit --layer bottleneck` through the CLI, on one part of the training images (the whole fit is 26 images;
-    parts merge exactly: tests/test_scale_out.py)."""
+    """`fit --layer bottleneck` through the CLI, on one part of the training images (the whole fit is 51 images
+    of ~2 s each; parts merge exactly: tests/test_scale_out.py)."""
     root, env = trained
     fold = _fold_dir(root)
     auto = np.load(fold / "spectral_signatures_last.npz")["signatures"]
     # (the last-layer refit from checkpoint_final.pth equals these to 1e-6: tests/test_scale_out.py, in parts)
-    n_training = 8 + 6 + 12  # fold 0: liver 10 - 2, cortical plate 8 - 2, prostate 16 - 4 (5 folds per source)
-    assert auto.shape == (n_training, 14)
+    assert auto.shape == (51, 14)
     try:
         r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", "-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
                  "-device", "cpu", "--layer", "bottleneck", "-num_parts", "8", "-part_id", "0"], env)
-        assert "part 0 of 8: 4 of 26 training images" in r.stdout  # 26 = 2 parts of 4 + 6 of 3
+        assert "part 0 of 8: 7 of 51 training images" in r.stdout
         with np.load(fold / "ood_fit_parts/part_0_of_8.npz") as part:
             signatures = part["values_spectral"]
-        assert signatures.shape == (4, 14 * 8)  # 4 stages: 14 * 2**3 bottleneck channels
+        assert signatures.shape == (7, 14 * 8)  # 4 stages: 14 * 2**3 bottleneck channels
         np.testing.assert_allclose(np.linalg.norm(signatures, axis=1), 1.0, rtol=1e-9)  # L2-normalised
         assert json.loads((fold / "ood_fit_parts/part_0_of_8.json").read_text())["layer"] == "bottleneck"
         assert not (fold / "spectral_signatures_bottleneck.json").exists()  # a part alone fits nothing
@@ -263,7 +262,7 @@ def test_score_refusals(trained, tmp_path):
     _score_refused(env, ["-i", str(inputs), "-o", str(tmp_path / "o"), *base], "skewed_0000.nii.gz",
                    "orthonormal")
     os.remove(inputs / "skewed_0000.nii.gz")
-    shutil.copyfile(root / "raw/Dataset500_MultiTask/imagesTs/D011_liverct_010_0000.nii.gz", inputs / "a_0000.nii.gz")
+    shutil.copyfile(root / "raw/Dataset500_MultiTask/imagesTs/D011_liverct_040_0000.nii.gz", inputs / "a_0000.nii.gz")
     shutil.copyfile(inputs / "a_0000.nii.gz", inputs / "a_0001.nii.gz")
     _score_refused(env, ["-i", str(inputs), "-o", str(tmp_path / "o"), *base], "2 channel files", "expects 1")
     _score_refused(env, ["-i", str(inputs), "-o", str(tmp_path / "o"), *base, "--layer", "bottleneck"],

@@ -96,7 +96,7 @@ def test_calibrate_on_a_labelled_reference_set(model_only, tmp_path):
     from nnunet_mt.temperature import fit_temperature
     import SimpleITK as sitk
     root, home, env = model_only
-    cases = ["D011_liverct_010", "D012_corticalplatemr_008", "D013_prostatemr_016"]
+    cases = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir(), labels.mkdir()
     for case in cases:

@@ -124,15 +124,15 @@ def test_tau_leaves_a_whole_subject_out():
 
 def test_merge_records_subjects_from_a_pattern(demo_raw):
     root, env = demo_raw
-    # demo ids liverct_000..015 (the session has 10 training cases): the pattern makes a subject of the cases with the same last digit, so the
-    # test cases 010-015 share subjects with training cases
+    # demo ids liverct_000..045: the pattern makes a subject of the cases with the same last digit, so the
+    # test cases 040-045 share subjects with training cases
     r = run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "-o", "611", "-n", "Subj",
              "--subject_pattern", r"liverct_\d\d(\d)"], env)
     meta = json.loads((root / "raw/Dataset611_Subj/dataset.json").read_text())
     cases = meta["nnunet_mt"]["cases"]
     assert cases["D011_liverct_013"]["subject"] == "Dataset011_LiverCT/3"
     assert meta["nnunet_mt"]["subjects"] == "pattern 'liverct_\\\\d\\\\d(\\\\d)'"
-    assert "16 cases of 10 subjects" in r.stdout
+    assert "46 cases of 10 subjects" in r.stdout
     assert "note: 6 subjects have training and test cases (e.g. Dataset011_LiverCT/0)" in r.stdout
     splits = merged_dataset_splits(meta)
     _folds_are_clean(splits, [c for c, v in cases.items() if v["split"] == "train"],
