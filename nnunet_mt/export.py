@@ -15,25 +15,29 @@ import shutil
 import zipfile
 from typing import Dict, List, Sequence
 
+from nnunet_mt.calibrate import CALIBRATION_FILE
 from nnunet_mt.errors import InputError
+from nnunet_mt.schedule import CONVERGENCE_FILE
 
 MANIFEST = "nnunet_mt_export.json"
-# what nnunet_mt writes into a fold folder; a fold ensemble's fits sit in the model folder itself
-FOLD_PATTERNS = ("spectral_signatures_*.npz", "spectral_signatures_*.json", "ood_fit_*.json", "ood_fit_*.npz",
-                 "temperature.json", "convergence.json")
+# what nnunet_mt writes into a fold folder (the OOD registry's file stems, nnunet_mt_ood/methods.py, all start
+# with one of these two: tests/test_model_sharing.py checks it); a fold ensemble's fits sit in the model folder
+OOD_FIT_PATTERNS = ("spectral_signatures_*.npz", "spectral_signatures_*.json", "ood_fit_*.json", "ood_fit_*.npz")
+FOLD_PATTERNS = OOD_FIT_PATTERNS + (CALIBRATION_FILE, CONVERGENCE_FILE)
 MODEL_PATTERNS = ("ood_fit_*.json", "ood_fit_*.npz")
 
 
-def _sha256(read_chunks) -> str:
+def stream_sha256(f) -> str:
+    """SHA-256 of an open binary file, read in 1 MiB chunks (a checkpoint is never held whole)."""
     digest = hashlib.sha256()
-    for chunk in read_chunks:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
         digest.update(chunk)
     return digest.hexdigest()
 
 
 def file_sha256(path: str) -> str:
     with open(path, "rb") as f:
-        return _sha256(iter(lambda: f.read(1 << 20), b""))
+        return stream_sha256(f)
 
 
 def our_files(model_dir: str, folds: Sequence[str]) -> List[str]:
@@ -52,24 +56,23 @@ def our_files(model_dir: str, folds: Sequence[str]) -> List[str]:
 def recorded_model(name: str, content: bytes) -> Dict[str, str]:
     """The model a JSON file of ours says it belongs to: {trainer, plans, configuration, fold(s)} as far as
     recorded (fit files: "model"; temperature.json: top level), {} for a file that records none."""
-    if not name.endswith(".json") or os.path.basename(name) == "convergence.json":
+    if not name.endswith(".json") or os.path.basename(name) == CONVERGENCE_FILE:
         return {}
     try:
         data = json.loads(content)
     except ValueError:
         raise InputError(f"{name}: not valid JSON")
     source = data.get("model") if isinstance(data.get("model"), dict) else data
-    keys = ("dataset", "trainer", "plans", "configuration", "fold", "folds")
-    return {k: ([str(f) for f in source[k]] if k == "folds" else str(source[k])) for k in keys if k in source}
+    return {k: str(source[k]) for k in ("dataset", "trainer", "plans", "configuration", "fold") if k in source}
 
 
 def check_belongs(name: str, recorded: Dict[str, str], model: Dict[str, str]) -> None:
-    """InputError when a file's recorded model is not the model folder it sits in (`name` relative to it)."""
-    fold = name.split("/")[0][len("fold_"):] if name.startswith("fold_") else None
-    expected = dict(model, fold=fold) if fold is not None else dict(model)
+    """InputError when a file's recorded model is not the model folder it sits in (`name` relative to it; in
+    the model folder itself, a fold ensemble's fit, the fold is not compared)."""
+    expected = dict(model)
+    if name.startswith("fold_"):
+        expected["fold"] = name.split("/")[0][len("fold_"):]
     for key, value in recorded.items():
-        if key == "folds" or (key == "fold" and fold is None):
-            continue
         if key in expected and value != expected[key]:
             raise InputError(f"{name}: made for another model ({key} {value}, not {expected[key]}); export "
                              f"the model it was fitted on, or fit again")
@@ -96,15 +99,17 @@ def export_model(dataset: str, configuration: str, trainer: str, plans: str, fol
             raise InputError(f"{summary}: missing (nnU-Net's export needs the fold's validation summary; "
                              f"run nnUNetv2_train ... --val)")
     model = {"dataset": name, "trainer": trainer, "plans": plans, "configuration": configuration}
-    files = our_files(model_dir, folds)
-    for rel in files:
+    files = {}  # {relative path: SHA-256}, each file read once
+    for rel in our_files(model_dir, folds):
         with open(os.path.join(model_dir, rel), "rb") as f:
-            check_belongs(rel, recorded_model(rel, f.read()), model)
+            content = f.read()
+        check_belongs(rel, recorded_model(rel, content), model)
+        files[rel] = hashlib.sha256(content).hexdigest()
     prefix = os.path.relpath(model_dir, required_folder("nnUNet_results")).replace(os.sep, "/")
     manifest = dict(model, folds=folds, checkpoint=checkpoint,
                     checkpoints={f"fold_{f}/{checkpoint}": file_sha256(os.path.join(model_dir, f"fold_{f}", checkpoint))
                                  for f in folds},
-                    files={rel: file_sha256(os.path.join(model_dir, rel)) for rel in files})
+                    files=files)
     partial = output + ".partial"
     try:
         export_nnunet_zip(name, partial, configuration, trainer, plans, folds, checkpoint)
@@ -148,12 +153,13 @@ def _read_manifest(z: zipfile.ZipFile, path: str):
 
 def check_zip(path: str) -> dict:
     """Reads and checks a model zip without writing anything: {prefix, manifest (None for a plain nnU-Net zip),
-    names}; InputError (naming the zip and the file) when a file differs from the export record or belongs to
-    another model."""
+    names, checksums ({member: SHA-256} of the files the manifest lists)}; InputError (naming the zip and the
+    file) when a file differs from the export record or belongs to another model."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         raise InputError(f"{path}: not a zip file")
+    checksums = {}
     with zipfile.ZipFile(path) as z:
         prefix, manifest = _read_manifest(z, path)
         names = [n for n in z.namelist() if not n.endswith("/")]
@@ -170,20 +176,21 @@ def check_zip(path: str) -> dict:
                 member = f"{prefix}/{rel}"
                 if member not in names:
                     raise InputError(f"{path}: {member} is missing (listed in its {MANIFEST})")
-                content = z.read(member)
-                if _sha256([content]) != digest:
+                with z.open(member) as f:
+                    checksums[member] = stream_sha256(f)
+                if checksums[member] != digest:
                     raise InputError(f"{path}: {member} is not the exported file (its checksum differs: a file of "
                                      f"another model?)")
                 if rel in manifest["files"]:
                     try:
-                        check_belongs(rel, recorded_model(member, content), model)
+                        check_belongs(rel, recorded_model(member, z.read(member)), model)
                     except InputError as e:
                         raise InputError(f"{path}: {prefix}/{e}")
             ours = [n for n in names if n.startswith(prefix + "/") and n[len(prefix) + 1:] not in manifest["files"]
                     and any(fnmatch.fnmatch(os.path.basename(n), p) for p in FOLD_PATTERNS + MODEL_PATTERNS)]
             if ours:
                 raise InputError(f"{path}: {ours[0]} is not listed in its {MANIFEST} (added after the export?)")
-    return {"prefix": prefix, "manifest": manifest, "names": names}
+    return {"prefix": prefix, "manifest": manifest, "names": names, "checksums": checksums}
 
 
 def install_model(path: str, log=print) -> str:
@@ -199,7 +206,12 @@ def install_model(path: str, log=print) -> str:
         if os.path.isdir(target):
             for member in (n for n in checked["names"] if n.startswith(prefix + "/") and n.endswith(".pth")):
                 installed = os.path.join(results, *member.split("/"))
-                if os.path.isfile(installed) and file_sha256(installed) != _sha256([z.read(member)]):
+                if not os.path.isfile(installed):
+                    continue
+                if member not in checked["checksums"]:  # a plain nnU-Net zip: no checksum recorded
+                    with z.open(member) as f:
+                        checked["checksums"][member] = stream_sha256(f)
+                if file_sha256(installed) != checked["checksums"][member]:
                     raise InputError(f"{path}: {installed} holds another model's checkpoint (remove "
                                      f"{target} first to replace it)")
         partial = os.path.join(results, ".nnunet_mt_install.partial")

@@ -7,6 +7,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+CONVERGENCE_FILE = "convergence.json"  # where and why training stopped, written by the trainer into fold_X
+
 
 def _window_means(losses: Sequence[float], window: int) -> np.ndarray:
     """Means of the complete windows of `window` consecutive values (incomplete tail dropped); NaN values

@@ -51,7 +51,7 @@ from nnunet_mt.merge import PROVENANCE_KEY, case_sources
 from nnunet_mt.network import build_residual_unet
 from nnunet_mt.prediction_temperature import refuse_temperature_in_training, with_prediction_temperature
 from nnunet_mt.sampling import case_sampling_probabilities, source_shares
-from nnunet_mt.schedule import has_converged, has_converged_per_source, plateau_learning_rate
+from nnunet_mt.schedule import CONVERGENCE_FILE, has_converged, has_converged_per_source, plateau_learning_rate
 from nnunet_mt.splits import merged_dataset_splits, refuse_leaking_splits
 from nnunet_mt.subjects import shares_subjects
 
@@ -338,7 +338,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
             self.print_to_log_file(f"Stopped at the cap of {self.num_epochs} epochs before the convergence rule "
                                    f"acted.")
         if self.local_rank == 0:
-            write_text_atomic(os.path.join(self.output_folder, "convergence.json"),
+            write_text_atomic(os.path.join(self.output_folder, CONVERGENCE_FILE),
                               json.dumps(self.convergence_summary(), indent=2))
         self.on_train_end()
 

@@ -219,3 +219,16 @@ def test_export_refusals(shared, tmp_path):
             assert not any(tmp_path.iterdir())  # no zip, no partial file
     finally:
         stray.unlink()
+
+
+def test_every_registered_method_file_travels_with_the_export():
+    """Each OOD method's fit files (the registry's stems, for any layer and fold ensemble) match the patterns
+    export collects: a method added to the registry is exported without touching export.py."""
+    import fnmatch
+    from nnunet_mt.export import FOLD_PATTERNS, MODEL_PATTERNS
+    from nnunet_mt_ood.methods import METHODS
+    for spec in METHODS.values():
+        patterns = MODEL_PATTERNS if spec.needs_several_folds else FOLD_PATTERNS
+        for path in spec.paths("", "bottleneck", ["0", "1"]):
+            assert any(fnmatch.fnmatch(path, p) for p in patterns), (spec.name, path)
+    assert not any(fnmatch.fnmatch("checkpoint_final.pth", p) for p in FOLD_PATTERNS)
