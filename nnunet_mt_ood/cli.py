@@ -71,8 +71,10 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",),
     from nnunet_mt.schema import check_checkpoint
     for fold in args.folds:
         check_checkpoint(os.path.join(model_dir, f"fold_{fold}", args.chk))
-    predictor.initialize_from_trained_model_folder(model_dir, tuple(f if f == "all" else int(f) for f in args.folds),
-                                                   args.chk)
+    from nnunet_mt.nnunet_glue import direct_trainer_lookup
+    with direct_trainer_lookup():
+        predictor.initialize_from_trained_model_folder(model_dir, tuple(f if f == "all" else int(f) for f in args.folds),
+                                                       args.chk)
     try:
         predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples),
                              keep_mc_probabilities=keep_mc_probabilities, window_order=window_order)

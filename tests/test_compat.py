@@ -59,3 +59,23 @@ def test_contract_nnunet_glue_against_installed_nnunet(preprocessed):
     assert len(out["cases"]) == training and out["cases"] == sorted(out["cases"])
     assert out["shapes"][0][0] == 1 and out["shapes"][1][0] == 1 and out["shapes"][0][1:] == out["shapes"][1][1:]
     assert out["unknown"].startswith("-d 987: ") and "\n" not in out["unknown"]
+
+
+def test_contract_direct_trainer_lookup_finds_what_nnunets_search_finds(capsys):
+    """The predictor calls its module's TRAINER_LOOKUP (by that global name) to find a checkpoint's trainer;
+    inside direct_trainer_lookup() our recipes and nnUNetTrainer come without a search and are the very
+    classes nnU-Net's search returns; any other name is still searched; the search is back afterwards."""
+    from nnunetv2.inference import predict_from_raw_data as module
+    from nnunet_mt import nnunet_glue as g
+    search = getattr(module, g.TRAINER_LOOKUP)
+    assert g.TRAINER_LOOKUP in module.nnUNetPredictor.initialize_from_trained_model_folder.__code__.co_names
+    names = ["nnUNetTrainer", "nnUNetTrainerMultiTaskSmoke", "nnUNetTrainerMultiTaskCPU_dropout_3epochs"]
+    with g.direct_trainer_lookup():
+        direct = getattr(module, g.TRAINER_LOOKUP)
+        assert direct is not search
+        assert [c.__name__ for c in map(direct, names)] == names
+        assert direct("nnUNetTrainerNoMirroring").__name__ == "nnUNetTrainerNoMirroring"  # searched
+    assert getattr(module, g.TRAINER_LOOKUP) is search
+    assert all(g.known_trainer_class(n) is search(n) for n in names)
+    assert g.known_trainer_class("nnUNetTrainerMultiTask_finetune_finetune") is None
+    assert g.known_trainer_class("nnUNetTrainerNoMirroring") is None

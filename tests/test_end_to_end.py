@@ -42,7 +42,7 @@ def test_checkpoint_holds_the_paper_recipe(trained):
     model = _model_dir(root)
     ckpt = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert ckpt["trainer_name"] == TRAINER
-    assert ckpt["network_weights"]["encoder.stem.convs.0.conv.weight"].shape[0] == 14
+    assert ckpt["network_weights"]["encoder.stem.convs.0.conv.weight"].shape[0] == 4  # the smoke width
     group = ckpt["optimizer_state"]["param_groups"][0]
     assert group["lr"] == pytest.approx(1e-4) and "betas" in group and "momentum" not in group  # Adam, 1e-4
     assert ckpt["current_epoch"] == 2

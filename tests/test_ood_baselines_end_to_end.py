@@ -32,7 +32,7 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
     mc = json.load(open(fold / "ood_fit_mcdropout.json"))
     assert mc["mc_samples"] == 2 and len(mc["train_scores"]) == 6 and mc["tau"] > 0
     maha = np.load(fold / "ood_fit_mahalanobis_bottleneck.npz")["features"]
-    assert maha.shape == (6, 14 * 8)
+    assert maha.shape == (6, 4 * 8)  # the smoke network: 4 * 2**3 bottleneck channels
     knn = np.load(fold / "ood_fit_knn_bottleneck.npz")["features"]
     assert np.array_equal(knn, maha)  # the same pooled bottleneck features, computed once
     from nnunet_mt_ood.baselines import KNNDetector

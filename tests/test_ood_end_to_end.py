@@ -165,13 +165,13 @@ def test_training_fits_signatures_next_to_checkpoint(trained):
     meta = json.load(open(fold / "spectral_signatures_last.json"))
     signatures = np.load(fold / "spectral_signatures_last.npz")["signatures"]
     split = json.load(open(trained[0] / "pre/Dataset500_MultiTask/splits_final.json"))[0]["train"]
-    assert meta["case_ids"] == split and signatures.shape == (len(split), 14)
+    assert meta["case_ids"] == split and signatures.shape == (len(split), 4)  # the smoke network: 4 first-stage features
     assert meta["layer"] == "last" and meta["C"] == 2.5 and meta["model"]["trainer"] == TRAINER
     assert set(meta["sources"]) == {"Dataset011_LiverCT", "Dataset012_CorticalPlateMR", "Dataset013_ProstateMR"}
     np.testing.assert_allclose(np.linalg.norm(signatures, axis=1), 1.0)
     assert meta["tau"] == pytest.approx(SpectralOODDetector(2.5).fit(signatures).threshold_)
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))  # the fit ran as its own command
-    assert f"Spectral OOD fit: spectral: {len(split)} training images, last layer, 14 values each; tau = " in log
+    assert f"Spectral OOD fit: spectral: {len(split)} training images, last layer, 4 values each; tau = " in log
 
 
 def test_fit_command_bottleneck_layer(trained, tmp_path):
@@ -181,14 +181,14 @@ def test_fit_command_bottleneck_layer(trained, tmp_path):
     fold = _fold_dir(root)
     auto = np.load(fold / "spectral_signatures_last.npz")["signatures"]
     # (the last-layer refit from checkpoint_final.pth equals these to 1e-6: tests/test_scale_out.py, in parts)
-    assert auto.shape == (51, 14)
+    assert auto.shape == (51, 4)
     try:
         r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", "-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
                  "-device", "cpu", "--layer", "bottleneck", "-num_parts", "8", "-part_id", "0"], env)
         assert "part 0 of 8: 7 of 51 training images" in r.stdout
         with np.load(fold / "ood_fit_parts/part_0_of_8.npz") as part:
             signatures = part["values_spectral"]
-        assert signatures.shape == (7, 14 * 8)  # 4 stages: 14 * 2**3 bottleneck channels
+        assert signatures.shape == (7, 4 * 8)  # 4 stages: 4 * 2**3 bottleneck channels
         np.testing.assert_allclose(np.linalg.norm(signatures, axis=1), 1.0, rtol=1e-9)  # L2-normalised
         assert json.loads((fold / "ood_fit_parts/part_0_of_8.json").read_text())["layer"] == "bottleneck"
         assert not (fold / "spectral_signatures_bottleneck.json").exists()  # a part alone fits nothing

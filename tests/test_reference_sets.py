@@ -46,7 +46,7 @@ def test_fit_on_reference_images_equals_the_training_fit_on_the_same_images(mode
                    for c in [c for c in trained_meta["case_ids"] if c.startswith(prefix)][:2])
     images = _reference_folder(root, tmp_path / "my_scans", cases)
     r = run([os.path.join(BIN, "nnunet_mt_ood"), *FIT, "-i", str(images), "--method", "spectral", "knn"], env)
-    assert "spectral: 6 reference images, last layer, 14 values each; tau = " in r.stdout
+    assert "spectral: 6 reference images, last layer, 4 values each; tau = " in r.stdout
     meta = json.loads((fold / "spectral_signatures_last.json").read_text())
     signatures = np.load(fold / "spectral_signatures_last.npz")["signatures"]
     expected = trained_signatures[[trained_meta["case_ids"].index(c) for c in cases]]
