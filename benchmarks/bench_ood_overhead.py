@@ -1,10 +1,10 @@
 """`nnunet_mt_ood score` vs `nnUNetv2_predict` on the same model and cases: wall time and peak memory.
 
     .venv/bin/python benchmarks/bench_ood_overhead.py [--root demo_output] [--repeats 3] [--device cpu] [--json F]
-    .venv/bin/python benchmarks/bench_ood_overhead.py --methods spectral mahalanobis knn msp entropy mcdropout
+    .venv/bin/python benchmarks/bench_ood_overhead.py --method spectral mahalanobis knn msp entropy mcdropout
     .venv/bin/python benchmarks/bench_ood_overhead.py --temperature T_OR_JSON ...   # the opt-in calibrated predict
 
---methods: one `score --method M` per method (default: spectral alone), each against the same predict runs.
+--method: one `score --method M` per method (default: spectral alone), each against the same predict runs.
 
 With --temperature the second command is `nnUNetv2_predict` itself with $nnUNet_mt_temperature set (logits
 divided by T inside the network; documentation/calibration.md), both with --save_probabilities.
@@ -47,7 +47,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--disable_tta", action="store_true", help="every command without mirroring")
     parser.add_argument("--json", help="also write the ratios to this JSON file (for check_regression.py)")
-    parser.add_argument("--methods", nargs="+", default=["spectral"], help="score one method at a time "
+    parser.add_argument("--method", nargs="+", default=["spectral"], help="score one method at a time "
                         "(mcdropout needs a _dropout model and runs --mc_samples passes)")
     parser.add_argument("--mc_samples", default="3", help="passes of mcdropout (default 3, as make demo)")
     parser.add_argument("--temperature", metavar="T_OR_JSON", help="compare nnUNetv2_predict with "
@@ -68,7 +68,7 @@ def main():
     else:
         others = {f"nnunet_mt_ood score --method {m}": (
             [f"{BIN}/nnunet_mt_ood", "score", *common, "--method", m, "--mc_samples", args.mc_samples], env)
-            for m in args.methods}
+            for m in args.method}
     runs = {base: [], **{name: [] for name in others}}
     try:
         for r in range(args.repeats):

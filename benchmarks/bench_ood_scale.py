@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--module", help="features.py of another version (default: the installed one)")
     parser.add_argument("--only", type=int, nargs="+", help="row numbers (1-based) to run")
     parser.add_argument("--json", help="write the rows here")
-    from nnunet_mt_ood.features import WINDOW_ORDERS
+    from nnunet_mt_ood.options import WINDOW_ORDERS
     parser.add_argument("--order", choices=WINDOW_ORDERS, default="nnunet",
                         help="window order: nnU-Net's (first axis outermost) or memory_saving_order's")
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # internal: run one row in this process

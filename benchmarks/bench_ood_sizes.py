@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="cube edges in voxels")
     parser.add_argument("--mcdropout_up_to", type=int, default=64,
                         help="largest cube edge at which mcdropout is run (default 64)")
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--method", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--repeats", type=int, default=1, help="runs of every command, in turn (default 1)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
@@ -78,7 +78,7 @@ def main():
         commands = [("nnUNetv2_predict", [f"{BIN}/nnUNetv2_predict", "-i", images, "-o", f"{out}/predict", *common])]
         commands += [(f"score {method}", [f"{BIN}/nnunet_mt_ood", "score", "-i", images, "-o", f"{out}/{method}",
                                           *common, "--method", method, "--mc_samples", str(MC_SAMPLES)])
-                     for method in args.methods if method != "mcdropout" or size <= args.mcdropout_up_to]
+                     for method in args.method if method != "mcdropout" or size <= args.mcdropout_up_to]
         walls, peaks = {name: [] for name, _ in commands}, {name: [] for name, _ in commands}
         for _ in range(args.repeats):
             for name, argv in commands:

@@ -28,3 +28,12 @@ DATASET_ID = number(int, 1, 999)  # nnU-Net's DatasetXXX ids
 COUNT = number(int, 1)
 PROCESSES = number(int, 0)
 SEED = number(int, 0, 2 ** 31 - 1)
+
+
+def add_renamed(parser: argparse.ArgumentParser, flag: str, old: str, **kwargs) -> argparse.Action:
+    """``parser.add_argument(flag, **kwargs)`` plus ``old``, the spelling of an earlier release: same destination,
+    hidden from --help, kept for one release (nnU-Net's style: single-dash short flags, underscore long flags)."""
+    action = parser.add_argument(flag, **kwargs)
+    hidden = {k: v for k, v in kwargs.items() if k not in ("required", "default", "help", "metavar")}
+    parser.add_argument(old, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **hidden)
+    return action

@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nnunet_mt.atomic import save_npz_atomic, write_text_atomic
+from nnunet_mt import layout
+from nnunet_mt.atomic import save_npz_atomic, write_text_atomic, written_atomically
 from nnunet_mt.errors import InputError
 from nnunet_mt.metrics import ece, reference_roi
 from nnunet_mt.temperature import (brier_score, fit_temperature, negative_log_likelihood, scale_probabilities)
@@ -25,16 +26,8 @@ REGIONS = {"reference": "reference bounding box + 5 voxels", "image": "whole ima
 
 
 def validation_cases(preprocessed_dir: str, fold: str) -> List[str]:
-    """The fold's validation case ids from nnU-Net's splits_final.json."""
-    path = os.path.join(preprocessed_dir, "splits_final.json")
-    try:
-        with open(path) as f:
-            splits = json.load(f)
-        return sorted(splits[int(fold)]["val"])
-    except FileNotFoundError:
-        raise InputError(f"{path}: no splits (train the model with nnUNetv2_train first)")
-    except (ValueError, KeyError, IndexError, TypeError) as e:
-        raise InputError(f"{path}: no validation cases for fold {fold} ({type(e).__name__}: {e})")
+    """The fold's validation case ids (nnU-Net's folds), sorted."""
+    return sorted(layout.fold_cases(preprocessed_dir, fold, "val"))
 
 
 def _predict_validation(dataset: str, configuration: str, fold: str, trainer: str, plans: str, cases: Sequence[str],
@@ -46,8 +39,8 @@ def _predict_validation(dataset: str, configuration: str, fold: str, trainer: st
     ending = dataset_json["file_ending"]
     for case in cases:
         for channel in range(len(dataset_json["channel_names"])):
-            name = f"{case}_{channel:04d}{ending}"
-            src = os.path.join(raw_dir, "imagesTr", name)
+            name = layout.image_file(case, channel, ending)
+            src = os.path.join(layout.images_folder(raw_dir), name)
             if not os.path.isfile(src):
                 raise InputError(f"{src}: validation image missing")
             os.symlink(os.path.realpath(src), os.path.join(images, name))
@@ -107,11 +100,12 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
         raise InputError(f"-ref {references}: give the reference images (-i) or their saved probabilities (-prob), "
                          f"one of the two")
     model_dir = model_folder(dataset, trainer, plans, configuration)
-    fold_dir = os.path.join(model_dir, f"fold_{fold}")
-    if not os.path.isfile(os.path.join(fold_dir, "checkpoint_final.pth")):
-        raise InputError(f"{fold_dir}/checkpoint_final.pth: checkpoint missing (train with nnUNetv2_train first)")
+    fold_dir = layout.fold_folder(model_dir, fold)
+    checkpoint = os.path.join(fold_dir, layout.FINAL_CHECKPOINT)
+    if not os.path.isfile(checkpoint):
+        raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train first)")
     name = dataset_name(dataset)
-    with open(os.path.join(model_dir, "dataset.json")) as f:
+    with open(os.path.join(model_dir, layout.DATASET_JSON)) as f:
         dataset_json = json.load(f)
     ending = dataset_json["file_ending"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,10 +125,10 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
         else:
             preprocessed_dir = os.path.join(required_folder("nnUNet_preprocessed"), name)
             cases = validation_cases(preprocessed_dir, fold)
-            labels_dir = os.path.join(preprocessed_dir, "gt_segmentations")
-            saved = os.path.join(fold_dir, "validation")
+            labels_dir = os.path.join(preprocessed_dir, layout.GT_SEGMENTATIONS)
+            saved = os.path.join(fold_dir, layout.VALIDATION_FOLDER)
             if all(os.path.isfile(os.path.join(saved, c + ".npz")) for c in cases):
-                folder, origin = saved, f"fold_{fold}/validation (nnUNetv2_train --npz)"
+                folder, origin = saved, f"{os.path.relpath(saved, model_dir)} (nnUNetv2_train --npz)"
             else:
                 raw_dir = os.path.join(required_folder("nnUNet_raw"), name)
                 _predict_validation(name, configuration, fold, trainer, plans, cases, raw_dir, dataset_json, tmp,
@@ -220,11 +214,11 @@ def calibrate_saved_probabilities(npz_path: str, temperature: float) -> None:
 def apply_to_folder(dataset: str, configuration: str, fold: str, trainer: str, plans: str, pred_dir: str,
                     out_dir: str, log=print) -> float:
     """A copy of an nnUNetv2_predict output folder (--save_probabilities) with every .npz rescaled by the
-    model's global temperature; segmentations and other files copied unchanged. Built in out_dir + '.partial'
-    and renamed, so out_dir is complete or absent. Returns T."""
+    model's global temperature; segmentations and other files copied unchanged. Built under its partial name
+    (nnunet_mt.atomic) and renamed, so out_dir is complete or absent. Returns T."""
     import shutil
     from nnunet_mt.nnunet_glue import model_folder
-    fold_dir = os.path.join(model_folder(dataset, trainer, plans, configuration), f"fold_{fold}")
+    fold_dir = layout.fold_folder(model_folder(dataset, trainer, plans, configuration), fold)
     calibration = load_calibration(fold_dir)
     if calibration is None:
         raise InputError(f"{fold_dir}/{CALIBRATION_FILE}: no temperature fitted (run nnunet_mt calibrate without "
@@ -236,15 +230,9 @@ def apply_to_folder(dataset: str, configuration: str, fold: str, trainer: str, p
         raise InputError(f"{pred_dir}: no .npz probabilities (predict with --save_probabilities)")
     if os.path.exists(out_dir) or os.path.realpath(out_dir) == os.path.realpath(pred_dir):
         raise InputError(f"{out_dir}: exists (the calibrated copy goes to a new folder; the original stays)")
-    partial = out_dir.rstrip(os.sep) + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(pred_dir, partial)
-    try:
+    with written_atomically(out_dir) as partial:
+        shutil.copytree(pred_dir, partial)
         for name in files:
             calibrate_saved_probabilities(os.path.join(partial, name), calibration["temperature"])
-        os.replace(partial, out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     log(f"wrote {out_dir}: {len(files)} probability files rescaled with T = {calibration['temperature']:.3f}")
     return calibration["temperature"]

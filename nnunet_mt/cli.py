@@ -5,7 +5,8 @@ import os
 import sys
 from typing import List, Optional
 
-from nnunet_mt.arguments import COUNT, DATASET_ID, SEED, number
+from nnunet_mt.arguments import COUNT, DATASET_ID, SEED, add_renamed, number
+from nnunet_mt import layout
 from nnunet_mt.errors import InputError, run_guarded
 
 
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", metavar="metrics.json", help="output JSON (default PRED_DIR/metrics.json); .csv and .md "
                    "are written beside it")
     p.add_argument("-np", type=COUNT, default=1, help="worker processes (default 1)")
-    p.add_argument("--n-bins", type=COUNT, default=10, help="calibration bins (default 10)")
+    add_renamed(p, "--n_bins", "--n-bins", type=COUNT, default=10, help="calibration bins (default 10)")
     p.add_argument("--roi", choices=["box", "reference", "image"], default="box",
                    help="voxels counted for ECE/MCE: bounding box of reference | prediction grown by 5 voxels "
                         "(default), of the reference alone grown by 5 voxels (the same voxels for every model: "
@@ -142,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", choices=["reference", "image"], default="reference",
                    help="voxels the temperature is fitted on: the reference's bounding box grown by 5 voxels "
                         "(default, as evaluate --roi reference) or the whole image")
-    p.add_argument("--per-source", action="store_true", help="also one temperature per source dataset of a "
-                   "merged dataset (picked at prediction by the nearest training signature)")
+    add_renamed(p, "--per_source", "--per-source", action="store_true", help="also one temperature per source "
+                "dataset of a merged dataset (picked at prediction by the nearest training signature)")
     p.add_argument("-device", choices=["cpu", "cuda"], default="cuda", help="device for predicting the "
                    "validation cases when the fold has no saved probabilities (default cuda)")
     p.add_argument("--disable_tta", action="store_true", help="predict the validation cases without mirroring")
@@ -180,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
     p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD",
                    help="folds to export (default 0 1 2 3 4, as nnU-Net's export)")
-    p.add_argument("-chk", default="checkpoint_final.pth", metavar="CHECKPOINT",
-                   help="checkpoint file name (default checkpoint_final.pth)")
+    p.add_argument("-chk", default=layout.FINAL_CHECKPOINT, metavar="CHECKPOINT",
+                   help=f"checkpoint file name (default {layout.FINAL_CHECKPOINT})")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("install", help="install a model zip into $nnUNet_results after checking it: every file is "

@@ -18,6 +18,9 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_mt import layout
+from nnunet_mt.atomic import written_atomically
+
 
 @dataclass(frozen=True)
 class DemoDataset:
@@ -167,16 +170,22 @@ def write_dataset(ds: DemoDataset, raw_dir: str, seed: int = 0) -> str:
     """Writes ds as an nnU-Net raw dataset under raw_dir (replacing an older copy); returns its folder."""
     rng = np.random.default_rng([seed, ds.dataset_id])
     final = os.path.join(raw_dir, ds.folder_name)
-    out = os.path.join(raw_dir, f".{ds.folder_name}.partial")
-    shutil.rmtree(out, ignore_errors=True)
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+    with written_atomically(final) as out:
+        _write_dataset_into(ds, out, rng, seed)
+        shutil.rmtree(final, ignore_errors=True)
+    return final
+
+
+def _write_dataset_into(ds: DemoDataset, out: str, rng: np.random.Generator, seed: int) -> None:
+    for sub in layout.raw_subfolders():
         os.makedirs(os.path.join(out, sub))
     for i in range(ds.n_train + ds.n_test):
         split = "Tr" if i < ds.n_train else "Ts"
         case = f"{ds.name.lower()}_{i:03d}"
         image, label = make_case(ds, rng)
-        _write(image, ds.spacing_zyx, os.path.join(out, f"images{split}", f"{case}_0000.nii.gz"))
-        _write(label, ds.spacing_zyx, os.path.join(out, f"labels{split}", f"{case}.nii.gz"))
+        image_path = os.path.join(layout.images_folder(out, split), layout.image_file(case, 0, ".nii.gz"))
+        _write(image, ds.spacing_zyx, image_path)
+        _write(label, ds.spacing_zyx, os.path.join(layout.labels_folder(out, split), f"{case}.nii.gz"))
     dataset_json = {
         "channel_names": {"0": ds.modality},
         "labels": ds.labels,
@@ -186,8 +195,5 @@ def write_dataset(ds: DemoDataset, raw_dir: str, seed: int = 0) -> str:
         "description": f"nnunet-mt synthetic demo data (seed {seed}): {ds.description}",
         "nnunet_mt_demo_role": ds.role,
     }
-    with open(os.path.join(out, "dataset.json"), "w") as f:
+    with open(os.path.join(out, layout.DATASET_JSON), "w") as f:
         json.dump(dataset_json, f, indent=2)
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(out, final)
-    return final

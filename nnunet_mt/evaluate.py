@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from nnunet_mt import layout
 from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.temperature import brier_score, negative_log_likelihood
@@ -171,9 +172,9 @@ def _load_dataset_json(dataset: Optional[str], pred_dir: str) -> dict:
     """dataset.json of -d (raw folder) if given, else the one nnUNetv2_predict copies into its output."""
     if dataset is not None:
         from nnunet_mt.nnunet_glue import dataset_name, required_folder
-        path = os.path.join(required_folder("nnUNet_raw"), dataset_name(dataset), "dataset.json")
+        path = os.path.join(required_folder("nnUNet_raw"), dataset_name(dataset), layout.DATASET_JSON)
     else:
-        path = os.path.join(pred_dir, "dataset.json")
+        path = os.path.join(pred_dir, layout.DATASET_JSON)
         if not os.path.isfile(path):
             return {}
     try:

@@ -15,6 +15,8 @@ import shutil
 import zipfile
 from typing import Dict, List, Sequence
 
+from nnunet_mt import layout
+from nnunet_mt.atomic import PARTIAL_PREFIX, partial_path, written_atomically
 from nnunet_mt.calibrate import CALIBRATION_FILE
 from nnunet_mt.errors import InputError
 from nnunet_mt.schedule import CONVERGENCE_FILE
@@ -46,10 +48,12 @@ def our_files(model_dir: str, folds: Sequence[str]) -> List[str]:
     def matching(folder, patterns):
         names = os.listdir(folder) if os.path.isdir(folder) else []
         return sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)
-                      and not n.endswith((".partial", ".partial.npz")))
+                      and not n.startswith(PARTIAL_PREFIX))
     files = matching(model_dir, MODEL_PATTERNS)
     for fold in folds:
-        files += [f"fold_{fold}/{n}" for n in matching(os.path.join(model_dir, f"fold_{fold}"), FOLD_PATTERNS)]
+        fold_dir = layout.fold_folder(model_dir, fold)
+        files += [os.path.relpath(os.path.join(fold_dir, n), model_dir).replace(os.sep, "/")
+                  for n in matching(fold_dir, FOLD_PATTERNS)]
     return files
 
 
@@ -70,8 +74,8 @@ def check_belongs(name: str, recorded: Dict[str, str], model: Dict[str, str]) ->
     """InputError when a file's recorded model is not the model folder it sits in (`name` relative to it; in
     the model folder itself, a fold ensemble's fit, the fold is not compared)."""
     expected = dict(model)
-    if name.startswith("fold_"):
-        expected["fold"] = name.split("/")[0][len("fold_"):]
+    if layout.fold_of(name) is not None:
+        expected["fold"] = layout.fold_of(name)
     for key, value in recorded.items():
         if key in expected and value != expected[key]:
             raise InputError(f"{name}: made for another model ({key} {value}, not {expected[key]}); export "
@@ -79,9 +83,9 @@ def check_belongs(name: str, recorded: Dict[str, str], model: Dict[str, str]) ->
 
 
 def export_model(dataset: str, configuration: str, trainer: str, plans: str, folds: Sequence[str], output: str,
-                 checkpoint: str = "checkpoint_final.pth", log=print) -> dict:
+                 checkpoint: str = layout.FINAL_CHECKPOINT, log=print) -> dict:
     """nnU-Net's zip of the model's folds (nnU-Net's export) plus our files and the manifest, written to
-    output via output + '.partial'; returns the manifest."""
+    output through its partial file (nnunet_mt.atomic); returns the manifest."""
     from nnunet_mt.nnunet_glue import dataset_name, export_nnunet_zip, model_folder, required_folder
     if not output.endswith(".zip"):
         raise InputError(f"-o {output}: the model file must end in .zip (nnU-Net's installer reads zips)")
@@ -91,10 +95,11 @@ def export_model(dataset: str, configuration: str, trainer: str, plans: str, fol
     model_dir = model_folder(name, trainer, plans, configuration)
     folds = [str(f) for f in folds]
     for fold in folds:
-        path = os.path.join(model_dir, f"fold_{fold}", checkpoint)
+        path = os.path.join(layout.fold_folder(model_dir, fold), checkpoint)
         if not os.path.isfile(path):
             raise InputError(f"{path}: checkpoint missing (train fold {fold} first, or export the folds you have)")
-        summary = os.path.join(model_dir, f"fold_{fold}", "validation", "summary.json")
+        summary = os.path.join(layout.fold_folder(model_dir, fold), layout.VALIDATION_FOLDER,
+                               layout.VALIDATION_SUMMARY)
         if not os.path.isfile(summary):  # nnU-Net's export requires it
             raise InputError(f"{summary}: missing (nnU-Net's export needs the fold's validation summary; "
                              f"run nnUNetv2_train ... --val)")
@@ -106,21 +111,16 @@ def export_model(dataset: str, configuration: str, trainer: str, plans: str, fol
         check_belongs(rel, recorded_model(rel, content), model)
         files[rel] = hashlib.sha256(content).hexdigest()
     prefix = os.path.relpath(model_dir, required_folder("nnUNet_results")).replace(os.sep, "/")
+    checkpoints = [os.path.join(layout.fold_folder(model_dir, f), checkpoint) for f in folds]
     manifest = dict(model, folds=folds, checkpoint=checkpoint,
-                    checkpoints={f"fold_{f}/{checkpoint}": file_sha256(os.path.join(model_dir, f"fold_{f}", checkpoint))
-                                 for f in folds},
+                    checkpoints={os.path.relpath(p, model_dir).replace(os.sep, "/"): file_sha256(p) for p in checkpoints},
                     files=files)
-    partial = output + ".partial"
-    try:
+    with written_atomically(output) as partial:
         export_nnunet_zip(name, partial, configuration, trainer, plans, folds, checkpoint)
         with zipfile.ZipFile(partial, "a", zipfile.ZIP_DEFLATED) as z:
             for rel in files:
                 z.write(os.path.join(model_dir, rel), f"{prefix}/{rel}")
             z.writestr(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1))
-        os.replace(partial, output)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     log(f"wrote {output}: {name} {trainer}__{plans}__{configuration}, folds {' '.join(folds)}, with "
         f"{len(files)} nnunet_mt file(s)" + (f" ({', '.join(sorted({os.path.basename(r) for r in files}))})"
                                               if files else " (none: fit or calibrate the model first?)"))
@@ -144,7 +144,7 @@ def _read_manifest(z: zipfile.ZipFile, path: str):
         if missing:
             raise InputError(f"{path}: {manifests[0]} is damaged (no {missing[0]})")
         return prefix, manifest
-    plans = sorted({n.rsplit("/", 1)[0] for n in names if n.endswith("/plans.json") and n.count("/") == 2})
+    plans = sorted({n.rsplit("/", 1)[0] for n in names if n.endswith("/" + layout.MODEL_PLANS) and n.count("/") == 2})
     if len(plans) != 1:
         raise InputError(f"{path}: not an nnU-Net model zip (no DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/"
                          f"plans.json in it)")
@@ -214,7 +214,7 @@ def install_model(path: str, log=print) -> str:
                 if file_sha256(installed) != checked["checksums"][member]:
                     raise InputError(f"{path}: {installed} holds another model's checkpoint (remove "
                                      f"{target} first to replace it)")
-        partial = os.path.join(results, ".nnunet_mt_install.partial")
+        partial = partial_path(os.path.join(results, "nnunet_mt_install"))  # extracted here, then moved
         shutil.rmtree(partial, ignore_errors=True)
         try:
             z.extractall(partial)

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_mt import layout
+from nnunet_mt.atomic import written_atomically
 from nnunet_mt.errors import InputError
 from nnunet_mt.intensity import CT_BELOW_HU, PAPER_CHANNEL_NAME, looks_like_ct
 from nnunet_mt.validate import check_case, refuse_stray_images, write_image_checked
@@ -77,7 +79,7 @@ def resolve_folder(dataset: str, raw_dir: str) -> str:
 
 
 def load_dataset_json(folder: str) -> dict:
-    path = os.path.join(folder, "dataset.json")
+    path = os.path.join(folder, layout.DATASET_JSON)
     if not os.path.isfile(path):
         raise InputError(f"{path}: missing dataset.json")
     try:
@@ -94,14 +96,14 @@ def load_dataset_json(folder: str) -> dict:
 
 
 def _list_cases(folder: str, split: str, file_ending: str, n_channels: int) -> Dict[str, dict]:
-    """Cases of imagesTr/labelsTr (split='Tr') or imagesTs/labelsTs (split='Ts'): id -> images, label."""
-    image_dir = os.path.join(folder, f"images{split}")
+    """Cases of the training (split='Tr') or test (split='Ts') images and labels: id -> images, label."""
+    image_dir = layout.images_folder(folder, split)
     if not os.path.isdir(image_dir):
         if split == "Tr":
             raise InputError(f"{image_dir}: missing training image folder")
         return {}
     by_case: Dict[str, List[str]] = {}
-    for stray_check in (image_dir, os.path.join(folder, f"labels{split}")):
+    for stray_check in (image_dir, layout.labels_folder(folder, split)):
         if os.path.isdir(stray_check):
             refuse_stray_images(stray_check, file_ending)
     for fname in sorted(os.listdir(image_dir)):
@@ -117,13 +119,13 @@ def _list_cases(folder: str, split: str, file_ending: str, n_channels: int) -> D
         if len(images) != n_channels:
             raise InputError(f"{image_dir}: case '{case}' has {len(images)} channel files, dataset.json "
                              f"declares {n_channels}")
-        label = os.path.join(folder, f"labels{split}", case + file_ending)
+        label = os.path.join(layout.labels_folder(folder, split), case + file_ending)
         if not os.path.isfile(label):
             if split == "Ts":
                 return {}  # test images without labels cannot be evaluated: leave the test split out
             raise InputError(f"{images[0]}: image without label (expected {label})")
         cases[case] = {"images": images, "label": label, "minima": check_case(images, label)}
-    label_dir = os.path.join(folder, f"labels{split}")
+    label_dir = layout.labels_folder(folder, split)
     if os.path.isdir(label_dir):
         for fname in sorted(os.listdir(label_dir)):
             if fname.endswith(file_ending) and fname[:-len(file_ending)] not in cases:
@@ -137,7 +139,7 @@ def _list_cases(folder: str, split: str, file_ending: str, n_channels: int) -> D
 def load_source(spec: SourceSpec, raw_dir: str) -> Source:
     folder = resolve_folder(spec.dataset, raw_dir)
     dataset_json = load_dataset_json(folder)
-    path = os.path.join(folder, "dataset.json")
+    path = os.path.join(folder, layout.DATASET_JSON)
     labels = dataset_json["labels"]
     if any(isinstance(v, (list, tuple)) for v in labels.values()):
         raise InputError(f"{path}: region-based labels are not supported by merge")
@@ -162,7 +164,7 @@ def load_source(spec: SourceSpec, raw_dir: str) -> Source:
     source.test = _list_cases(folder, "Ts", dataset_json["file_ending"], n_channels)
     both = sorted(set(source.train) & set(source.test))
     if both:
-        raise InputError(f"{folder}: case id '{both[0]}' is both in imagesTr and imagesTs (duplicate case ids)")
+        raise InputError(f"{folder}: case id '{both[0]}' is both a training and a test case (duplicate case ids)")
     return source
 
 
@@ -259,12 +261,10 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
     file_ending = sources[0].dataset_json["file_ending"]
     if any(s.dataset_json["file_ending"] != file_ending for s in sources):
         file_ending = ".nii.gz"  # images of other formats are converted, not linked
-    tmp = os.path.join(raw_dir, f".{out_name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     cases: Dict[str, dict] = {}
     how, empty = set(), []
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+    with written_atomically(final) as tmp:
+        for sub in layout.raw_subfolders():
             os.makedirs(os.path.join(tmp, sub))
         for source in sources:
             declared = [int(v) for v in source.dataset_json["labels"].values()]
@@ -272,14 +272,15 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
                 for case, files in split_cases.items():
                     new_id = source.prefix + case
                     for channel, image in enumerate(sorted(files["images"])):
-                        dst = os.path.join(tmp, f"images{split}", f"{new_id}_{channel:04d}{file_ending}")
+                        dst = os.path.join(layout.images_folder(tmp, split),
+                                           layout.image_file(new_id, channel, file_ending))
                         if image.endswith(file_ending):
                             how.add(_link_or_copy(image, dst))
                         else:
                             write_image_checked(sitk.ReadImage(image), dst)
                             how.add("converted")
-                    if not _binary_label(files["label"], os.path.join(tmp, f"labels{split}", new_id + file_ending),
-                                         declared, source.foreground):
+                    label = os.path.join(layout.labels_folder(tmp, split), new_id + file_ending)
+                    if not _binary_label(files["label"], label, declared, source.foreground):
                         empty.append(files["label"])
                     cases[new_id] = {"source": source.name, "original_id": case,
                                      "split": "train" if split == "Tr" else "test",
@@ -306,14 +307,10 @@ def merge_datasets(specs: Sequence[SourceSpec], output_id: int, output_name: str
                 "cases": cases,
             },
         }
-        with open(os.path.join(tmp, "dataset.json"), "w") as f:
+        with open(os.path.join(tmp, layout.DATASET_JSON), "w") as f:
             json.dump(dataset_json, f, indent=2)
         for c in clashing:
             shutil.rmtree(os.path.join(raw_dir, c))
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_subjects = len({c["subject"] for c in cases.values()})
     if n_subjects < len(cases):
         log(f"{len(cases)} cases of {n_subjects} subjects ({subjects.describe()}): every split keeps a subject's "

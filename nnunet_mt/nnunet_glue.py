@@ -5,7 +5,6 @@ calls each of them against the installed nnU-Net).
 Imports are lazy: nnU-Net reads $nnUNet_raw / $nnUNet_preprocessed / $nnUNet_results when
 ``nnunetv2.paths`` is first imported, and our commands must start fast.
 """
-import contextlib
 from typing import Optional, Sequence, Tuple
 
 from nnunet_mt.errors import InputError
@@ -103,38 +102,3 @@ def export_nnunet_zip(dataset: str, output: str, configuration: str, trainer: st
     export_pretrained_model(dataset_name(dataset), output, configurations=(configuration,), trainer=trainer,
                             plans_identifier=plans, folds=tuple(folds), strict=True, save_checkpoints=(checkpoint,))
 
-
-# nnU-Net's predictor finds a checkpoint's trainer class by importing every module of its trainer package
-# (about 100, 3 s on one core) before it reaches $nnUNet_extTrainer, where ours are. The predictor module
-# calls it by this global name (tests/test_compat.py pins that).
-TRAINER_LOOKUP = "recursive_find_trainer_class_by_name"
-
-
-def known_trainer_class(name: str):
-    """nnU-Net's nnUNetTrainer or one of our recipes (nnUNetTrainerMultiTask*), without a search; None otherwise."""
-    if name == "nnUNetTrainer":
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-        return nnUNetTrainer
-    if name.startswith("nnUNetTrainerMultiTask"):
-        from nnunet_mt.trainer import trainer_variant
-        try:
-            return trainer_variant(name)
-        except AttributeError:
-            return None
-    return None
-
-
-@contextlib.contextmanager
-def direct_trainer_lookup():
-    """While open, nnU-Net's predictor takes known trainer classes (``known_trainer_class``) directly and
-    searches for any other as before."""
-    from nnunetv2.inference import predict_from_raw_data as module
-    search = getattr(module, TRAINER_LOOKUP, None)
-    if search is None:  # a release that finds trainers otherwise: nothing to shorten
-        yield
-        return
-    setattr(module, TRAINER_LOOKUP, lambda name: known_trainer_class(name) or search(name))
-    try:
-        yield
-    finally:
-        setattr(module, TRAINER_LOOKUP, search)

@@ -1,8 +1,7 @@
 """PNG figures (matplotlib, headless)."""
-import os
-
 import numpy as np
 
+from nnunet_mt.atomic import written_atomically
 from nnunet_mt.metrics import bins_from_histogram, ece_from_histogram, mce_from_histogram
 
 
@@ -18,10 +17,11 @@ def save_png(fig, path: str) -> str:
     """Lays out, writes (temporary name, then rename) and closes fig; returns path."""
     import matplotlib.pyplot as plt
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with written_atomically(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -1,4 +1,5 @@
-"""Cross-validation folds we write (splits_final.json, nnU-Net's format: one {"train", "val"} per fold):
+"""Cross-validation folds we write (nnU-Net's folds file, ``nnunet_mt.layout.SPLITS_FILE``: one {"train", "val"}
+per fold):
 stratified by source dataset and grouped by subject, so no subject is on both sides of a fold."""
 from typing import Dict, List, Optional, Sequence
 

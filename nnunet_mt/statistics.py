@@ -7,7 +7,6 @@ percentile bootstrap intervals (``n_boot`` resamples of the subjects with replac
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
-from scipy.stats import wilcoxon
 
 CONFIDENCE = 0.95
 N_BOOT = 10000
@@ -59,6 +58,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], subjects: Sequence
     if len(d) >= 2:
         result["interval"] = list(bootstrap_interval(lambda idx: d[idx].mean(), len(d), n_boot, seed))
     if len(d) >= MIN_SUBJECTS_WILCOXON and np.any(d != 0):
+        from scipy.stats import wilcoxon  # (scipy.stats takes 1-2 s to import: only where it is used)
         result["p_wilcoxon"] = float(wilcoxon(d, zero_method="wilcox").pvalue)
     result["verdict"] = verdict(result["interval"], higher_is_better)
     return result

@@ -43,6 +43,7 @@ from nnunetv2.utilities.helpers import softmax_helper_dim1
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from nnunet_mt import layout
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
@@ -227,10 +228,10 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         return train, val
 
     def do_split(self):
-        """nnU-Net's split, from splits_final.json. For a merged dataset with subjects that hold several cases
-        and no splits_final.json yet, the folds are written first, stratified by source and grouped by subject
+        """nnU-Net's split, from its folds file. For a merged dataset with subjects that hold several cases
+        and no folds file yet, the folds are written first, stratified by source and grouped by subject
         (nnunet_mt.splits): nnU-Net's own split is by case and would put one subject on both sides."""
-        splits_file = os.path.join(self.preprocessed_dataset_folder_base, "splits_final.json")
+        splits_file = layout.splits_file(self.preprocessed_dataset_folder_base)
         if self.fold != "all" and shares_subjects(self.dataset_json):
             if not os.path.isfile(splits_file) and self.local_rank == 0:
                 write_text_atomic(splits_file, json.dumps(merged_dataset_splits(self.dataset_json), indent=1))

@@ -8,10 +8,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from nnunet_mt import layout
 from nnunet_mt.atomic import write_text_atomic
-from nnunet_mt.arguments import COUNT, PROCESSES, number
+from nnunet_mt.arguments import COUNT, PROCESSES, add_renamed, number
 from nnunet_mt.errors import InputError, run_guarded
-from nnunet_mt_ood.features import LAYERS, WINDOW_ORDERS
+from nnunet_mt_ood.options import LAYERS, WINDOW_ORDERS
 from nnunet_mt_ood.baselines import KNN_NEIGHBOUR
 from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
 
@@ -27,7 +28,7 @@ def _model_dir(args) -> str:
     from nnunet_mt.nnunet_glue import model_folder
     model_dir = model_folder(args.d, args.tr, args.p, args.c)
     for fold in args.folds:
-        checkpoint = os.path.join(model_dir, f"fold_{fold}", args.chk)
+        checkpoint = os.path.join(layout.fold_folder(model_dir, fold), args.chk)
         if not os.path.isfile(checkpoint):
             raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train first)")
     return model_dir
@@ -57,7 +58,7 @@ def prediction_mismatch(fitted: Optional[dict], now: dict) -> Optional[str]:
 
 def _fit_dir(args, model_dir: str) -> str:
     """Where the fits live: the fold folder, or for a fold ensemble the model folder."""
-    return model_dir if len(args.folds) > 1 else os.path.join(model_dir, f"fold_{args.f}")
+    return model_dir if len(args.folds) > 1 else layout.fold_folder(model_dir, args.f)
 
 
 def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",), keep_mc_probabilities=None,
@@ -70,11 +71,9 @@ def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",),
                                   verbose=False, allow_tqdm=False)
     from nnunet_mt.schema import check_checkpoint
     for fold in args.folds:
-        check_checkpoint(os.path.join(model_dir, f"fold_{fold}", args.chk))
-    from nnunet_mt.nnunet_glue import direct_trainer_lookup
-    with direct_trainer_lookup():
-        predictor.initialize_from_trained_model_folder(model_dir, tuple(f if f == "all" else int(f) for f in args.folds),
-                                                       args.chk)
+        check_checkpoint(os.path.join(layout.fold_folder(model_dir, fold), args.chk))
+    folds = tuple(f if f == "all" else int(f) for f in args.folds)
+    predictor.initialize_from_trained_model_folder(model_dir, folds, args.chk)
     try:
         predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples),
                              keep_mc_probabilities=keep_mc_probabilities, window_order=window_order)
@@ -140,7 +139,7 @@ def _fit_on_reference_images(args) -> None:
         raise InputError(f"-i {args.i}: the fold ensemble is fitted on training images only (give one fold)")
     model_dir = _model_dir(args)
     fold_dir = _fit_dir(args, model_dir)
-    with open(os.path.join(model_dir, "dataset.json")) as f:
+    with open(os.path.join(model_dir, layout.DATASET_JSON)) as f:
         inputs = _check_inputs(args.i, json.load(f))
     if len(inputs) < 3:
         raise InputError(f"{args.i}: {len(inputs)} reference images; tau needs at least 3")
@@ -236,7 +235,7 @@ def _score(args) -> None:
     check_part(args.num_parts, args.part_id)
     from nnunet_mt.validate import refuse_output_inside_input
     refuse_output_inside_input(args.i, args.o)
-    with open(os.path.join(model_dir, "dataset.json")) as f:
+    with open(os.path.join(model_dir, layout.DATASET_JSON)) as f:
         dataset_json = json.load(f)
     inputs, ending = _check_inputs(args.i, dataset_json), dataset_json["file_ending"]
     share = part_share(inputs, args.num_parts, args.part_id)  # the cases nnUNetv2_predict's part would take
@@ -342,7 +341,7 @@ def _maps_setup(args, model_dir: str):
     if not args.save_probabilities:
         raise InputError(f"{args.o}: --save_maps needs --save_probabilities (the entropy map is of the "
                          f"probabilities nnU-Net writes)")
-    with open(os.path.join(model_dir, "plans.json")) as f:
+    with open(os.path.join(model_dir, layout.MODEL_PLANS)) as f:
         reader = json.load(f).get("image_reader_writer")
     if reader != "SimpleITKIO":
         raise InputError(f"{os.path.join(model_dir, 'plans.json')}: --save_maps writes images with SimpleITK; "
@@ -389,7 +388,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     p.add_argument("-f", nargs="+", required=True, help="one fold (signatures belong to one model), e.g. 0 or all; "
                    "several (e.g. 0 1 2 3 4, as nnUNetv2_predict) for --method ensemble")
-    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
+    p.add_argument("-chk", default=layout.FINAL_CHECKPOINT, help=f"checkpoint name (default {layout.FINAL_CHECKPOINT})")
     p.add_argument("--layer", choices=LAYERS, default="last",
                    help="feature map: 'last' (input of the segmentation head, the paper's) or 'bottleneck'")
     p.add_argument("--method", nargs="+", choices=list(METHODS), default=["spectral"],
@@ -441,10 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-C", type=number(float, 0), default=None, help="override the fitted C (>= 0)")
     p.add_argument("--save_probabilities", action="store_true", help="as nnUNetv2_predict; calibrated with the "
                    "model's temperature when nnunet_mt calibrate has fitted one")
-    p.add_argument("--no-calibration", action="store_true", help="save the model's probabilities as they are, "
-                   "even when a temperature was fitted")
-    p.add_argument("--global-temperature", action="store_true", help="use the global temperature even where "
-                   "one per source dataset was fitted (calibrate --per-source)")
+    add_renamed(p, "--no_calibration", "--no-calibration", action="store_true",
+                help="save the model's probabilities as they are, even when a temperature was fitted")
+    add_renamed(p, "--global_temperature", "--global-temperature", action="store_true",
+                help="use the global temperature even where one per source dataset was fitted (calibrate --per_source)")
     p.add_argument("-npp", type=PROCESSES, default=3, help="preprocessing processes, as nnUNetv2_predict")
     p.add_argument("-nps", type=PROCESSES, default=3, help="export processes, as nnUNetv2_predict")
     p.add_argument("--plot", action="store_true", help="write ood_signatures.png and ood_histogram.png")
@@ -465,10 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", metavar="PREFIX", help="output prefix (default: ood_evaluation beside the first file); "
                    "writes PREFIX.json, .md and .png")
     p.add_argument("-ref", nargs="+", metavar="LABELS_DIR", help="reference labels, one folder per scores file (same "
-                   "order): adds failure detection (AUROC for Dice < --failure-dice, Spearman, risk-coverage and "
+                   "order): adds failure detection (AUROC for Dice < --failure_dice, Spearman, risk-coverage and "
                    "AURC) over every scored case, and PREFIX_risk_coverage.png")
-    p.add_argument("--failure-dice", type=number(float, 0, 1), default=0.5,
-                   help="a segmentation with Dice below this counts as a failure (default 0.5)")
+    add_renamed(p, "--failure_dice", "--failure-dice", type=number(float, 0, 1), default=0.5,
+                help="a segmentation with Dice below this counts as a failure (default 0.5)")
     p.add_argument("--subject_pattern", metavar="REGEX", help="cases whose ids give the same match (first group, or "
                    "the whole match) are one subject: the AUC and AURC intervals resample subjects (default: each "
                    "case its own subject)")

@@ -2,7 +2,6 @@
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
-from scipy.stats import rankdata
 
 from nnunet_mt.statistics import N_BOOT, subject_bootstrap
 
@@ -19,12 +18,19 @@ def detection_counts(flagged: Sequence[bool], is_ood: Sequence[bool]) -> Dict[st
             "specificity": tn / (tn + fp) if tn + fp else float("nan")}
 
 
+PAIRWISE_AUC_MAX_PAIRS = 1_000_000
+
+
 def roc_auc(scores: Sequence[float], is_ood: Sequence[bool]) -> float:
     """Area under the ROC curve, higher score = more OOD; ties count one half (Mann-Whitney U)."""
     scores, is_ood = np.asarray(scores, float), np.asarray(is_ood, bool)
     n_pos, n_neg = int(is_ood.sum()), int((~is_ood).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    if n_pos * n_neg <= PAIRWISE_AUC_MAX_PAIRS:  # U counted pair by pair: fast for the bootstrap's many small calls
+        pos, neg = scores[is_ood][:, None], scores[~is_ood][None, :]
+        return float((np.count_nonzero(pos > neg) + 0.5 * np.count_nonzero(pos == neg)) / (n_pos * n_neg))
+    from scipy.stats import rankdata
     ranks = rankdata(scores)  # average ranks for ties
     return float((ranks[is_ood].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-LAYERS = ("last", "bottleneck")
+from nnunet_mt_ood.options import LAYERS
+
 FOLD_CHUNK_BYTES = 32 * 2 ** 20  # the float64 buffer finished cells are folded through into F^T F
-WINDOW_ORDERS = ("nnunet", "memory")  # nnU-Net's window order, or memory_saving_order's
 
 
 def memory_saving_order(windows: Sequence[Tuple[slice, ...]]) -> List[int]:

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from nnunet_mt import layout
 from nnunet_mt.atomic import save_npz_atomic, write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import read_json
@@ -15,20 +16,13 @@ from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
 
 
 def training_cases(preprocessed_base: str, preprocessed_folder: str, fold) -> List[str]:
-    """The fold's training case ids from nnU-Net's splits_final.json (fold 'all': every case)."""
+    """The fold's training case ids (nnU-Net's folds; fold 'all': every case)."""
     from nnunet_mt.nnunet_glue import preprocessed_case_ids
     if not os.path.isdir(preprocessed_folder):
         raise InputError(f"{preprocessed_folder}: preprocessed data missing (run nnUNetv2_plan_and_preprocess)")
     if str(fold) == "all":
         return preprocessed_case_ids(preprocessed_folder)
-    splits_file = os.path.join(preprocessed_base, "splits_final.json")
-    if not os.path.isfile(splits_file):
-        raise InputError(f"{splits_file}: missing (train the model first, or run nnU-Net's planning)")
-    with open(splits_file) as f:
-        splits = json.load(f)
-    if int(fold) >= len(splits):
-        raise InputError(f"{splits_file}: has no fold {fold}")
-    return list(splits[int(fold)]["train"])
+    return layout.fold_cases(preprocessed_base, fold, "train")
 
 
 def compute_training_results(predictor, preprocessed_folder: str, case_ids: Sequence[str],

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from nnunet_mt.atomic import written_atomically
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.baselines import voxel_entropy
 
@@ -21,11 +22,5 @@ def write_entropy_map(probabilities: np.ndarray, segmentation_path: str, out_pat
     image.CopyInformation(like)
     folder, name = os.path.split(out_path)
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, ".partial_" + name)  # keeps the ending: SimpleITK picks the format by it
-    try:
+    with written_atomically(out_path) as tmp:  # keeps the ending: SimpleITK picks the format by it
         sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

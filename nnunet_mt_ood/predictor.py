@@ -40,8 +40,8 @@ from nnunet_mt.compat import warn_if_untested_nnunet
 from nnunet_mt.network import DropoutConv3d, original_module
 from nnunet_mt_ood.baselines import (foreground_entropy, max_softmax_score, mean_entropy, mean_pairwise_dice,
                                      voxel_disagreement)
-from nnunet_mt_ood.features import (WINDOW_ORDERS, FeatureCapture, GramAccumulator, PooledAccumulator,
-                                    memory_saving_order)
+from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator, memory_saving_order
+from nnunet_mt_ood.options import WINDOW_ORDERS
 from nnunet_mt_ood.signatures import signature_from_gram
 
 

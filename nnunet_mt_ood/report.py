@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from nnunet_mt import layout
 from nnunet_mt.atomic import write_texts_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.schema import check_scores_report
@@ -54,8 +55,8 @@ def _case_dice(scores_path: str, reference_dir: str, cases: Sequence[str]) -> Di
     from nnunet_mt.metrics import dice
     folder = os.path.dirname(os.path.abspath(scores_path))
     ending = ".nii.gz"
-    if os.path.isfile(os.path.join(folder, "dataset.json")):
-        with open(os.path.join(folder, "dataset.json")) as f:
+    if os.path.isfile(os.path.join(folder, layout.DATASET_JSON)):
+        with open(os.path.join(folder, layout.DATASET_JSON)) as f:
             ending = json.load(f).get("file_ending", ending)
     values = {}
     for case in cases:

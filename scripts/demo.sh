@@ -36,7 +36,7 @@ step "7/9 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution
 for pair in "Dataset500_MultiTask:id" "Dataset014_HippocampusMR:ood_hippocampus" "Dataset015_PancreasCT:ood_pancreas"; do
   ds=${pair%%:*}; name=${pair##*:}
   nnunet_mt_ood score -i "$nnUNet_raw/$ds/imagesTs" -o "$OUT/predictions/$name" -d 500 -c 3d_fullres -f 0 \
-    -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --no-calibration --plot \
+    -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --no_calibration --plot \
     --method spectral mcdropout mahalanobis knn msp entropy --mc_samples "$MC"
 done
 

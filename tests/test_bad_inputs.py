@@ -126,10 +126,10 @@ def _evaluate_setup(**kwargs):
 
 
 def _disk_full(ws):
-    """A previous metrics.json exists; the new one is written through a '.partial' file that is /dev/full."""
+    """A previous metrics.json exists; the new one is written through its partial file, which is /dev/full."""
     ref, pred = _prediction_folder(ws)
     (pred / "metrics.json").write_text("previous")
-    os.symlink("/dev/full", pred / "metrics.json.partial")
+    os.symlink("/dev/full", pred / ".partial.metrics.json")
     return ["nnunet_mt", "evaluate", "-ref", str(ref), "-pred", str(pred), "-prob", str(pred)]
 
 
@@ -195,7 +195,7 @@ ROWS = [
      "pred/metrics.json"),
     ("evaluate-probabilities-missing", _evaluate_setup(probabilities=False), ["corticalplatemr_000.npz", "missing"],
      "pred/metrics.json"),
-    ("evaluate-disk-full", _disk_full, ["pred/metrics.json", "No space left"], "pred/metrics.json.partial"),
+    ("evaluate-disk-full", _disk_full, ["pred/metrics.json", "No space left"], "pred/.partial.metrics.json"),
     ("demo-data-unknown-dataset", lambda ws: ["nnunet_mt", "demo-data", "-o", str(ws / "demo"), "-d", "99"],
      ["-d 99", "not a demo dataset"], "demo"),
     ("demo-data-too-few-cases", lambda ws: ["nnunet_mt", "demo-data", "-o", str(ws / "demo"), "--n_train", "3"],

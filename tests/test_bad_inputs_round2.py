@@ -227,7 +227,7 @@ def test_output_sets_are_written_whole_or_not_at_all(tmp_path):
     """The .csv of a set fails (full disk): the .json beside it keeps its previous content, no partial files."""
     (tmp_path / "s.json").write_text("old json")
     (tmp_path / "s.csv").write_text("old csv")
-    os.symlink("/dev/full", tmp_path / "s.csv.partial")
+    os.symlink("/dev/full", tmp_path / ".partial.s.csv")
     with pytest.raises(OSError):
         write_texts_atomic({str(tmp_path / "s.json"): "new json", str(tmp_path / "s.csv"): "new csv"})
     assert (tmp_path / "s.json").read_text() == "old json" and (tmp_path / "s.csv").read_text() == "old csv"
@@ -250,7 +250,7 @@ def test_npz_files_are_written_whole_or_not_at_all(tmp_path):
     from nnunet_mt.atomic import save_npz_atomic
     path = tmp_path / "fit.npz"
     save_npz_atomic(str(path), features=np.arange(3.0))
-    os.symlink("/dev/full", tmp_path / "fit.partial.npz")
+    os.symlink("/dev/full", tmp_path / ".partial.fit.npz")
     with pytest.raises(OSError):
         save_npz_atomic(str(path), compressed=True, features=np.zeros((64, 64)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.npz"]
@@ -259,3 +259,24 @@ def test_npz_files_are_written_whole_or_not_at_all(tmp_path):
     save_npz_atomic(str(path), compressed=True, features=np.ones(2))
     with np.load(path) as npz:
         assert npz["features"].tolist() == [1.0, 1.0]
+
+
+def test_one_temporary_name_for_files_and_folders(tmp_path):
+    """written_atomically: the partial name is '.partial.' + the name, beside it; a failing block leaves neither
+    the partial nor a changed target; a folder is renamed whole, a stale partial folder removed first."""
+    from nnunet_mt.atomic import partial_path, written_atomically
+    assert partial_path(str(tmp_path / "a" / "m.nii.gz")) == str(tmp_path / "a" / ".partial.m.nii.gz")
+    assert partial_path(str(tmp_path / "Dataset500_X") + "/") == str(tmp_path / ".partial.Dataset500_X")
+    (tmp_path / "t.json").write_text("old")
+    (tmp_path / ".partial.t.json").write_text("stale, from a killed run")
+    with pytest.raises(RuntimeError):
+        with written_atomically(str(tmp_path / "t.json")) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("disk gone")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"] and (tmp_path / "t.json").read_text() == "old"
+    os.makedirs(tmp_path / ".partial.D" / "stale")
+    with written_atomically(str(tmp_path / "D")) as tmp:
+        assert not os.path.exists(tmp)
+        os.makedirs(os.path.join(tmp, "imagesTr"))
+        assert not (tmp_path / "D").exists()
+    assert os.listdir(tmp_path / "D") == ["imagesTr"] and not (tmp_path / ".partial.D").exists()

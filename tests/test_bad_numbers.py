@@ -23,7 +23,7 @@ ROWS = [
     (nnunet_mt, ["merge", "-d", "12", "-o", "600", "--alpha", "inf"], "--alpha", "not a finite number"),
     (nnunet_mt, ["merge", "-d", "12", "-o", "600", "--alpha", "-0.5"], "--alpha", "outside [0, 1]"),
     (nnunet_mt, ["merge", "-d", "12", "-o", "600", "--alpha", "half"], "--alpha", "not a number"),
-    (nnunet_mt, EVALUATE + ["--n-bins", "0"], "--n-bins", "outside"),
+    (nnunet_mt, EVALUATE + ["--n_bins", "0"], "--n_bins", "outside"),
     (nnunet_mt, EVALUATE + ["-np", "0"], "-np", "outside"),
     (nnunet_mt, JVD + ["--seed", "-3"], "--seed", "outside"),
     (nnunet_mt, JVD + ["--budget", "0"], "--budget", "outside"),

@@ -24,7 +24,7 @@ def calibrated(trained, tmp_path_factory):
     shutil.copytree(root / "res/Dataset500_MultiTask" / MODEL, results / "Dataset500_MultiTask" / MODEL)
     env = dict(env, nnUNet_results=str(results))
     r = run([os.path.join(BIN, "nnunet_mt"), "calibrate", "-d", "500", "-f", "0", "-tr", TRAINER, "-device", "cpu",
-             "--disable_tta", "--per-source"], env)
+             "--disable_tta", "--per_source"], env)
     fold = results / "Dataset500_MultiTask" / MODEL / "fold_0"
     return root, env, fold, json.loads((fold / "temperature.json").read_text()), r.stdout
 
@@ -52,7 +52,7 @@ def test_score_writes_calibrated_probabilities_and_the_same_segmentation(calibra
              "-f", "0", "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta",
              "--save_probabilities"]
     run(score + ["-o", str(tmp_path / "calibrated")], env)
-    run(score + ["-o", str(tmp_path / "raw"), "--no-calibration"], env)
+    run(score + ["-o", str(tmp_path / "raw"), "--no_calibration"], env)
     report = json.loads((tmp_path / "calibrated/ood_scores.json").read_text())
     assert report["calibration"]["temperature"] == fit["temperature"]
     assert "calibration" not in json.loads((tmp_path / "raw/ood_scores.json").read_text())
@@ -108,9 +108,11 @@ def test_plain_nnunetv2_predict_opt_in_temperature(calibrated, predicted, tmp_pa
         flipped = segs[0] != segs[1]
         assert flipped.mean() < 1e-3 and np.all(np.abs(raw.max(0)[flipped] - 0.5) < 1e-3)
         # probabilities: softmax(logits / T) against softmax(log p / T) of the saved uncalibrated p; off by more
-        # than rounding only within 2 voxels of the image's faces, where nnU-Net's float16 blending weights are tiny
+        # than rounding only within 3 voxels of the image's faces, where nnU-Net's float16 blending weights are
+        # tiny (most at the corners, where three axes' small Gaussian weights multiply: 0.007 at 3 voxels from a
+        # corner of the CT case with the smoke network, under 5e-4 from 4 voxels inwards)
         difference = np.abs(scaled - scale_probabilities(raw, t)).max(0)
-        assert np.median(difference) < 1e-4 and difference[3:-3, 3:-3, 3:-3].max() < 5e-3
+        assert np.median(difference) < 1e-4 and difference[4:-4, 4:-4, 4:-4].max() < 1e-3
         assert not np.allclose(scaled, raw, atol=1e-3)
 
     bad = run(predict + ["-o", str(tmp_path / "bad")], dict(env, nnUNet_mt_temperature="-1"), check=False)

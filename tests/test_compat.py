@@ -61,21 +61,59 @@ def test_contract_nnunet_glue_against_installed_nnunet(preprocessed):
     assert out["unknown"].startswith("-d 987: ") and "\n" not in out["unknown"]
 
 
-def test_contract_direct_trainer_lookup_finds_what_nnunets_search_finds(capsys):
-    """The predictor calls its module's TRAINER_LOOKUP (by that global name) to find a checkpoint's trainer;
-    inside direct_trainer_lookup() our recipes and nnUNetTrainer come without a search and are the very
-    classes nnU-Net's search returns; any other name is still searched; the search is back afterwards."""
-    from nnunetv2.inference import predict_from_raw_data as module
-    from nnunet_mt import nnunet_glue as g
-    search = getattr(module, g.TRAINER_LOOKUP)
-    assert g.TRAINER_LOOKUP in module.nnUNetPredictor.initialize_from_trained_model_folder.__code__.co_names
-    names = ["nnUNetTrainer", "nnUNetTrainerMultiTaskSmoke", "nnUNetTrainerMultiTaskCPU_dropout_3epochs"]
-    with g.direct_trainer_lookup():
-        direct = getattr(module, g.TRAINER_LOOKUP)
-        assert direct is not search
-        assert [c.__name__ for c in map(direct, names)] == names
-        assert direct("nnUNetTrainerNoMirroring").__name__ == "nnUNetTrainerNoMirroring"  # searched
-    assert getattr(module, g.TRAINER_LOOKUP) is search
-    assert all(g.known_trainer_class(n) is search(n) for n in names)
-    assert g.known_trainer_class("nnUNetTrainerMultiTask_finetune_finetune") is None
-    assert g.known_trainer_class("nnUNetTrainerNoMirroring") is None
+def test_contract_trainer_lookup_takes_our_recipes_directly_and_finds_what_nnunets_search_finds():
+    """The startup hook (nnunet_mt/_startup.py) wraps nnU-Net's trainer lookup where nnUNetv2_train, nnUNetv2_predict
+    and our commands import it: our recipe names come from nnunet_mt.trainer without nnU-Net's search, and are the
+    very classes that search returns; other names (nnU-Net's own trainers, misspelt ones) are searched as before."""
+    import pytest
+    from nnunetv2.inference import predict_from_raw_data
+    from nnunetv2.run import run_training
+    from nnunetv2.utilities import find_objects
+    from nnunet_mt._startup import TRAINER_LOOKUP
+    lookup = getattr(find_objects, TRAINER_LOOKUP)
+    search = lookup.nnunet_search
+    assert getattr(predict_from_raw_data, TRAINER_LOOKUP) is lookup and getattr(run_training, TRAINER_LOOKUP) is lookup
+    assert TRAINER_LOOKUP in predict_from_raw_data.nnUNetPredictor.initialize_from_trained_model_folder.__code__.co_names
+    for name in ("nnUNetTrainerMultiTaskSmoke", "nnUNetTrainerMultiTaskCPU_dropout_3epochs",
+                 "nnUNetTrainerMultiTaskDropoutCPU_2epochs"):  # a recipe, a variant by name, an old name
+        assert lookup(name) is search(name) and lookup(name).__name__ == name
+    assert lookup("nnUNetTrainerNoMirroring").__name__ == "nnUNetTrainerNoMirroring"  # nnU-Net's, searched
+    with pytest.raises(RuntimeError, match="Could not find requested nnunet trainer"):
+        lookup("nnUNetTrainerMultiTask_finetune_finetune")  # nnU-Net's own error
+
+
+def test_contract_layout_names_are_nnunets(preprocessed):
+    """Each name of nnunet_mt/layout.py against nnU-Net's own code: its path functions where it has one (model
+    and fold folders, the training images and labels of a real raw dataset, the data identifier of real plans),
+    else the source of the function that writes or reads the file."""
+    import inspect
+    import json
+    from nnunetv2.experiment_planning import plan_and_preprocess_api
+    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier, get_output_folder
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+    from nnunet_mt import layout
+    root, _ = preprocessed
+    assert convert_trainer_plans_config_to_identifier("T", "P", "C") == layout.model_folder_name("T", "P", "C")
+    assert "f'fold_{fold}'" in inspect.getsource(get_output_folder)
+    assert layout.fold_folder("m", 0) == os.path.join("m", "fold_0") and layout.fold_of("fold_all/x") == "all"
+    raw = root / "raw" / "Dataset500_MultiTask"
+    cases = get_filenames_of_train_images_and_targets(str(raw))
+    case, files = sorted(cases.items())[0]
+    assert files["images"] == [os.path.join(layout.images_folder(str(raw)), layout.image_file(case, 0, ".nii.gz"))]
+    assert files["label"] == os.path.join(layout.labels_folder(str(raw)), case + ".nii.gz")
+    assert layout.raw_subfolders() == ["imagesTr", "labelsTr", "imagesTs", "labelsTs"]  # nnU-Net's dataset format
+    plans = json.loads((root / "pre/Dataset500_MultiTask/nnUNetPlans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["data_identifier"] == layout.data_folder_name("nnUNetPlans",
+                                                                                                "3d_fullres")
+    assert (root / "pre/Dataset500_MultiTask" / layout.GT_SEGMENTATIONS).is_dir()
+    assert f"'{layout.GT_SEGMENTATIONS}'" in inspect.getsource(plan_and_preprocess_api)
+    assert f"'{layout.FINGERPRINT_FILE}'" in inspect.getsource(fingerprint_extractor)
+    assert (root / "pre/Dataset500_MultiTask" / layout.FINGERPRINT_FILE).is_file()
+    assert f'"{layout.SPLITS_FILE}"' in inspect.getsource(nnUNetTrainer.do_split)
+    assert f'"{layout.FINAL_CHECKPOINT}"' in inspect.getsource(nnUNetTrainer.on_train_end)
+    validation = inspect.getsource(nnUNetTrainer.perform_actual_validation)
+    assert f"'{layout.VALIDATION_FOLDER}'" in validation and f"'{layout.VALIDATION_SUMMARY}'" in validation
+    start = inspect.getsource(nnUNetTrainer.on_train_start)  # the model folder's copies
+    assert f"'{layout.DATASET_JSON}'" in start and f"'{layout.MODEL_PLANS}'" in start

@@ -125,9 +125,9 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
     assert "19 steps, 19 done already" in result.stdout
     assert "$ " not in result.stdout  # no command ran
     assert (checkpoint.stat().st_mtime_ns, (out / "table_II.csv").read_text()) == before
-    jobs = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--print-jobs")
+    jobs = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--print_jobs")
     assert jobs.stdout.splitlines() == ["# write the tables", "nnunet_mt experiment joint-vs-dedicated -d 12 13:1,2 "
-                                        f"-o {out} " + " ".join(FAST) + " --tables-only"]
+                                        f"-o {out} " + " ".join(FAST) + " --tables_only"]
 
 
 def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
@@ -135,7 +135,7 @@ def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
     root, env, _, _ = joint_vs_dedicated
     out = root / "exp_jvd"  # shared with table II: the dedicated and joint predictions are reused
     args = ["transfer", "-d", "12", "13:1,2", "--chains", "12,13", "-o", str(out), *FAST]
-    jobs = experiment(env, *args, "--print-jobs").stdout
+    jobs = experiment(env, *args, "--print_jobs").stdout
     commands = [line for line in jobs.splitlines() if not line.startswith("#")]
     # joint and dedicated models and their predictions are reused: only the fine-tuning step trains and predicts
     assert sum("nnUNetv2_predict " in c for c in commands) == 1
@@ -165,7 +165,7 @@ def test_ood_experiment(joint_vs_dedicated):
     root, env, _, _ = joint_vs_dedicated
     out = root / "exp_ood"
     args = ["ood", "--train", "12", "13:1,2", "--ood", "14", "-o", str(out), *FAST]
-    result = experiment(env, *args, "--methods", "spectral", "entropy")
+    result = experiment(env, *args, "--method", "spectral", "entropy")
     assert "nnUNetv2_train" not in result.stdout  # the joint model exists already
     # trained without the end-of-training fit (table II's run): the experiment fits spectral as a step of its own
     assert "fit spectral on the training images of Dataset500_MultiTask" in result.stdout
@@ -190,11 +190,11 @@ def test_ood_experiment(joint_vs_dedicated):
     assert failure["n_cases"] == 6 and np.allclose(failure["dice"], by_hand)
     assert "Failure detection over 6 cases" in (out / "table_IV.md").read_text()
     # with mcdropout (the default) the experiment trains the _dropout variant and fits it: the job list
-    jobs = experiment(env, *args, "--print-jobs").stdout
+    jobs = experiment(env, *args, "--print_jobs").stdout
     assert f"nnUNetv2_train 500 3d_fullres 0 -tr {TRAINER}_dropout -device cpu --c" in jobs
     assert f"-tr {TRAINER}_dropout" in jobs and "--method mcdropout" in jobs
     # --ensemble_folds: the other fold trained, the ensemble fitted, scored on the same images, evaluated
-    jobs = experiment(env, *args, "--methods", "spectral", "--ensemble_folds", "1", "--print-jobs").stdout
+    jobs = experiment(env, *args, "--method", "spectral", "--ensemble_folds", "1", "--print_jobs").stdout
     assert f"nnUNetv2_train 500 3d_fullres 1 -tr {TRAINER} -device cpu --c" in jobs
     assert f"nnunet_mt_ood fit -d Dataset500_MultiTask -c 3d_fullres -tr {TRAINER} -p nnUNetPlans -f 0 1 " in jobs
     assert jobs.count("--method ensemble") == 3  # fit, and the in-distribution and OOD folders scored

@@ -38,7 +38,7 @@ def _kill_when(cmd, env, ready, timeout=300):
 def test_merge_killed_then_rerun_equals_uninterrupted(demo_raw):
     root, env = demo_raw
     merge = [os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "-o", "610", "-n", "Killed"]
-    final, partial = root / "raw/Dataset610_Killed", root / "raw/.Dataset610_Killed.partial"
+    final, partial = root / "raw/Dataset610_Killed", root / "raw/.partial.Dataset610_Killed"
     run(merge, env)
     reference = _digest(final)
     shutil.rmtree(final)

@@ -55,3 +55,17 @@ def test_ood_table_intervals_resample_subjects(tmp_path):
     md = (tmp_path / "table.md").read_text()
     assert "2 in-distribution images of 1 subjects, 3 OOD images of 2 subjects" in md
     assert "| spectral | 1.00 | 1.00 | 1.00 | 1.00 | [1.00, 1.00] |" in md
+
+
+def test_roc_auc_pair_count_and_rank_formula_agree_exactly_with_ties(monkeypatch):
+    """The pair count (small sets, the bootstrap's many calls) and the rank formula (large sets) give the same
+    Mann-Whitney AUC to the last bit, ties counting one half."""
+    import numpy as np
+    from nnunet_mt_ood import evaluation
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, 4, n).astype(float), rng.random(n) < 0.4) for n in (2, 5, 9, 40) for _ in range(25)]
+    cases = [(s, y) for s, y in cases if y.any() and not y.all()]
+    by_pairs = [evaluation.roc_auc(s, y) for s, y in cases]
+    monkeypatch.setattr(evaluation, "PAIRWISE_AUC_MAX_PAIRS", 0)
+    assert [evaluation.roc_auc(s, y) for s, y in cases] == by_pairs
+    assert evaluation.roc_auc([0.1, 0.5, 0.5, 0.9], [False, False, True, True]) == 0.875  # pairs: (1 + 0.5 + 1 + 1) / 4

@@ -82,24 +82,25 @@ def test_training_refuses_a_prediction_temperature(preprocessed, monkeypatch, ca
     assert stop.value.code == 2 and "unset it for training" in capsys.readouterr().err
 
 
+RESUME_DATASET = "Dataset012_CorticalPlateMR"  # single-source: a short final validation and OOD fit
+
+
 def _final_log(results, name):
-    fold = results / "Dataset520_Resume" / f"{name}__nnUNetPlans__3d_fullres" / "fold_0"
+    fold = results / RESUME_DATASET / f"{name}__nnUNetPlans__3d_fullres" / "fold_0"
     ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     return ckpt["logging"], json.loads((fold / "convergence.json").read_text())
 
 
-def test_killed_and_resumed_training_repeats_the_uninterrupted_run(demo_raw):
-    root, env = demo_raw  # a small single-source dataset keeps the final validation and OOD fit short
-    run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "12", "-o", "520", "-n", "Resume"], env)
-    run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "520", "-c", "3d_fullres", "-np", "1"], env)
-    train = [os.path.join(BIN, "nnUNetv2_train"), "520", "3d_fullres", "0", "-tr", RESUMABLE, "-device", "cpu"]
+def test_killed_and_resumed_training_repeats_the_uninterrupted_run(plain_model):
+    root, env = plain_model  # the cortical-plate demo dataset, preprocessed by the session's plain stage
+    train = [os.path.join(BIN, "nnUNetv2_train"), "12", "3d_fullres", "0", "-tr", RESUMABLE, "-device", "cpu"]
     straight = dict(env, nnUNet_n_proc_DA="0", nnUNet_results=str(root / "res_straight"))
     # the resumed run skips the end-of-training OOD fit (nnUNet_mt_fit_after_training=0): same model, shorter
     resumed = dict(env, nnUNet_n_proc_DA="0", nnUNet_results=str(root / "res_resumed"),
                    nnUNet_mt_fit_after_training="0")
     run(train, straight)
 
-    fold = root / "res_resumed/Dataset520_Resume" / f"{RESUMABLE}__nnUNetPlans__3d_fullres" / "fold_0"
+    fold = root / "res_resumed" / RESUME_DATASET / f"{RESUMABLE}__nnUNetPlans__3d_fullres" / "fold_0"
     proc = subprocess.Popen(train, env=resumed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     start = time.time()
     epoch_3 = re.compile(r": Epoch 3\s*$", re.MULTILINE)  # mid-window (windows of 2); epoch 2's checkpoint is written
@@ -117,7 +118,7 @@ def test_killed_and_resumed_training_repeats_the_uninterrupted_run(demo_raw):
     a, summary_a = _final_log(root / "res_straight", RESUMABLE)
     b, summary_b = _final_log(root / "res_resumed", RESUMABLE)
     assert summary_a == summary_b  # same epoch of stop, same LR drops and final LR, same verdict
-    log = next((root / "res_straight/Dataset520_Resume" / f"{RESUMABLE}__nnUNetPlans__3d_fullres/fold_0")
+    log = next((root / "res_straight" / RESUME_DATASET / f"{RESUMABLE}__nnUNetPlans__3d_fullres/fold_0")
                .glob("training_log_*.txt")).read_text()
     assert re.search(r"Spectral OOD fit took [\d.]+ s \([\d.]+ % of the \d+ s spent in training epochs\)", log)
     resumed_logs = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))

@@ -28,18 +28,18 @@ fit_spectral() {  # model id: score needs the spectral signatures (per-source T 
 }
 fit_spectral "$ID"
 start=$(date +%s)
-nnunet_mt calibrate -d "$ID" -f 0 -tr "$TR" "${CPU[@]}" --per-source
+nnunet_mt calibrate -d "$ID" -f 0 -tr "$TR" "${CPU[@]}" --per_source
 echo "joint model calibrated in $(( $(date +%s) - start )) s"
 for dedicated in "$nnUNet_raw"/Dataset$((ID / 10))[1-9]_*; do
   name=$(basename "$dedicated"); name=${name#Dataset???_}; id=$(basename "$dedicated" | cut -c8-10)
-  score "$ID" "$dedicated" "$OUT/joint/$name" --no-calibration
-  score "$ID" "$dedicated" "$OUT/joint_global_T/$name" --global-temperature
+  score "$ID" "$dedicated" "$OUT/joint/$name" --no_calibration
+  score "$ID" "$dedicated" "$OUT/joint_global_T/$name" --global_temperature
   score "$ID" "$dedicated" "$OUT/joint_per_source_T/$name"
   start=$(date +%s)
   nnunet_mt calibrate -d "$id" -f 0 -tr "$TR" "${CPU[@]}"
   echo "$name calibrated in $(( $(date +%s) - start )) s"
   fit_spectral "$id"
-  score "$id" "$dedicated" "$OUT/dedicated/$name" --no-calibration
+  score "$id" "$dedicated" "$OUT/dedicated/$name" --no_calibration
   score "$id" "$dedicated" "$OUT/dedicated_T/$name"
 done
 python - "$OUT" <<'PY'

@@ -37,5 +37,5 @@ SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # tables IV-V: OOD detection on the joint model above; brain MR of another source and breast MR are OOD.
 # (MC dropout needs a second, dropout-trained model: add mcdropout to OOD_METHODS when the budget allows.)
 [[ " $TABLES " != *" IV "* ]] || nnunet_mt experiment ood --train "${SOURCES[@]}" --ood 904 905 \
-    --methods ${OOD_METHODS:-spectral entropy msp mahalanobis knn} --mc_samples 5 "${CPU[@]}" -o "$WORK/ood_$RUN" \
+    --method ${OOD_METHODS:-spectral entropy msp mahalanobis knn} --mc_samples 5 "${CPU[@]}" -o "$WORK/ood_$RUN" \
     ${ENSEMBLE_FOLDS:+--ensemble_folds $ENSEMBLE_FOLDS}  # e.g. ENSEMBLE_FOLDS=1: + the fold-ensemble baseline

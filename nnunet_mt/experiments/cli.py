@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from nnunet_mt.arguments import COUNT, DATASET_ID, PROCESSES, SEED
+from nnunet_mt.arguments import COUNT, DATASET_ID, PROCESSES, SEED, add_renamed
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS  # the experiments orchestrate both packages
 
@@ -29,9 +29,9 @@ def add_parser(sub) -> None:
     k.add_argument("--train", nargs="+", required=True, metavar="DATASET[:LABELS]", help="in-distribution datasets")
     k.add_argument("--ood", nargs="+", required=True, metavar="DATASET", help="held-out OOD datasets "
                    "(their imagesTs, or imagesTr when they have no test split)")
-    k.add_argument("--methods", nargs="+", default=["spectral", "mcdropout"],
-                   choices=[m for m, spec in METHODS.items() if not spec.needs_several_folds],
-                   help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
+    add_renamed(k, "--method", "--methods", nargs="+", default=["spectral", "mcdropout"],
+                choices=[m for m, spec in METHODS.items() if not spec.needs_several_folds],
+                help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
     k.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
                    help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
     k.add_argument("--ensemble_folds", nargs="+", metavar="FOLD", default=[],
@@ -71,9 +71,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable_tta", action="store_true", help="predict without mirroring (8x faster), as "
                    "nnUNetv2_predict")
     p.add_argument("--parts", type=COUNT, default=1, help="split each prediction into this many jobs (-num_parts)")
-    p.add_argument("--print-jobs", action="store_true", help="print the commands still to run, one per line in "
-                   "dependency order (e.g. for a cluster scheduler), instead of running them")
-    p.add_argument("--tables-only", action="store_true", help="only write the tables from finished steps")
+    add_renamed(p, "--print_jobs", "--print-jobs", action="store_true", help="print the commands still to run, "
+                "one per line in dependency order (e.g. for a cluster scheduler), instead of running them")
+    add_renamed(p, "--tables_only", "--tables-only", action="store_true",
+                help="only write the tables from finished steps")
 
 
 def _setup(args):
@@ -115,11 +116,11 @@ def run_experiment(args) -> None:
     elif args.kind == "transfer":
         jobs, rows = protocols.transfer(setup, args.d, args.chains)
     else:
-        jobs, result = protocols.ood(setup, args.train, args.ood, args.methods, mc_samples=args.mc_samples,
+        jobs, result = protocols.ood(setup, args.train, args.ood, args.method, mc_samples=args.mc_samples,
                                      ensemble_folds=args.ensemble_folds)
     if args.print_jobs:
         if args.kind != "ood":  # the last job writes the tables from the finished steps
-            argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print-jobs"] + ["--tables-only"]
+            argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print_jobs"] + ["--tables_only"]
             jobs = jobs + [Job("write the tables", argv, [])]
         sys.stdout.write(format_jobs(jobs))
         return
@@ -131,7 +132,7 @@ def run_experiment(args) -> None:
     if args.kind == "ood":
         missing = [p for p in [result["evaluation"]] if not os.path.exists(p)]
         if missing:
-            raise InputError(f"{missing[0]}: not written yet; run the experiment without --tables-only")
+            raise InputError(f"{missing[0]}: not written yet; run the experiment without --tables_only")
         print(f"OOD detection table: {result['evaluation'][:-5]}.md, figure {result['evaluation'][:-5]}.png")
         if "ensemble_evaluation" in result:
             print(f"Fold ensemble: {result['ensemble_evaluation'][:-5]}.md")

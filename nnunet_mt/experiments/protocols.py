@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from nnunet_mt import layout
 from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
 from nnunet_mt.errors import InputError
 from nnunet_mt.experiments.jobs import Job
@@ -63,11 +64,11 @@ class Model:
     results: str
 
     def fold_dir(self, setup: Setup) -> str:
-        fold = setup.fold if setup.fold == "all" else f"fold_{setup.fold}"
-        return os.path.join(self.results, self.dataset, f"{self.trainer}__{setup.plans}__{setup.configuration}", fold)
+        model = layout.model_folder_name(self.trainer, setup.plans, setup.configuration)
+        return layout.fold_folder(os.path.join(self.results, self.dataset, model), setup.fold)
 
     def checkpoint(self, setup: Setup) -> str:
-        return os.path.join(self.fold_dir(setup), "checkpoint_final.pth")
+        return os.path.join(self.fold_dir(setup), layout.FINAL_CHECKPOINT)
 
     def env(self, setup: Setup) -> Dict[str, str]:
         return {} if self.results == setup.results else {"nnUNet_results": self.results}
@@ -105,7 +106,7 @@ def merged_dataset(setup: Setup, dataset_id: int, name: str, sources: List[Sourc
     dataset = MergedDataset(dataset_id, name, sources)
     existing = [d for d in os.listdir(setup.raw) if d.startswith(f"Dataset{dataset_id:03d}_")]
     if existing:
-        path = os.path.join(setup.raw, existing[0], "dataset.json")
+        path = os.path.join(setup.raw, existing[0], layout.DATASET_JSON)
         try:
             with open(path) as f:
                 recorded = json.load(f).get(PROVENANCE_KEY, {})
@@ -135,7 +136,7 @@ def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[Merged
     """merge -> plan_and_preprocess; done when the raw dataset.json and every preprocessed case exist.
     With plans_of (the joint dataset): merge -> share-plans (its plans, its folds restricted to this
     dataset's cases) -> nnUNetv2_preprocess with those plans."""
-    raw_json = os.path.join(setup.raw, dataset.folder_name, "dataset.json")
+    raw_json = os.path.join(setup.raw, dataset.folder_name, layout.DATASET_JSON)
     merge = Job(f"merge {', '.join(s.name for s in dataset.sources)} into {dataset.folder_name}",
                 ["nnunet_mt", "merge", "-d"] + [_spec(s) for s in dataset.sources] +
                 ["-o", str(dataset.dataset_id), "-n", dataset.name, "--normalization", setup.normalization] +
@@ -152,12 +153,12 @@ def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[Merged
         jobs.append(Job(f"share the plans and folds of {plans_of.folder_name} with {dataset.folder_name}",
                         ["nnunet_mt", "share-plans", "-s", str(plans_of.dataset_id), "-t", str(dataset.dataset_id),
                          "-p", setup.plans],
-                        [os.path.join(pre, f"{setup.plans}.json"), os.path.join(pre, "splits_final.json"),
-                         os.path.join(pre, "dataset_fingerprint.json")]))
+                        [layout.plans_file(pre, setup.plans), layout.splits_file(pre),
+                         os.path.join(pre, layout.FINGERPRINT_FILE)]))
         argv = ["nnUNetv2_preprocess", "-d", str(dataset.dataset_id), "-plans_name", setup.plans, "-c",
                 setup.configuration] + (["-np", str(setup.num_processes)] if setup.num_processes else [])
-    data_dir = os.path.join(pre, f"{setup.plans}_{setup.configuration}")
-    outputs = [os.path.join(pre, f"{setup.plans}.json")] + [os.path.join(data_dir, c + ".pkl")
+    data_dir = os.path.join(pre, layout.data_folder_name(setup.plans, setup.configuration))
+    outputs = [layout.plans_file(pre, setup.plans)] + [os.path.join(data_dir, c + ".pkl")
                                                             for c in dataset.cases("train")]
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the 0 used on CPUs
     env = {"nnUNet_n_proc_DA": "1"} if os.environ.get("nnUNet_n_proc_DA") == "0" else {}
@@ -216,8 +217,8 @@ def segmentation_jobs(setup: Setup, model: Model, dataset: MergedDataset, label:
     """Predicts and evaluates the test cases of a (single-source) dataset; returns the jobs and metrics.json."""
     out = os.path.join(setup.output, "predictions", label, dataset.label)
     raw = os.path.join(setup.raw, dataset.folder_name)
-    jobs = predict_jobs(setup, model, os.path.join(raw, "imagesTs"), out, dataset.cases("test"))
-    jobs.append(evaluate_job(os.path.join(raw, "labelsTs"), out))
+    jobs = predict_jobs(setup, model, layout.images_folder(raw, "Ts"), out, dataset.cases("test"))
+    jobs.append(evaluate_job(layout.labels_folder(raw, "Ts"), out))
     return jobs, os.path.join(out, "metrics.json")
 
 
@@ -235,7 +236,6 @@ def joint_vs_dedicated(setup: Setup, specs: Sequence[str], targets: Sequence[str
     if targets:
         positions = {_position(t, specs) for t in targets}
         dedicated = [d for i, d in enumerate(dedicated) if i in positions]
-    trainer = setup.trainer_name()
     jobs, rows = [], []
     for dataset in [joint] + dedicated:
         jobs += prepare_jobs(setup, dataset, plans_of=None if dataset is joint else joint)
@@ -319,15 +319,15 @@ def transfer(setup: Setup, specs: Sequence[str], chains: Optional[Sequence[str]]
 
 
 def ood_input(raw: str, dataset: str) -> Tuple[str, str]:
-    """(name, image folder) of an OOD dataset: its imagesTs, or imagesTr when it has no test images.
-    Labels are not needed."""
+    """(name, image folder) of an OOD dataset: its test images, or its training images when it has no test
+    images. Labels are not needed."""
     folder = resolve_folder(dataset.partition(":")[0], raw)
     ending = load_dataset_json(folder)["file_ending"]
-    for split in ("imagesTs", "imagesTr"):
-        images = os.path.join(folder, split)
+    for split in ("Ts", "Tr"):
+        images = layout.images_folder(folder, split)
         if os.path.isdir(images) and any(f.endswith(ending) for f in os.listdir(images)):
             return os.path.basename(folder), images
-    raise InputError(f"{folder}: no images in imagesTs or imagesTr to score")
+    raise InputError(f"{folder}: no test or training images to score")
 
 
 def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], methods: Sequence[str],
@@ -359,7 +359,7 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
         jobs.append(Job(f"fit {', '.join(group)} on the training images of {joint.folder_name}",
                         ["nnunet_mt_ood", "fit"] + common + ["--method"] + group, outputs, model.env(setup)))
     scores_dir = os.path.join(setup.output, "scores")
-    groups = [("in_distribution", os.path.join(setup.raw, joint.folder_name, "imagesTs"))]
+    groups = [("in_distribution", layout.images_folder(os.path.join(setup.raw, joint.folder_name), "Ts"))]
     groups += outliers
     score_files, ood_lists = [], []
     for name, input_dir in groups:

@@ -2,7 +2,7 @@
 
 A dedicated model's dataset gets the joint dataset's nnU-Net plans (target spacing, patch, normalization)
 through nnU-Net's own ``move_plans_between_datasets``, and per fold exactly the joint fold's training and
-validation cases of its source (``splits_final.json``, which nnU-Net's trainer reads instead of drawing
+validation cases of its source (nnU-Net's folds file, which nnU-Net's trainer reads instead of drawing
 its own split). Merged datasets share case ids (``D<source id>_<case>``), so the filter is exact.
 
 The joint folds are stratified by source (each source's cases split into 5 folds on their own), unlike
@@ -14,6 +14,7 @@ import os
 import shutil
 from typing import Dict, List, Sequence
 
+from nnunet_mt import layout
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import PROVENANCE_KEY, load_dataset_json
@@ -29,17 +30,17 @@ def training_cases_by_source(raw_folder: str) -> Dict[str, List[str]]:
 
 
 def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nnUNetPlans", log=print) -> None:
-    """source, targets: dataset ids or names. Writes each target's plans (the source's) and splits_final.json
+    """source, targets: dataset ids or names. Writes each target's plans (the source's) and folds file
     (the source's folds restricted to the target's cases), and the target's own dataset fingerprint with
     nnU-Net's extractor if it has none (nnUNetv2_train copies it); writes the source's folds first
     (stratified by source dataset) if it has none yet."""
     from nnunet_mt.nnunet_glue import dataset_name, extract_fingerprint, move_plans, required_folder
     nnUNet_raw, nnUNet_preprocessed = required_folder("nnUNet_raw"), required_folder("nnUNet_preprocessed")
     source_name = dataset_name(source)
-    splits_file = os.path.join(nnUNet_preprocessed, source_name, "splits_final.json")
-    if not os.path.isfile(os.path.join(nnUNet_preprocessed, source_name, plans + ".json")):
-        raise InputError(f"{os.path.join(nnUNet_preprocessed, source_name, plans + '.json')}: missing; run "
-                         f"nnUNetv2_plan_and_preprocess for the source dataset first")
+    splits_file = layout.splits_file(os.path.join(nnUNet_preprocessed, source_name))
+    source_plans = layout.plans_file(os.path.join(nnUNet_preprocessed, source_name), plans)
+    if not os.path.isfile(source_plans):
+        raise InputError(f"{source_plans}: missing; run nnUNetv2_plan_and_preprocess for the source dataset first")
     raw_folder = os.path.join(nnUNet_raw, source_name)
     training_cases_by_source(raw_folder)  # refuses a dataset that nnunet_mt merge did not make
     if os.path.isfile(splits_file):
@@ -58,11 +59,11 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nn
         except InputError as e:
             raise InputError(f"{splits_file}: {e} ({target_name})")
         os.makedirs(folder, exist_ok=True)
-        if not os.path.isfile(os.path.join(folder, "dataset_fingerprint.json")):
+        if not os.path.isfile(os.path.join(folder, layout.FINGERPRINT_FILE)):
             extract_fingerprint(target_name)
         # nnUNetv2_preprocess reads dataset.json from here (nnUNetv2_plan_and_preprocess would have copied it)
-        shutil.copyfile(os.path.join(nnUNet_raw, target_name, "dataset.json"), os.path.join(folder, "dataset.json"))
+        shutil.copyfile(os.path.join(nnUNet_raw, target_name, layout.DATASET_JSON), os.path.join(folder, layout.DATASET_JSON))
         move_plans(source_name, target_name, plans)
-        write_text_atomic(os.path.join(folder, "splits_final.json"), json.dumps(restricted, indent=1))
+        write_text_atomic(layout.splits_file(folder), json.dumps(restricted, indent=1))
         log(f"{target_name}: plans '{plans}' of {source_name}, {len(restricted)} folds restricted to its "
             f"{len(restricted[0]['train']) + len(restricted[0]['val'])} cases")
