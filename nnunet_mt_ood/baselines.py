@@ -3,7 +3,7 @@ pooled features, thresholded uncertainty scores (MC-dropout entropy, max-softmax
 disagreement). numpy in, numbers out."""
 import numpy as np
 
-from nnunet_mt_ood.detector import leave_subject_out, pairwise_distances
+from nnunet_mt_ood.detector import NearestNeighbourDetector, ThresholdedDetector
 
 ENTROPY_EPS = 1e-12  # p log p with p clipped here: 0 log 0 = 0
 
@@ -84,34 +84,23 @@ def ledoit_wolf_covariance(x: np.ndarray) -> np.ndarray:
     return (1 - shrinkage) * emp + shrinkage * mu * np.eye(p)
 
 
-class ThresholdDetector:
-    """OOD when a scalar score > tau = mean + c * std (ddof 0) of the training images' scores."""
-
-    def __init__(self, c: float = 2.5):
-        self.c = c
+class ThresholdDetector(ThresholdedDetector):
+    """OOD when a scalar score (one per image) > tau = mean + c * std (ddof 0) of the training images' scores."""
 
     def fit(self, train_scores, groups=None) -> "ThresholdDetector":  # groups: unused (no neighbours)
         s = np.asarray(train_scores, dtype=np.float64).ravel()
         if len(s) < 3:
             raise ValueError(f"need at least 3 training scores to fit tau, got {len(s)}")
-        self.train_scores_ = s
-        self.threshold_ = float(s.mean() + self.c * s.std())
+        self._set_threshold(s)
         return self
 
     def score(self, scores) -> np.ndarray:
         return np.asarray(scores, dtype=np.float64).ravel()
 
-    def predict(self, scores) -> np.ndarray:
-        return self.score(scores) > self.threshold_
 
-
-class MahalanobisDetector:
+class MahalanobisDetector(ThresholdedDetector):
     """Mahalanobis distance of pooled features (one vector per image) to a Gaussian fitted on the
-    training images with Ledoit-Wolf shrinkage (Lee et al. 2018); tau as ThresholdDetector, on the
-    training images' own distances."""
-
-    def __init__(self, c: float = 2.5):
-        self.c = c
+    training images with Ledoit-Wolf shrinkage (Lee et al. 2018); tau on the training images' own distances."""
 
     def fit(self, train_features, groups=None) -> "MahalanobisDetector":  # groups: unused (no neighbours)
         x = np.asarray(train_features, dtype=np.float64)
@@ -119,16 +108,12 @@ class MahalanobisDetector:
             raise ValueError(f"need at least 3 training feature vectors (rows), got shape {x.shape}")
         self.mean_ = x.mean(0)
         self.precision_ = np.linalg.pinv(ledoit_wolf_covariance(x))
-        self.train_scores_ = self.score(x)
-        self.threshold_ = float(self.train_scores_.mean() + self.c * self.train_scores_.std())
+        self._set_threshold(self.score(x))
         return self
 
     def score(self, features) -> np.ndarray:
         d = np.atleast_2d(np.asarray(features, dtype=np.float64)) - self.mean_
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision_, d), 0))
-
-    def predict(self, features) -> np.ndarray:
-        return self.score(features) > self.threshold_
 
 
 # k of knn: Sun et al. (2022) take k = 50 of CIFAR-10's 50,000 training images, one in a thousand; at the
@@ -137,42 +122,11 @@ class MahalanobisDetector:
 KNN_NEIGHBOUR = 1
 
 
-class KNNDetector:
+class KNNDetector(NearestNeighbourDetector):
     """Distance of L2-normalised pooled features (one vector per image) to the k-th nearest training
     image's (Sun et al. 2022; Woodland et al. 2024 on nnU-Net bottleneck features); tau = mean + c * std
-    (ddof 0) of the training images' leave-one-out distances. Distances are between unit vectors, in [0, 2]."""
+    (ddof 0) of the training images' leave-one-(subject-)out distances. Distances are between unit vectors, in
+    [0, 2]."""
 
     def __init__(self, c: float = 2.5, k: int = KNN_NEIGHBOUR):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a whole number >= 1, got {k!r}")
-        self.c, self.k = c, k
-
-    @staticmethod
-    def _unit(features) -> np.ndarray:
-        x = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        return x / np.where(norms > 0, norms, 1.0)
-
-    def _kth_distance(self, x: np.ndarray, leave_out: bool = False, groups=None) -> np.ndarray:
-        distances = pairwise_distances(x, self.train_)
-        if leave_out:
-            distances = leave_subject_out(distances, groups)
-        return np.sort(distances, axis=1)[:, self.k - 1]
-
-    def fit(self, train_features, groups=None) -> "KNNDetector":
-        """groups: one subject per row; the leave-out distances then skip the row's whole subject."""
-        x = np.asarray(train_features, dtype=np.float64)
-        if x.ndim != 2 or len(x) < max(3, self.k + 1):
-            raise ValueError(f"need at least {max(3, self.k + 1)} training feature vectors (rows), got shape {x.shape}")
-        self.train_ = self._unit(x)
-        self.train_scores_ = self._kth_distance(self.train_, leave_out=True, groups=groups)
-        if not np.all(np.isfinite(self.train_scores_)):
-            raise ValueError(f"k={self.k}: some training image has fewer than k images of other subjects")
-        self.threshold_ = float(self.train_scores_.mean() + self.c * self.train_scores_.std())
-        return self
-
-    def score(self, features) -> np.ndarray:
-        return self._kth_distance(self._unit(features))
-
-    def predict(self, features) -> np.ndarray:
-        return self.score(features) > self.threshold_
+        super().__init__(c, k=k, unit_length=True)

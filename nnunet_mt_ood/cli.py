@@ -14,7 +14,7 @@ from nnunet_mt.arguments import COUNT, PROCESSES, add_renamed, number
 from nnunet_mt.errors import InputError, run_guarded
 from nnunet_mt_ood.options import LAYERS, WINDOW_ORDERS
 from nnunet_mt_ood.baselines import KNN_NEIGHBOUR
-from nnunet_mt_ood.methods import DEFAULT_C, MC_DROPOUT_SAMPLES, METHODS
+from nnunet_mt_ood.methods import DEFAULT_C, DEFAULT_METHOD, MC_DROPOUT_SAMPLES, METHODS
 
 
 def _device(name: str):
@@ -61,7 +61,7 @@ def _fit_dir(args, model_dir: str) -> str:
     return model_dir if len(args.folds) > 1 else layout.fold_folder(model_dir, args.f)
 
 
-def _predictor(args, model_dir: str, use_mirroring: bool, methods=("spectral",), keep_mc_probabilities=None,
+def _predictor(args, model_dir: str, use_mirroring: bool, methods=(DEFAULT_METHOD,), keep_mc_probabilities=None,
                window_order: str = "nnunet"):
     from nnunet_mt_ood.methods import predictor_options
     from nnunet_mt_ood.predictor import OODPredictor
@@ -262,20 +262,21 @@ def _score(args) -> None:
     rows = [{"case": c} for c in cases]
     methods = {}
     for method, (detector, meta) in detectors.items():
-        values = np.stack([np.atleast_1d(METHODS[method].input(predictor.results[c], args.layer)) for c in cases])
+        spec = METHODS[method]
+        values = np.stack([np.atleast_1d(spec.values(predictor.results[c], args.layer)) for c in cases])
         if values.shape[1] != meta["n_channels"]:
             raise InputError(f"{fold_dir}: the {method} fit has {meta['n_channels']} values per image, this "
                              f"network gives {values.shape[1]} (refit with nnunet_mt_ood fit)")
         scores, flags = detector.score(values), detector.predict(values)
         for row, s, o in zip(rows, scores, flags):
             row[f"{method}_score"], row[f"{method}_is_ood"] = float(s), bool(o)
-        if METHODS[method].needs_several_folds:
+        if spec.needs_several_folds:
             for row in rows:
                 row["ensemble_disagreement"] = float(predictor.results[row["case"]]["ensemble_disagreement"])
-        if hasattr(detector, "nearest"):  # distance-to-nearest-training-image methods
+        if spec.nearest_neighbours:  # distance-to-nearest-training-image methods
             for row, n in zip(rows, detector.nearest(values)):
                 row["nearest_training_case"], row["nearest_source"] = meta["case_ids"][n], meta["sources"][n]
-            if method == "spectral":  # what a user acts on: how far from each source, accept or flag
+            if spec.decides:  # what a user acts on: how far from each source, accept or flag
                 for source, distances in detector.distance_by_group(values, meta["sources"]).items():
                     for row, d in zip(rows, distances):
                         row[f"distance_to_{source}"] = float(d)
@@ -286,8 +287,8 @@ def _score(args) -> None:
                            "train_sources": meta["sources"]}
         if meta.get("tta") is not None and meta["tta"] != (not args.disable_tta):
             methods[method]["warning"] = "fitted with a different test-time mirroring setting"
-        if METHODS[method].needs == "mc_dropout" and meta.get("mc_samples") != args.mc_samples:
-            methods[method]["warning"] = f"fitted with {meta.get('mc_samples')} dropout samples"
+        if spec.fit_warning(meta, args.mc_samples):
+            methods[method]["warning"] = spec.fit_warning(meta, args.mc_samples)
         mismatch = prediction_mismatch(meta.get("prediction"), predictor.prediction_settings())
         if mismatch:
             methods[method]["warning"] = mismatch
@@ -322,9 +323,10 @@ def _score(args) -> None:
         print(f"| {r['case']} | {cells} | {nearest} |")
     print(f"wrote {written}" + (" and .csv" if args.num_parts == 1 else
                                 " (merge the parts with: nnunet_mt_ood collect OUTPUT_FOLDER)"))
-    if args.plot and "spectral" in detectors:
+    plotted = [m for m in detectors if METHODS[m].decides]
+    if args.plot and plotted:
         from nnunet_mt_ood.plots import plot_oodm_histogram, plot_signatures
-        detector, meta = detectors["spectral"]
+        detector, meta = detectors[plotted[0]]
         test = np.stack([predictor.results[c][f"signature_{args.layer}"] for c in cases])
         p1 = plot_signatures(detector.train_signatures_, meta["sources"], test, detector.predict(test),
                              os.path.join(args.o, "ood_signatures.png"))
@@ -391,7 +393,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-chk", default=layout.FINAL_CHECKPOINT, help=f"checkpoint name (default {layout.FINAL_CHECKPOINT})")
     p.add_argument("--layer", choices=LAYERS, default="last",
                    help="feature map: 'last' (input of the segmentation head, the paper's) or 'bottleneck'")
-    p.add_argument("--method", nargs="+", choices=list(METHODS), default=["spectral"],
+    p.add_argument("--method", nargs="+", choices=list(METHODS), default=[DEFAULT_METHOD],
                    help="OOD methods (several allowed): spectral (the paper's), mahalanobis and knn (pooled "
                         "bottleneck features: Gaussian, nearest-neighbour distance), msp (1 - mean max softmax), "
                         "entropy (mean softmax entropy), mcdropout "

@@ -52,7 +52,7 @@ def compute_reference_results(predictor, images: Dict[str, Sequence[str]], progr
 
 def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarray:
     """(n_cases, n_values) float64: what the method's detector is fitted on, one row per case."""
-    return np.stack([np.atleast_1d(METHODS[method].input(r, layer)) for r in results]).astype(np.float64)
+    return np.stack([np.atleast_1d(METHODS[method].values(r, layer)) for r in results]).astype(np.float64)
 
 
 def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
@@ -83,7 +83,7 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
             "sources": list(sources), "subjects": subjects, "train_scores": detector.train_scores_.tolist(),
             "model": model,
             "tta": tta if spec.uses_test_time_mirroring else None, "prediction": prediction, "reference": reference}
-    if spec.needs == "mc_dropout":
+    if spec.needs_dropout:
         meta["mc_samples"] = mc_samples
     meta.update(options)
     write_text_atomic(meta_path, json.dumps(meta, indent=1))
@@ -99,7 +99,7 @@ def load_detector(fold_dir: str, method: str, layer: str, c=None, folds: Sequenc
     spec = METHODS[method]
     npz, meta_path = spec.paths(fold_dir, layer, folds)
     if not os.path.isfile(meta_path) or (spec.npz_key and not os.path.isfile(npz)):
-        flag = f"--method {method}" + (f" --layer {layer}" if spec.needs == "gram" else "")
+        flag = f"--method {method}" + (f" --layer {layer}" if spec.has_layer else "")
         fold = " ".join(folds) if spec.needs_several_folds else "..."
         raise InputError(f"{meta_path}: not fitted (run: nnunet_mt_ood fit -d ... -c ... -tr ... -f {fold} {flag})")
     meta = read_json(meta_path, FIT_FIELDS, f"{method} fit file")

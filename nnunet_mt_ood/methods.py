@@ -10,7 +10,6 @@ Files (open formats):
   model folder (beside the fold folders), as the fit belongs to no single fold.
 """
 import os
-from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 from nnunet_mt_ood.baselines import KNNDetector, MahalanobisDetector, ThresholdDetector
@@ -21,57 +20,147 @@ POOLED_LAYER = "bottleneck"  # the layer whose channel means mahalanobis and knn
 MC_DROPOUT_SAMPLES = 10
 
 
-@dataclass(frozen=True)
 class OODMethod:
-    name: str
-    needs: str  # from the prediction: "gram" (spectral layer), "pooled" (channel means), "softmax", "mc_dropout",
-    # "folds" (one segmentation per fold of an ensemble)
-    detector: type  # fit(values) / score(values) with threshold_, constructed with C
-    stem: str  # file name stem in the fold folder; {layer}: the spectral layer
+    """One OOD method: what it needs from nnU-Net's prediction (``predictor_options``), what its detector
+    scores in one case's predictor results (``values``), its detector and its files. A new method is one
+    subclass, registered with ``register``; every command and the experiments read its attributes, never
+    its name."""
+    name: str = ""
+    detector: type = ThresholdDetector  # fit(values, groups) / score / predict / threshold_, constructed with C
+    stem: str = ""  # file name stem in the fold folder; {layer}: the spectral layer, {folds}: an ensemble's folds
     npz_key: Optional[str] = None  # the training values' array in the .npz; None: scores kept in the .json
-    uses_test_time_mirroring: bool = False  # the scores change with nnU-Net's mirroring
+    uses_test_time_mirroring = False  # its scores change with nnU-Net's mirroring
     options: Tuple[str, ...] = ()  # detector arguments besides C, chosen at fit time and kept in the .json
+    needs_several_folds = False  # scores a fold ensemble (-f 0 1 ...), fitted in the model folder
+    needs_dropout = False  # needs a network with dropout (a _dropout trainer)
+    has_layer = False  # fitted on the spectral layer chosen with --layer
+    nearest_neighbours = False  # its score is a distance to the nearest training images (rows name them)
+    decides = False  # the method a user acts on: per-source distances and accept/flag in every report row
+    fitted_by_training = False  # nnUNetv2_train fits it on the last layer at the end of training
+
+    def predictor_options(self, layer: str, mc_samples: int) -> dict:
+        """Keyword arguments of OODPredictor.enable_ood this method needs (combined over methods)."""
+        return {}
+
+    def values(self, results: dict, layer: str):
+        """What the detector scores, from one case's predictor results (see OODPredictor.results)."""
+        return results[self.name]
+
+    def fitted_layer(self, layer: str) -> Optional[str]:
+        return None
 
     def make_detector(self, c: float, fit_meta: Optional[dict] = None):
         """The detector, with the options a fit recorded (their defaults when fit_meta lacks them)."""
         recorded = fit_meta or {}
         return self.detector(c, **{o: recorded[o] for o in self.options if o in recorded})
 
-    @property
-    def needs_several_folds(self) -> bool:
-        return self.needs == "folds"
-
     def paths(self, fold_dir: str, layer: str, folds: Sequence[str] = ()) -> Tuple[str, str]:
-        """(.npz, .json) of this method's fit in a fold folder (for ensemble: the model folder, and its folds)."""
+        """(.npz, .json) of this method's fit in a fold folder (for an ensemble: the model folder, and its folds)."""
         stem = os.path.join(fold_dir, self.stem.format(layer=layer, folds="_".join(map(str, folds))))
         return stem + ".npz", stem + ".json"
 
-    def fitted_layer(self, layer: str) -> Optional[str]:
-        return layer if self.needs == "gram" else POOLED_LAYER if self.needs == "pooled" else None
-
-    def input(self, results: dict, layer: str):
-        """What the detector scores, from one case's predictor results (see OODPredictor.results)."""
-        if self.needs == "gram":
-            return results[f"signature_{layer}"]
-        if self.needs == "pooled":
-            return results[f"pooled_{POOLED_LAYER}"]
-        return results[self.name]
+    def fit_warning(self, fit_meta: dict, mc_samples: int) -> Optional[str]:
+        """A warning for a score run whose settings differ from the fit's in a way that moves this method's
+        scores; None when they match."""
+        return None
 
 
-METHODS: Dict[str, OODMethod] = {m.name: m for m in (
-    OODMethod("spectral", "gram", SpectralOODDetector, "spectral_signatures_{layer}", "signatures"),
-    OODMethod("mahalanobis", "pooled", MahalanobisDetector, f"ood_fit_mahalanobis_{POOLED_LAYER}", "features"),
-    OODMethod("knn", "pooled", KNNDetector, f"ood_fit_knn_{POOLED_LAYER}", "features", options=("k",)),
-    OODMethod("msp", "softmax", ThresholdDetector, "ood_fit_msp", uses_test_time_mirroring=True),
-    OODMethod("entropy", "softmax", ThresholdDetector, "ood_fit_entropy", uses_test_time_mirroring=True),
-    OODMethod("mcdropout", "mc_dropout", ThresholdDetector, "ood_fit_mcdropout"),
-    OODMethod("ensemble", "folds", ThresholdDetector, "ood_fit_ensemble_folds_{folds}", uses_test_time_mirroring=True),
-)}
+class Spectral(OODMethod):
+    name, detector, stem, npz_key = "spectral", SpectralOODDetector, "spectral_signatures_{layer}", "signatures"
+    has_layer = nearest_neighbours = decides = fitted_by_training = True
+
+    def predictor_options(self, layer, mc_samples):
+        return {"layer": layer}
+
+    def values(self, results, layer):
+        return results[f"signature_{layer}"]
+
+    def fitted_layer(self, layer):
+        return layer
+
+
+class PooledFeatures(OODMethod):
+    """A detector on the channel means of POOLED_LAYER (one vector per image)."""
+    npz_key = "features"
+
+    def predictor_options(self, layer, mc_samples):
+        return {"layers": [POOLED_LAYER]}
+
+    def values(self, results, layer):
+        return results[f"pooled_{POOLED_LAYER}"]
+
+    def fitted_layer(self, layer):
+        return POOLED_LAYER
+
+
+class Mahalanobis(PooledFeatures):
+    name, detector, stem = "mahalanobis", MahalanobisDetector, f"ood_fit_mahalanobis_{POOLED_LAYER}"
+
+
+class KNN(PooledFeatures):
+    name, detector, stem, options = "knn", KNNDetector, f"ood_fit_knn_{POOLED_LAYER}", ("k",)
+    nearest_neighbours = True
+
+
+class SoftmaxScore(OODMethod):
+    """A thresholded image score of the softmax probabilities."""
+    uses_test_time_mirroring = True
+
+    def predictor_options(self, layer, mc_samples):
+        return {"softmax_scores": True}
+
+
+class MaxSoftmax(SoftmaxScore):
+    name, stem = "msp", "ood_fit_msp"
+
+
+class Entropy(SoftmaxScore):
+    name, stem = "entropy", "ood_fit_entropy"
+
+
+class MCDropout(OODMethod):
+    name, stem = "mcdropout", "ood_fit_mcdropout"
+    needs_dropout = True
+
+    def predictor_options(self, layer, mc_samples):
+        return {"mc_dropout_samples": mc_samples}
+
+    def fit_warning(self, fit_meta, mc_samples):
+        if fit_meta.get("mc_samples") != mc_samples:
+            return f"fitted with {fit_meta.get('mc_samples')} dropout samples"
+        return None
+
+
+class FoldEnsemble(OODMethod):
+    name, stem = "ensemble", "ood_fit_ensemble_folds_{folds}"
+    uses_test_time_mirroring = needs_several_folds = True
+
+    def predictor_options(self, layer, mc_samples):
+        return {"fold_disagreement": True}
+
+
+METHODS: Dict[str, OODMethod] = {}
+
+
+def register(method: OODMethod) -> OODMethod:
+    """Adds a method to the registry every command reads (its name must be new)."""
+    if not method.name or method.name in METHODS:
+        raise ValueError(f"an OOD method needs a new name, not {method.name!r}")
+    METHODS[method.name] = method
+    return method
+
+
+for _method in (Spectral(), Mahalanobis(), KNN(), MaxSoftmax(), Entropy(), MCDropout(), FoldEnsemble()):
+    register(_method)
+DEFAULT_METHOD = Spectral.name  # what score and fit use without --method
+PAPER_COMPARISON = (Spectral.name, MCDropout.name)  # the paper's tables IV-V
 
 
 def predictor_options(methods: Sequence[str], layer: str, mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
-    """Keyword arguments of OODPredictor.enable_ood for the requested methods."""
-    needs = {METHODS[m].needs for m in methods}
-    return {"layer": None if needs == {"folds"} else layer, "layers": [POOLED_LAYER] if "pooled" in needs else [],
-            "softmax_scores": "softmax" in needs, "mc_dropout_samples": mc_samples if "mc_dropout" in needs else 0,
-            "fold_disagreement": "folds" in needs}
+    """Keyword arguments of OODPredictor.enable_ood for the requested methods: each method's needs combined."""
+    options = {"layer": None, "layers": [], "softmax_scores": False, "mc_dropout_samples": 0,
+               "fold_disagreement": False}
+    for method in methods:
+        for key, value in METHODS[method].predictor_options(layer, mc_samples).items():
+            options[key] = sorted(set(options[key]) | set(value)) if key == "layers" else value
+    return options

@@ -41,9 +41,43 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keeps its order
 
 
-def run(cmd, env, check=True, timeout=900):
-    """Runs a real command line; returns CompletedProcess with text output."""
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+# Our own commands, run by run() in the test process: the console script's main(argv) with the command's
+# environment, its output captured (the same code as the console script, without the 5-10 s of importing torch
+# and nnU-Net that every new interpreter pays). A test that needs a separate interpreter passes process=True.
+OUR_COMMANDS = {"nnunet_mt": "nnunet_mt.cli", "nnunet_mt_ood": "nnunet_mt_ood.cli"}
+
+
+def _run_in_process(cmd, env):
+    import contextlib
+    import importlib
+    import io
+    import traceback
+    main = importlib.import_module(OUR_COMMANDS[os.path.basename(cmd[0])]).main
+    saved, out, err = dict(os.environ), io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(cmd[1:]))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # what the interpreter would print before exiting with 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(cmd, code or 0, out.getvalue(), err.getvalue())
+
+
+def run(cmd, env, check=True, timeout=900, process=False):
+    """Runs a real command line with environment env; returns CompletedProcess with text output. Our commands
+    run in this process (OUR_COMMANDS) unless process=True; every other program in a subprocess."""
+    if not process and os.path.basename(cmd[0]) in OUR_COMMANDS:
+        result = _run_in_process(cmd, env)
+    else:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-3000:]}")
@@ -121,9 +155,9 @@ PLAIN_MODEL = "nnUNetTrainer__nnUNetPlans__3d_fullres"
 
 def _build_stage(stage, root, env):
     if stage == "raw":
-        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env)
+        run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env, process=True)
     elif stage == "pre":
-        run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env)
+        run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env, process=True)
         run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
     elif stage == "res":
         run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],

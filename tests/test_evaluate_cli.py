@@ -21,8 +21,8 @@ def _labels_dir(root, tmp_path, cases):
     return ref
 
 
-def _evaluate(env, *args, check=True):
-    return run([os.path.join(BIN, "nnunet_mt"), "evaluate", *args], env, check=check)
+def _evaluate(env, *args, check=True, process=False):
+    return run([os.path.join(BIN, "nnunet_mt"), "evaluate", *args], env, check=check, process=process)
 
 
 def test_evaluate_real_prediction_folder(predicted, tmp_path):
@@ -30,7 +30,7 @@ def test_evaluate_real_prediction_folder(predicted, tmp_path):
     env = dict(os.environ, nnUNet_raw=str(root / "raw"))
     ref = _labels_dir(root, tmp_path, CASES)
     r = _evaluate(env, "-ref", str(ref), "-pred", str(out), "-prob", str(out), "-o", str(tmp_path / "m.json"),
-                  "--plots", str(tmp_path / "plots"), "-np", "2")
+                  "--plots", str(tmp_path / "plots"), "-np", "2", process=True)
     report = json.load(open(tmp_path / "m.json"))
     assert set(report["per_source"]) == {"Dataset011_LiverCT", "Dataset012_CorticalPlateMR",
                                          "Dataset013_ProstateMR", "all"}  # grouped by recorded source

@@ -75,7 +75,7 @@ def shared(plain_model, tmp_path_factory):
     work = tmp / "colleague"
     work.mkdir()
     plain_export = run([os.path.join(BIN, "nnunet_mt"), "export", "-d", "12", "-tr", "nnUNetTrainer", "-f", "0",
-                        "-o", str(work / "model.zip")], dict(env, **folders))
+                        "-o", str(work / "model.zip")], dict(env, **folders), process=True)
     raw = root / "raw" / DS
     _linked(work / "reference_scans", sorted((raw / "imagesTr").glob("*_0000.nii.gz"))[:5])
     tests = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))
@@ -140,7 +140,8 @@ def test_export_then_nnunets_installer_gives_the_same_scores_and_segmentations(s
                                       np.load(b / f"{case}.npz")["probabilities"])
     # our installer gives the same folder, file for file
     mine, folders = _home(shared["root"], shared["tmp"], "checked")
-    r = run([os.path.join(BIN, "nnunet_mt"), "install", str(shared["zip"])], dict(shared["env"], **folders))
+    r = run([os.path.join(BIN, "nnunet_mt"), "install", str(shared["zip"])], dict(shared["env"], **folders),
+            process=True)
     assert "5 nnunet_mt file(s) checked against the export record" in r.stdout
     files = lambda base: {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*") if p.is_file()}
     assert files(mine / "res") == files(home / "res")

@@ -94,7 +94,8 @@ def test_evaluate_refuses_scores_of_another_model(dropout_model, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({"model": {"trainer": "X"}, "spectral_layer": "last", "methods": {}, "cases": []}))
     b.write_text(json.dumps({"model": {"trainer": "Y"}, "spectral_layer": "last", "methods": {}, "cases": []}))
-    r = run([os.path.join(BIN, "nnunet_mt_ood"), "evaluate", str(a), str(b), "--ood", "x*"], env, check=False)
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "evaluate", str(a), str(b), "--ood", "x*"], env, check=False,
+            process=True)
     assert r.returncode == 2 and "b.json" in r.stderr and "another model" in r.stderr and "Traceback" not in r.stderr
 
 

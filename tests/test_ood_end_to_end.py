@@ -184,7 +184,7 @@ def test_fit_command_bottleneck_layer(trained, tmp_path):
     assert auto.shape == (51, 4)
     try:
         r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", "-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
-                 "-device", "cpu", "--layer", "bottleneck", "-num_parts", "8", "-part_id", "0"], env)
+                 "-device", "cpu", "--layer", "bottleneck", "-num_parts", "8", "-part_id", "0"], env, process=True)
         assert "part 0 of 8: 7 of 51 training images" in r.stdout
         with np.load(fold / "ood_fit_parts/part_0_of_8.npz") as part:
             signatures = part["values_spectral"]
@@ -211,7 +211,7 @@ def test_score_writes_nnunet_outputs_and_ood_report(predicted, tmp_path):
     out = tmp_path / "out"
     r = run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(inputs), "-o", str(out), "-d", "500",
              "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-npp", "0", "-nps", "0", "-device", "cpu",
-             "--save_probabilities", "--plot"], env)
+             "--save_probabilities", "--plot"], env, process=True)  # the console script, in its own interpreter
     report = json.load(open(out / "ood_scores.json"))
     rows = {row["case"]: row for row in report["cases"]}
     assert set(rows) == set(CASES) | {ood_case}

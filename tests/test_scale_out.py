@@ -62,7 +62,7 @@ def test_score_in_three_parts_equals_one_process(trained, score_inputs, tmp_path
         part = json.loads((split / f"ood_scores.part_{i}_of_3.json").read_text())
         assert [r["case"] for r in part["cases"]] == cases[i::3]
     assert "nnunet_mt_ood collect" in outs[0]
-    run([os.path.join(BIN, "nnunet_mt_ood"), "collect", str(split)], env)
+    run([os.path.join(BIN, "nnunet_mt_ood"), "collect", str(split)], env, process=True)
     merged, reference = (json.loads((d / "ood_scores.json").read_text()) for d in (split, single))
     assert merged["methods"] == reference["methods"] and merged["model"] == reference["model"]
     assert [r["case"] for r in merged["cases"]] == [r["case"] for r in reference["cases"]] == cases

@@ -5,7 +5,7 @@ import sys
 
 from nnunet_mt.arguments import COUNT, DATASET_ID, PROCESSES, SEED, add_renamed
 from nnunet_mt.errors import InputError
-from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS  # the experiments orchestrate both packages
+from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS, PAPER_COMPARISON  # the experiments orchestrate both packages
 
 KINDS = ("joint-vs-dedicated", "transfer", "ood")
 
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     k.add_argument("--train", nargs="+", required=True, metavar="DATASET[:LABELS]", help="in-distribution datasets")
     k.add_argument("--ood", nargs="+", required=True, metavar="DATASET", help="held-out OOD datasets "
                    "(their imagesTs, or imagesTr when they have no test split)")
-    add_renamed(k, "--method", "--methods", nargs="+", default=["spectral", "mcdropout"],
+    add_renamed(k, "--method", "--methods", nargs="+", default=list(PAPER_COMPARISON),
                 choices=[m for m, spec in METHODS.items() if not spec.needs_several_folds],
                 help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
     k.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,

@@ -19,7 +19,7 @@ from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
 from nnunet_mt.errors import InputError
 from nnunet_mt.experiments.jobs import Job
 from nnunet_mt.merge import PROVENANCE_KEY, Source, SourceSpec, load_dataset_json, load_source, resolve_folder
-from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS  # the experiments orchestrate both packages
+from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS, FoldEnsemble  # the experiments orchestrate both packages
 
 
 @dataclass
@@ -343,7 +343,7 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     if overlap:
         raise InputError(f"{setup.raw}: {sorted(overlap)[0]} is given both with --train and --ood")
     joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
-    model = Model(joint.folder_name, setup.trainer_name(dropout=any(METHODS[m].needs == "mc_dropout" for m in methods),
+    model = Model(joint.folder_name, setup.trainer_name(dropout=any(METHODS[m].needs_dropout for m in methods),
                                                         joint=True), setup.results)
     jobs = prepare_jobs(setup, joint) + [train_job(setup, model, joint)]
     common = ["-d", joint.folder_name, "-c", setup.configuration, "-tr", model.trainer, "-p", setup.plans,
@@ -352,7 +352,7 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
         common.append("--disable_tta")
     # spectral on the last layer has a job of its own: a model trained outside the experiments has it already
     # (nnUNetv2_train fits it), and the job is then skipped
-    own_job = ["spectral"] if "spectral" in methods and layer == "last" else []
+    own_job = [m for m in methods if METHODS[m].fitted_by_training and layer == "last"]
     rest = [m for m in methods if m not in own_job]
     for group in [g for g in (own_job, rest) if g]:
         outputs = [METHODS[m].paths(model.fold_dir(setup), layer)[1] for m in group]  # the .json, written last
@@ -411,12 +411,12 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
               "-f", *folds, "-device", setup.device] + (["--disable_tta"] if setup.disable_tta else [])
     model_dir = os.path.dirname(model.fold_dir(setup))
     jobs.append(Job(f"fit the fold ensemble ({' '.join(folds)}) on the images all its folds trained on",
-                    ["nnunet_mt_ood", "fit"] + common + ["--method", "ensemble"],
-                    [METHODS["ensemble"].paths(model_dir, "last", folds)[1]], model.env(setup)))
+                    ["nnunet_mt_ood", "fit"] + common + ["--method", FoldEnsemble.name],
+                    [METHODS[FoldEnsemble.name].paths(model_dir, "last", folds)[1]], model.env(setup)))
     files, ood_lists = [], []
     for name, input_dir in groups:
         out = os.path.join(setup.output, "scores_ensemble", name)
-        argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method", "ensemble"]
+        argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method", FoldEnsemble.name]
         argv += (["-npp", str(setup.npp)] if setup.npp is not None else []) + \
                 (["-nps", str(setup.nps)] if setup.nps is not None else [])
         files.append(os.path.join(out, "ood_scores.json"))
