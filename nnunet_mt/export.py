@@ -23,7 +23,7 @@ from nnunet_mt.schedule import CONVERGENCE_FILE
 
 MANIFEST = "nnunet_mt_export.json"
 # what nnunet_mt writes into a fold folder (the OOD registry's file stems, nnunet_mt_ood/methods.py, all start
-# with one of these two: tests/test_model_sharing.py checks it); a fold ensemble's fits sit in the model folder
+# with one of these two: tests/e2e/test_model_sharing.py checks it); a fold ensemble's fits sit in the model folder
 OOD_FIT_PATTERNS = ("spectral_signatures_*.npz", "spectral_signatures_*.json", "ood_fit_*.json", "ood_fit_*.npz")
 FOLD_PATTERNS = OOD_FIT_PATTERNS + (CALIBRATION_FILE, CONVERGENCE_FILE)
 MODEL_PATTERNS = ("ood_fit_*.json", "ood_fit_*.npz")

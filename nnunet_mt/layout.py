@@ -1,5 +1,5 @@
 """nnU-Net's file layout in one place: the folder and file names its commands write and read, and the one reader
-of its folds. Every other module asks here; ``tests/test_compat.py`` pins each name to nnU-Net's own code.
+of its folds. Every other module asks here; ``tests/contract/test_compat.py`` pins each name to nnU-Net's own code.
 
 No nnU-Net import (the names are plain facts; nnU-Net's functions that compute paths are called through
 ``nnunet_mt.nnunet_glue``).

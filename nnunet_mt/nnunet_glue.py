@@ -1,5 +1,5 @@
 """The nnU-Net helpers we call outside the trainer, the predictor and the normalization class, in one
-place (nnunetv2 2.8's public module layout: a move there is fixed here, and `tests/test_compat.py`
+place (nnunetv2 2.8's public module layout: a move there is fixed here, and `tests/contract/test_compat.py`
 calls each of them against the installed nnU-Net).
 
 Imports are lazy: nnU-Net reads $nnUNet_raw / $nnUNet_preprocessed / $nnUNet_results when

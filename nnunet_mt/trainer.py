@@ -46,7 +46,7 @@ from torch import nn
 from nnunet_mt import layout
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.compat import warn_if_untested_nnunet
-from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
+from nnunet_mt.environment import FINAL_VALIDATION_ENV, FIT_AFTER_TRAINING_ENV
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import PROVENANCE_KEY, case_sources
 from nnunet_mt.network import FIRST_STAGE_FEATURES, build_residual_unet
@@ -150,6 +150,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
                                f"evaluations without decrease, at most {self.num_epochs} epochs; seed {self.seed}")
         self.sampling_alpha = dataset_json.get(PROVENANCE_KEY, {}).get("alpha", self.default_sampling_alpha)
         self.sampling_shares = {}  # source -> share of the drawn training patches (set with the loaders)
+        self.trained_in_this_process = False  # nnUNetv2_train --val validates without training
         if os.environ.get(FIT_AFTER_TRAINING_ENV) == "0":  # e.g. the experiments, which fit only where a table
             self.fit_ood_after_training = False             # needs it, as a job of their own
 
@@ -345,6 +346,13 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         self.on_train_end()
 
     def perform_actual_validation(self, save_probabilities: bool = False):
+        if os.environ.get(FINAL_VALIDATION_ENV) == "0" and self.trained_in_this_process:  # not under --val
+            if self.local_rank == 0:
+                self.print_to_log_file(f"Final validation skipped ({FINAL_VALIDATION_ENV}=0); run it later with: "
+                                       f"nnUNetv2_train {self.plans_manager.dataset_name} {self.configuration_name} "
+                                       f"{self.fold} -tr {type(self).__name__} -p {self.plans_manager.plans_name} "
+                                       f"--val", also_print_to_console=True)
+            return
         if self.validate_with_mirroring:
             return super().perform_actual_validation(save_probabilities)
         # nnU-Net mirrors along inference_allowed_mirroring_axes; None turns it off for this validation only
@@ -361,6 +369,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
 
     def on_train_end(self):
         super().on_train_end()
+        self.trained_in_this_process = True
         if self.fit_ood_after_training:
             self.fit_ood_isolated()
         elif type(self).fit_ood_after_training and self.local_rank == 0:

@@ -29,7 +29,7 @@ if [ "$DEVICE" = cuda ]; then
   ITERATIONS=20; WARMUP=5; LARGE=(300 512 512); CASES=0; NAME=gpu; TTA=()
 else  # dry run: the CPU recipe, a 2-epoch smoke model, a small "large" volume, 2 test images, no mirroring
   OURS=nnUNetTrainerMultiTaskCPU; MODEL=${GPU_CHECK_MODEL:-nnUNetTrainerMultiTaskSmoke}
-  ITERATIONS=1; WARMUP=1; LARGE=(40 64 64); CASES=2; NAME=gpu_check_cpu; TTA=(--disable_tta)
+  ITERATIONS=1; WARMUP=0; LARGE=(40 64 64); CASES=2; NAME=gpu_check_cpu; TTA=(--disable_tta)
   export nnUNet_compile=${nnUNet_compile:-f}
   export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}
 fi

@@ -9,6 +9,7 @@ import pytest
 # Two test workers on two cores: nnU-Net sets torch to one thread per core in every training and prediction,
 # so two such processes share each core; OpenMP threads that wait sleep instead of spinning on a busy core.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout (tests/ sits in it)
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts (nnUNetv2_*, nnunet_mt)
 TRAINER = "nnUNetTrainerMultiTaskSmoke"
 CASES = ["D011_liverct_040", "D012_corticalplatemr_008", "D013_prostatemr_016"]  # CT, MR, anisotropic MR
@@ -92,15 +93,22 @@ def copy_dataset(root, name, new_id):
     return dst
 
 
-def assert_merge_refused(env, root, args, *needles):
-    """`nnunet_mt merge ARGS` exits 2 with one line containing every needle, and writes nothing."""
-    listing = sorted(os.listdir(root / "raw"))
-    r = run([os.path.join(BIN, "nnunet_mt"), "merge", *args], env, check=False)
-    assert r.returncode == 2, r.stderr
+def assert_refused(cmd, env, *needles):
+    """The command line exits with code 2 and no traceback; its one error line (`<prog>: error: ...`, the last
+    line of its stderr: a progress bar may come before it) contains every needle. Returns the result."""
+    r = run(cmd, env, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1 and lines[-1] == errors[0] and all(n in errors[0] for n in needles), r.stderr
+    return r
+
+
+def assert_merge_refused(env, root, args, *needles):
+    """`nnunet_mt merge ARGS` is refused (assert_refused) with nothing else on stderr, and writes nothing."""
+    listing = sorted(os.listdir(root / "raw"))
+    r = assert_refused([os.path.join(BIN, "nnunet_mt"), "merge", *args], env, *needles)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert sorted(os.listdir(root / "raw")) == listing  # nothing written, not even a partial folder
 
 

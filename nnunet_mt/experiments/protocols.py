@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_mt import layout
-from nnunet_mt.environment import FIT_AFTER_TRAINING_ENV
+from nnunet_mt.environment import FINAL_VALIDATION_ENV, FIT_AFTER_TRAINING_ENV
 from nnunet_mt.errors import InputError
 from nnunet_mt.experiments.jobs import Job
 from nnunet_mt.merge import PROVENANCE_KEY, Source, SourceSpec, load_dataset_json, load_source, resolve_folder
@@ -177,8 +177,10 @@ def train_job(setup: Setup, model: Model, dataset: MergedDataset, pretrained: Op
         argv.append("--c")  # nnU-Net starts a new training when there is nothing to continue
     title = f"train {model.trainer} on {dataset.folder_name}" + (
         f" from {pretrained.dataset} ({pretrained.results})" if pretrained else "")
-    # no spectral fit at the end of training: only the OOD experiment uses one, and fits it as a job of its own
-    return Job(title, argv, [model.checkpoint(setup)], dict(model.env(setup), **{FIT_AFTER_TRAINING_ENV: "0"}))
+    # no spectral fit at the end of training: only the OOD experiment uses one, and fits it as a job of its own;
+    # no final validation: the tables are made on the test cases
+    return Job(title, argv, [model.checkpoint(setup)],
+               dict(model.env(setup), **{FIT_AFTER_TRAINING_ENV: "0", FINAL_VALIDATION_ENV: "0"}))
 
 
 def predict_jobs(setup: Setup, model: Model, input_dir: str, output_dir: str, cases: Sequence[str]) -> List[Job]:

@@ -19,7 +19,7 @@ def dropout_model(plain_model):
     (preprocessed by nnUNetv2_plan_and_preprocess for the session's plain nnU-Net model)."""
     root, env = plain_model
     run([os.path.join(BIN, "nnUNetv2_train"), "12", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
-        dict(env, nnUNet_n_proc_DA="0"))
+        dict(env, nnUNet_n_proc_DA="0", nnUNet_mt_final_validation="0"))  # its validation is not used here
     common = ["-d", "12", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-device", "cpu", "--disable_tta",
               "--mc_samples", "2"]
     run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", *METHODS, "--knn_k", "2"], env)

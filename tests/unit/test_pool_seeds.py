@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+
 spec = importlib.util.spec_from_file_location("pool_seeds", os.path.join(REPO, "benchmarks", "realdata", "pool_seeds.py"))
 pool_seeds = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pool_seeds)

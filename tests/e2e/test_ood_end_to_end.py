@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import BIN, CASES, TRAINER, nnunet_env, run
+from conftest import BIN, CASES, TRAINER, assert_refused, nnunet_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -17,16 +17,14 @@ def _fold_dir(root):
     return root / "res" / "Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_0"
 
 
-def _brute_force_signature(predictor, data):
-    """Assemble the whole feature map explicitly (Gaussian-weighted windows, un-mirrored), then numpy SVD."""
+def _brute_force_signature(predictor, data, gaussian):
+    """Assemble the whole feature map explicitly (windows weighted by nnU-Net's own Gaussian, un-mirrored), then
+    numpy SVD."""
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
-    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
     from nnunet_mt_ood.features import feature_module
     patch = predictor.configuration_manager.patch_size
     padded, revert = pad_nd_image(data, patch, "constant", {"value": 0}, True, None)
     windows = predictor._internal_get_sliding_window_slicers(padded.shape[1:])
-    gaussian = compute_gaussian(tuple(patch), sigma_scale=1. / 8, value_scaling_factor=10,
-                                device=torch.device("cpu")).float()
     module, use_input = feature_module(predictor.network, "last")
     captured = []
     handle = module.register_forward_hook(lambda m, i, o: captured.append((i[0] if use_input else o)[0]))
@@ -63,14 +61,24 @@ def _predictor_and_case(root, mirroring=True, step=0.5):
 
 @pytest.mark.parametrize("mirroring,step,windows", [(True, 0.5, 8), (False, 0.5, 8), (False, 0.75, 8),
                                                     (False, 0.25, 27)])  # 0.25 unmirrored: 27 x 8 calls took 3 min
-def test_contract_streamed_signature_equals_brute_force(trained, mirroring, step, windows):
+def test_contract_streamed_signature_equals_brute_force(trained, mirroring, step, windows, monkeypatch):
     """The signature streamed inside nnU-Net's sliding-window prediction equals the explicitly assembled
     feature map's, with test-time mirroring on and off and nnU-Net's -step_size 0.5, 0.75 (on a 48^3 image
-    with a 32^3 patch the same 2 x 2 x 2 grid as 0.5) and 0.25 (3 x 3 x 3 windows)."""
+    with a 32^3 patch the same 2 x 2 x 2 grid as 0.5) and 0.25 (3 x 3 x 3 windows). The window weights are
+    the Gaussian nnU-Net's sliding window itself computed (recorded from its call, not copied constants)."""
+    from nnunetv2.inference import predict_from_raw_data
     root, _ = trained
     predictor, data = _predictor_and_case(root, mirroring, step)
+    nnunets, used = predict_from_raw_data.compute_gaussian, []
+
+    def recording(*args, **kwargs):
+        used.append(nnunets(*args, **kwargs))
+        return used[-1]
+    recording.cache_clear = nnunets.cache_clear
+    monkeypatch.setattr(predict_from_raw_data, "compute_gaussian", recording)
     streamed = predictor.image_signature(data)
-    expected, n_windows = _brute_force_signature(predictor, data)
+    assert len(used) == 1  # one Gaussian for the image, as nnU-Net blends every window with it
+    expected, n_windows = _brute_force_signature(predictor, data, used[0].float().cpu())
     assert n_windows == windows
     np.testing.assert_allclose(streamed, expected, atol=1e-4)
     assert predictor._accumulators["last"].voxels == 48 ** 3
@@ -176,11 +184,11 @@ def test_training_fits_signatures_next_to_checkpoint(trained):
 
 def test_fit_command_bottleneck_layer(trained, tmp_path):
     """`fit --layer bottleneck` through the CLI, on one part of the training images (the whole fit is 51 images
-    of ~2 s each; parts merge exactly: tests/test_scale_out.py)."""
+    of ~2 s each; parts merge exactly: tests/e2e/test_scale_out.py)."""
     root, env = trained
     fold = _fold_dir(root)
     auto = np.load(fold / "spectral_signatures_last.npz")["signatures"]
-    # (the last-layer refit from checkpoint_final.pth equals these to 1e-6: tests/test_scale_out.py, in parts)
+    # (the last-layer refit from checkpoint_final.pth equals these to 1e-6: tests/e2e/test_scale_out.py, in parts)
     assert auto.shape == (51, 4)
     try:
         r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", "-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
@@ -241,10 +249,7 @@ def test_score_writes_nnunet_outputs_and_ood_report(predicted, tmp_path):
 
 
 def _score_refused(env, args, *needles):
-    r = run([os.path.join(BIN, "nnunet_mt_ood"), "score", *args], env, check=False)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    lines = [line for line in r.stderr.splitlines() if "error:" in line]
-    assert len(lines) == 1 and all(n in lines[0] for n in needles), r.stderr
+    assert_refused([os.path.join(BIN, "nnunet_mt_ood"), "score", *args], env, *needles)
 
 
 def test_score_refusals(trained, tmp_path):

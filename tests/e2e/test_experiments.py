@@ -54,8 +54,16 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
     # no spectral fit at the end of an experiment's training (no table here uses one); the log says how to fit
     fold = root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0"
     assert not any(fold.glob("spectral_signatures_*"))
+    log = next(fold.glob("training_log_*.txt")).read_text()
     assert "Spectral OOD fit skipped (nnUNet_mt_fit_after_training=0); fit later with: nnunet_mt_ood fit -d " \
-           "Dataset500_MultiTask" in next(fold.glob("training_log_*.txt")).read_text()
+           "Dataset500_MultiTask" in log
+    # nor a final validation (the tables use the test cases); nnUNetv2_train --val runs it later, as the log says
+    redo = f"nnUNetv2_train Dataset500_MultiTask 3d_fullres 0 -tr {TRAINER} -p nnUNetPlans --val"
+    assert f"Final validation skipped (nnUNet_mt_final_validation=0); run it later with: {redo}" in log
+    assert not (fold / "validation").exists()
+    run([os.path.join(BIN, redo.split()[0]), *redo.split()[1:], "-device", "cpu"],
+        dict(env, nnUNet_mt_final_validation="0"))  # --val validates whatever the variable says
+    assert json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"] >= 0
     md = (out / "table_II.md").read_text()
     assert "| 2 ep., cap |" in md and "paper normalization, no test-time mirroring" in md
     assert "ECE/MCE/NLL/Brier counted over: reference bounding box + 5 voxels (same voxels for every model)" in md

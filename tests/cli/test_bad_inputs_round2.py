@@ -15,7 +15,7 @@ from nnunet_mt.cli import main as nnunet_mt
 from nnunet_mt.errors import InputError
 from nnunet_mt.validate import check_written_image
 from nnunet_mt_ood.cli import main as nnunet_mt_ood
-from test_bad_files_read_back import FOLD, _collect, _fit_files, _report
+from written_files import FOLD, _collect, _fit_files, _report
 
 LABEL = np.zeros((8, 10, 12), np.uint8)
 LABEL[2:6, 3:7, 4:9] = 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import BIN, CASES, TRAINER, run
+from conftest import BIN, CASES, TRAINER, assert_refused, run
 
 pytestmark = pytest.mark.slow
 MODEL = ["-d", "500", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-device", "cpu"]
@@ -30,10 +30,7 @@ def _parallel(commands, env):
 
 
 def _refused(env, cmd, *needles):
-    r = run(cmd, env, check=False)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    lines = [line for line in r.stderr.splitlines() if "error:" in line]
-    assert len(lines) == 1 and all(n in lines[0] for n in needles), r.stderr
+    assert_refused(cmd, env, *needles)
 
 
 @pytest.fixture(scope="module")

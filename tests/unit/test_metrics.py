@@ -5,9 +5,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from conftest import REPO
 from nnunet_mt.metrics import assd, calibration_bins, dice, ece, hd95, mce, surface_distances
 
-REALDATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realdata")
+REALDATA = os.path.join(REPO, "..", "shared", "realdata")
 
 
 def ball(shape, center, radius, spacing=(1, 1, 1)):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import BIN, PLAIN_MODEL, run
+from conftest import BIN, PLAIN_MODEL, REPO, run
 
 DS = "Dataset012_CorticalPlateMR"
 MODEL = ["-d", "12", "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainer", "-device", "cpu"]
@@ -48,7 +48,6 @@ def _numbers(report):
     return report["cases"], {m: report["methods"][m]["tau"] for m in report["methods"]}, calibration
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_FLAGS = {"fit": ["-device", "cpu", "--disable_tta"], "calibrate": ["-device", "cpu", "--disable_tta"],
              "score": ["-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], "install": []}
 

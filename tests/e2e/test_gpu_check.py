@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import TRAINER
+from conftest import REPO, TRAINER
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = f"{TRAINER}__nnUNetPlans__3d_fullres"
 
 

@@ -1,6 +1,6 @@
 """Bad numbers on every command line, refused when the arguments are parsed: exit code 2, one line naming
 the argument, nothing written. In-process (the commands' main(argv)), so the matrix is quick; the
-subprocess rows of tests/test_bad_inputs.py cover exit codes and tracebacks of the real console scripts."""
+subprocess rows of tests/cli/test_bad_inputs.py cover exit codes and tracebacks of the real console scripts."""
 import pytest
 
 from nnunet_mt.cli import main as nnunet_mt

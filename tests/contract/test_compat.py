@@ -7,7 +7,8 @@ from nnunet_mt.compat import TESTED_NNUNET, untested_nnunet
 
 
 def test_range_matches_pyproject():
-    text = open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")).read()
+    from conftest import REPO
+    text = open(os.path.join(REPO, "pyproject.toml")).read()
     low, high = re.search(r'"nnunetv2>=([\d.]+),<([\d.]+)"', text).groups()
     assert (low, high) == TESTED_NNUNET
 
@@ -43,7 +44,7 @@ def test_contract_nnunet_glue_against_installed_nnunet(preprocessed):
     """Every helper of nnunet_mt/nnunet_glue.py, called on a real merged and preprocessed dataset with the
     installed nnU-Net (fresh interpreter, so nnU-Net reads the test's nnUNet_* variables): the names and
     folders nnU-Net's own commands use, its reader for NIfTI, its preprocessed case list and arrays.
-    (extract_fingerprint and move_plans run in tests/test_sharing.py through `nnunet_mt share-plans`.)"""
+    (extract_fingerprint and move_plans run in tests/unit/test_sharing.py through `nnunet_mt share-plans`.)"""
     import json
     import sys
     from conftest import run

@@ -6,7 +6,8 @@
 import ast
 import os
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+from conftest import REPO as ROOT
+
 NNUNET_IMPORTERS = {"nnunet_mt/trainer.py", "nnunet_mt/normalization.py", "nnunet_mt/nnunet_glue.py",
                     "nnunet_mt_ood/predictor.py"}
 

@@ -76,7 +76,7 @@ def _draws_and_fit_split(trainer, draws) -> dict:
         trainer.on_epoch_start()
         keys += [k for _ in range(draws // 2) for k in next(loader)["keys"]]
     # the end-of-training fit, split across the ranks through real barriers; the commands are recorded here (that
-    # parts + --collect equal one fit is tests/test_scale_out.py::test_fit_in_two_parts_equals_one_fit)
+    # parts + --collect equal one fit is tests/e2e/test_scale_out.py::test_fit_in_two_parts_equals_one_fit)
     ran = []
     trainer.fit_ood_after_training = True  # recorded, not run
     trainer.run_ood_fit_step = lambda command: (ran.append(command), (None, "spectral: 51 training images"))[1]
