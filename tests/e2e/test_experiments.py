@@ -149,7 +149,7 @@ def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
     assert sum("nnUNetv2_predict " in c for c in commands) == 1
     trainings = [c for c in commands if "nnUNetv2_train " in c]
     assert len(trainings) == 1 and all("-pretrained_weights" in c and c.startswith(
-        "nnUNet_mt_fit_after_training=0 nnUNet_results=") for c in trainings)
+        "nnUNet_mt_final_validation=0 nnUNet_mt_fit_after_training=0 nnUNet_results=") for c in trainings)
     by_bash = subprocess.run(["bash", "-e", "-c", jobs], env=env, capture_output=True, text=True, timeout=1800)
     assert by_bash.returncode == 0, by_bash.stderr[-3000:]
     assert by_bash.stdout.count("Loading pretrained weights") == 1
