@@ -74,8 +74,9 @@ def check_belongs(name: str, recorded: Dict[str, str], model: Dict[str, str]) ->
     """InputError when a file's recorded model is not the model folder it sits in (`name` relative to it; in
     the model folder itself, a fold ensemble's fit, the fold is not compared)."""
     expected = dict(model)
-    if layout.fold_of(name) is not None:
-        expected["fold"] = layout.fold_of(name)
+    fold = layout.fold_of(name)
+    if fold is not None:
+        expected["fold"] = fold
     for key, value in recorded.items():
         if key in expected and value != expected[key]:
             raise InputError(f"{name}: made for another model ({key} {value}, not {expected[key]}); export "

@@ -287,8 +287,9 @@ def _score(args) -> None:
                            "train_sources": meta["sources"]}
         if meta.get("tta") is not None and meta["tta"] != (not args.disable_tta):
             methods[method]["warning"] = "fitted with a different test-time mirroring setting"
-        if spec.fit_warning(meta, args.mc_samples):
-            methods[method]["warning"] = spec.fit_warning(meta, args.mc_samples)
+        warning = spec.fit_warning(meta, args.mc_samples)
+        if warning:
+            methods[method]["warning"] = warning
         mismatch = prediction_mismatch(meta.get("prediction"), predictor.prediction_settings())
         if mismatch:
             methods[method]["warning"] = mismatch
