@@ -37,3 +37,13 @@ def add_renamed(parser: argparse.ArgumentParser, flag: str, old: str, **kwargs) 
     hidden = {k: v for k, v in kwargs.items() if k not in ("required", "default", "help", "metavar")}
     parser.add_argument(old, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **hidden)
     return action
+
+
+def add_subject_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--subject_pattern / --subject_map (nnunet_mt.subjects.SubjectRule): which cases are one subject; `what`
+    says what the command does with subjects."""
+    parser.add_argument("--subject_pattern", metavar="REGEX", help="cases whose ids give the same match (first "
+                        "group, or the whole match) are one subject, e.g. '(pat\\d+)' makes pat0004 and pat0004m "
+                        f"one: {what} (default: each case its own subject)")
+    parser.add_argument("--subject_map", metavar="FILE", help="subjects from a JSON object or two-column CSV/TSV "
+                        "(case id, subject); cases not listed are their own subject")

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import List, Optional
 
-from nnunet_mt.arguments import COUNT, DATASET_ID, SEED, add_renamed, number
+from nnunet_mt.arguments import COUNT, DATASET_ID, SEED, add_renamed, add_subject_arguments, number
 from nnunet_mt import layout
 from nnunet_mt.errors import InputError, run_guarded
 
@@ -62,7 +62,7 @@ def _calibrate(args) -> None:
 
 def _share_plans(args) -> None:
     from nnunet_mt.experiments.sharing import share_plans_and_splits
-    share_plans_and_splits(args.s, args.t, args.p)
+    share_plans_and_splits(args.s, args.t, args.p, args.c)
 
 
 def _export(args) -> None:
@@ -78,6 +78,14 @@ def _install(args) -> None:
 def _trainer_path(args) -> None:
     from nnunet_mt._startup import TRAINER_DIR
     print(TRAINER_DIR)
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """-d -c -tr -p: the trained model a command reads, with nnU-Net's defaults."""
+    p.add_argument("-d", required=True, metavar="DATASET", help="dataset the model was trained on")
+    p.add_argument("-c", default="3d_fullres", metavar="CONFIGURATION", help="configuration (default 3d_fullres)")
+    p.add_argument("-tr", default="nnUNetTrainer", metavar="TRAINER", help="trainer class (default nnUNetTrainer)")
+    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,11 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper (default): CT clipped to [-1000, 1000] HU -> [0, 1], MR divided by its std, "
                         "decided per image (CT = minimum below -200); nnunet: nnU-Net's scheme per channel name, "
                         "z-score where sources differ")
-    p.add_argument("--subject_pattern", metavar="REGEX", help="cases whose ids give the same match (first group, "
-                   "or the whole match) are one subject, e.g. '(pat\\d+)' makes pat0004 and pat0004m one; every "
-                   "split keeps a subject's cases on one side (default: each case its own subject)")
-    p.add_argument("--subject_map", metavar="FILE", help="subjects from a JSON object or two-column CSV/TSV "
-                   "(case id, subject); cases not listed are their own subject")
+    add_subject_arguments(p, "every split keeps a subject's cases on one side")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
     p.set_defaults(func=_merge)
 
@@ -135,11 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="fit a temperature on a model's validation fold (stored with the model; "
                        "nnunet_mt_ood score --save_probabilities then writes calibrated probabilities)")
-    p.add_argument("-d", required=True, metavar="DATASET", help="dataset the model was trained on")
-    p.add_argument("-c", default="3d_fullres", metavar="CONFIGURATION", help="configuration (default 3d_fullres)")
+    _model_arguments(p)
     p.add_argument("-f", required=True, metavar="FOLD", help="fold whose validation cases fit the temperature")
-    p.add_argument("-tr", default="nnUNetTrainer", metavar="TRAINER", help="trainer class (default nnUNetTrainer)")
-    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
     p.add_argument("--roi", choices=["reference", "image"], default="reference",
                    help="voxels the temperature is fitted on: the reference's bounding box grown by 5 voxels "
                         "(default, as evaluate --roi reference) or the whole image")
@@ -166,19 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("share-plans", help="give datasets the plans and the cross-validation folds of another "
                        "(merged) dataset, restricted to their cases, so their models are comparable")
     p.add_argument("-s", required=True, metavar="DATASET", help="dataset whose plans and folds are shared (the joint one)")
-    p.add_argument("-t", nargs="+", required=True, metavar="DATASET", help="datasets that receive them (run "
-                   "nnUNetv2_preprocess -d T -plans_name P afterwards)")
+    p.add_argument("-t", nargs="+", required=True, metavar="DATASET", help="datasets that receive them (then run "
+                   "nnUNetv2_preprocess -d T -plans_name P, or give -c)")
     p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-c", nargs="+", default=[], metavar="CONFIGURATION", help="also copy the source's preprocessed "
+                   "arrays of these configurations for each target's cases: what nnUNetv2_preprocess would write "
+                   "with the shared plans, in seconds (the source must be preprocessed)")
     p.set_defaults(func=_share_plans)
 
     p = sub.add_parser("export", help="write a model zip as nnUNetv2_export_model_to_zip does, with the model's OOD "
                        "fits, temperature and convergence record added (install: nnunet_mt install, or nnU-Net's "
                        "nnUNetv2_install_pretrained_model_from_zip)")
-    p.add_argument("-d", required=True, metavar="DATASET", help="dataset the model was trained on")
+    _model_arguments(p)
     p.add_argument("-o", required=True, metavar="MODEL.zip", help="the zip to write (a new file)")
-    p.add_argument("-c", default="3d_fullres", metavar="CONFIGURATION", help="configuration (default 3d_fullres)")
-    p.add_argument("-tr", default="nnUNetTrainer", metavar="TRAINER", help="trainer class (default nnUNetTrainer)")
-    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
     p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD",
                    help="folds to export (default 0 1 2 3 4, as nnU-Net's export)")
     p.add_argument("-chk", default=layout.FINAL_CHECKPOINT, metavar="CHECKPOINT",

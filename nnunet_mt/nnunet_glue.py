@@ -67,6 +67,16 @@ def preprocessed_case_ids(folder: str) -> list:
     return sorted(infer_dataset_class(folder).get_identifiers(folder))
 
 
+def data_identifier(plans_file: str, configuration: str) -> str:
+    """The folder name of a configuration's preprocessed arrays, as nnU-Net's plans give it (inherited
+    configurations included)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    try:
+        return PlansManager(plans_file).get_configuration(configuration).data_identifier
+    except (KeyError, RuntimeError) as e:
+        raise InputError(f"{plans_file}: no configuration {configuration} ({e})")
+
+
 def extract_fingerprint(dataset: str) -> None:
     """nnU-Net's dataset fingerprint (dataset_fingerprint.json in the preprocessed folder), as
     nnUNetv2_extract_fingerprint writes it; an existing one is kept."""

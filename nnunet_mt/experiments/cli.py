@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from nnunet_mt.arguments import COUNT, DATASET_ID, PROCESSES, SEED, add_renamed
+from nnunet_mt.arguments import COUNT, DATASET_ID, PROCESSES, SEED, add_renamed, add_subject_arguments
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS, PAPER_COMPARISON  # the experiments orchestrate both packages
 
@@ -52,10 +52,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "<tr>_seed<N>; default: the trainer's seed 0); rerun with another seed and -o for repeats")
     p.add_argument("--normalization", choices=["paper", "nnunet"], default="paper",
                    help="intensity normalization of every merged dataset (nnunet_mt merge --normalization)")
-    p.add_argument("--subject_pattern", metavar="REGEX", help="as nnunet_mt merge: cases of one subject (mirrors, "
-                   "crops, repeat scans) stay on one side of every fold, tau leaves a subject out, and the tables' "
-                   "intervals resample subjects")
-    p.add_argument("--subject_map", metavar="FILE", help="as nnunet_mt merge: subjects from a JSON or CSV/TSV file")
+    add_subject_arguments(p, "every merge of the experiment records them; a subject's cases (mirrors, crops, repeat "
+                          "scans) stay on one side of every fold, tau leaves a subject out, and the tables' "
+                          "intervals resample subjects")
     p.add_argument("--convergence", choices=["pooled", "per_source"], default="pooled",
                    help="the joint model's stopping rule: its validation loss pooled over sources (default, the "
                         "paper's) or per_source: stop only when no source's loss decreases (trainer variant "

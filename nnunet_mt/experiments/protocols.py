@@ -134,8 +134,8 @@ def _spec(source: Source) -> str:
 
 def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[MergedDataset] = None) -> List[Job]:
     """merge -> plan_and_preprocess; done when the raw dataset.json and every preprocessed case exist.
-    With plans_of (the joint dataset): merge -> share-plans (its plans, its folds restricted to this
-    dataset's cases) -> nnUNetv2_preprocess with those plans."""
+    With plans_of (the joint dataset): merge -> share-plans -c (its plans, its folds restricted to this
+    dataset's cases, and its preprocessed arrays of them, copied: what nnUNetv2_preprocess would write)."""
     raw_json = os.path.join(setup.raw, dataset.folder_name, layout.DATASET_JSON)
     merge = Job(f"merge {', '.join(s.name for s in dataset.sources)} into {dataset.folder_name}",
                 ["nnunet_mt", "merge", "-d"] + [_spec(s) for s in dataset.sources] +
@@ -144,26 +144,21 @@ def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[Merged
                 (["--subject_map", setup.subject_map] if setup.subject_map else []),
                 [raw_json])
     pre = os.path.join(setup.preprocessed, dataset.folder_name)
-    jobs = [merge]
-    if plans_of is None:
-        argv = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset.dataset_id), "-c", setup.configuration]
-        if setup.num_processes:
-            argv += ["-np", str(setup.num_processes), "-npfp", str(setup.num_processes)]
-    else:
-        jobs.append(Job(f"share the plans and folds of {plans_of.folder_name} with {dataset.folder_name}",
-                        ["nnunet_mt", "share-plans", "-s", str(plans_of.dataset_id), "-t", str(dataset.dataset_id),
-                         "-p", setup.plans],
-                        [layout.plans_file(pre, setup.plans), layout.splits_file(pre),
-                         os.path.join(pre, layout.FINGERPRINT_FILE)]))
-        argv = ["nnUNetv2_preprocess", "-d", str(dataset.dataset_id), "-plans_name", setup.plans, "-c",
-                setup.configuration] + (["-np", str(setup.num_processes)] if setup.num_processes else [])
     data_dir = os.path.join(pre, layout.data_folder_name(setup.plans, setup.configuration))
     outputs = [layout.plans_file(pre, setup.plans)] + [os.path.join(data_dir, c + ".pkl")
                                                             for c in dataset.cases("train")]
+    if plans_of is not None:
+        return [merge, Job(f"share the plans, folds and preprocessed arrays of {plans_of.folder_name} with "
+                           f"{dataset.folder_name}",
+                           ["nnunet_mt", "share-plans", "-s", str(plans_of.dataset_id), "-t", str(dataset.dataset_id),
+                            "-p", setup.plans, "-c", setup.configuration],
+                           outputs + [layout.splits_file(pre), os.path.join(pre, layout.FINGERPRINT_FILE)])]
+    argv = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset.dataset_id), "-c", setup.configuration]
+    if setup.num_processes:
+        argv += ["-np", str(setup.num_processes), "-npfp", str(setup.num_processes)]
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the 0 used on CPUs
     env = {"nnUNet_n_proc_DA": "1"} if os.environ.get("nnUNet_n_proc_DA") == "0" else {}
-    return jobs + [Job(f"{'plan and ' if plans_of is None else ''}preprocess {dataset.folder_name}", argv, outputs,
-                       env)]
+    return [merge, Job(f"plan and preprocess {dataset.folder_name}", argv, outputs, env)]
 
 
 def train_job(setup: Setup, model: Model, dataset: MergedDataset, pretrained: Optional[Model] = None) -> Job:

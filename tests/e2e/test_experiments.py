@@ -39,6 +39,32 @@ def joint_vs_dedicated(small_raw):
     return root, env, out, result
 
 
+def _check_copy_equals_nnunet_preprocess(pre, name, env, other):
+    """nnUNetv2_preprocess of dataset `name` with its (shared) plans, in another preprocessed folder, gives
+    the arrays, segmentations, properties and reference segmentations that share-plans -c copied."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    (other / name).mkdir(parents=True)
+    for f in ("nnUNetPlans.json", "dataset.json", "dataset_fingerprint.json"):
+        (other / name / f).write_bytes((pre / name / f).read_bytes())
+    run([os.path.join(BIN, "nnUNetv2_preprocess"), "-d", name[7:10], "-plans_name", "nnUNetPlans", "-c",
+         "3d_fullres", "-np", "1"], {k: v for k, v in dict(env, nnUNet_preprocessed=str(other)).items()
+                                     if k != "nnUNet_n_proc_DA"})
+    copied, written = (str(p / name / "nnUNetPlans_3d_fullres") for p in (pre, other))
+    cases = sorted(infer_dataset_class(written).get_identifiers(written))
+    assert cases == sorted(infer_dataset_class(copied).get_identifiers(copied)) and len(cases) == 5
+    for case in cases:
+        a, b = (infer_dataset_class(f)(f, [case]).load_case(case) for f in (copied, written))
+        np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))  # image
+        np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))  # segmentation
+        assert sorted(a[3]) == sorted(b[3])  # properties, incl. the foreground locations sampled in training
+        for key in a[3]:
+            np.testing.assert_equal(a[3][key], b[3][key])
+    labels_copied, labels_written = (p / name / "gt_segmentations" for p in (pre, other))
+    assert sorted(os.listdir(labels_copied)) == sorted(os.listdir(labels_written))
+    for f in os.listdir(labels_written):
+        assert (labels_copied / f).read_bytes() == (labels_written / f).read_bytes()
+
+
 def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
     root, env, out, result = joint_vs_dedicated
     table = json.loads((out / "table_II.json").read_text())
@@ -70,9 +96,11 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
     merged = json.loads((root / "raw/Dataset500_MultiTask/dataset.json").read_text())
     assert merged["nnunet_mt"]["normalization"] == "paper"  # the experiment's default
     # same plans and same cases: each dedicated dataset has the joint plans (but its own name) and the joint
-    # folds restricted to its source, and its preprocessed arrays equal the joint dataset's voxel for voxel
+    # folds restricted to its source; its preprocessed arrays, copied from the joint dataset by share-plans -c,
+    # are what a real nnUNetv2_preprocess with those plans writes (data, segmentation, properties)
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     pre = root / "pre"
+    _check_copy_equals_nnunet_preprocess(pre, "Dataset502_ProstateMR", env, root / "pre_by_nnunet")
     joint_plans = json.loads((pre / "Dataset500_MultiTask/nnUNetPlans.json").read_text())
     joint_splits = json.loads((pre / "Dataset500_MultiTask/splits_final.json").read_text())
     for name, prefix in (("Dataset501_CorticalPlateMR", "D012_"), ("Dataset502_ProstateMR", "D013_")):
@@ -83,11 +111,9 @@ def test_joint_vs_dedicated_table_matches_files(joint_vs_dedicated):
         assert splits == [{k: [c for c in f[k] if c.startswith(prefix)] for k in ("train", "val")}
                           for f in joint_splits]
         assert all(f["val"] for f in splits)  # stratified joint folds: every source validates in every fold
-        case = splits[0]["train"][0]
-        arrays = []
-        for folder in (pre / "Dataset500_MultiTask/nnUNetPlans_3d_fullres", pre / name / "nnUNetPlans_3d_fullres"):
-            arrays.append(np.asarray(infer_dataset_class(str(folder))(str(folder), [case]).load_case(case)[0]))
-        np.testing.assert_array_equal(arrays[0], arrays[1])
+        folder = pre / name / "nnUNetPlans_3d_fullres"
+        assert sorted(infer_dataset_class(str(folder)).get_identifiers(str(folder))) == \
+            sorted(splits[0]["train"] + splits[0]["val"])
         log = next((root / "res" / name / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0").glob("training_log_*.txt"))
         assert "Using splits from existing split file" in log.read_text()
     # three real models in nnU-Net's results layout: the joint one saw both sources, each dedicated one only its own
@@ -130,7 +156,7 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
     checkpoint = root / "res/Dataset500_MultiTask" / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth"
     before = checkpoint.stat().st_mtime_ns, (out / "table_II.csv").read_text()
     result = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST)
-    assert "19 steps, 19 done already" in result.stdout
+    assert "17 steps, 17 done already" in result.stdout
     assert "$ " not in result.stdout  # no command ran
     assert (checkpoint.stat().st_mtime_ns, (out / "table_II.csv").read_text()) == before
     jobs = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--print_jobs")
