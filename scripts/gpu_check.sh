@@ -12,8 +12,8 @@
 #      segmentations voxel for voxel (GPU predict vs GPU score, GPU score vs CPU score);
 #   6. on a machine with 2 or more GPUs: nnUNetv2_train -num_gpus N (N = min(GPUs, 4); 2 patches per GPU).
 # writes benchmarks/results/gpu.json and gpu.md (the table for documentation/benchmarks.md) and exits non-zero
-# when a check fails. GPU_CHECK_DEVICE=cpu is the dry run the test suite runs (small sizes, our CPU trainers,
-# results in gpu_check_cpu.json/.md). Other knobs: GPU_CHECK_WORK (scratch folder, reused: finished steps are
+# when a check fails. GPU_CHECK_DEVICE=cpu is the dry run the test suite runs to keep this script working
+# (small sizes, our CPU trainer alone, spectral alone; results in gpu_check_cpu.json/.md). Other knobs: GPU_CHECK_WORK (scratch folder, reused: finished steps are
 # skipped), GPU_CHECK_OUT (result folder), nnUNet_compile (on the GPU on by default, as nnU-Net trains and as
 # users predict with nnUNet_compile=t: the model is trained, fitted and scored compiled; the dry run: off).
 set -euo pipefail
@@ -27,9 +27,12 @@ if [ "$DEVICE" = cuda ]; then
   export nnUNet_compile=${nnUNet_compile:-t}
   OURS=nnUNetTrainerMultiTask; MODEL=${GPU_CHECK_MODEL:-nnUNetTrainerMultiTask_1epochs}
   ITERATIONS=20; WARMUP=5; LARGE=(300 512 512); CASES=0; NAME=gpu; TTA=()
-else  # dry run: the CPU recipe, a 2-epoch smoke model, a small "large" volume, 2 test images, no mirroring
+  TRAINERS=("$OURS" nnUNetTrainer); METHODS=(spectral mahalanobis)
+else  # dry run: the CPU recipe, a 2-epoch smoke model, a small "large" volume, 2 test images, no mirroring;
+  # the plumbing only: no nnUNetTrainer to compare with and no mahalanobis (the same steps with other names)
   OURS=nnUNetTrainerMultiTaskCPU; MODEL=${GPU_CHECK_MODEL:-nnUNetTrainerMultiTaskSmoke}
   ITERATIONS=1; WARMUP=0; LARGE=(40 64 64); CASES=2; NAME=gpu_check_cpu; TTA=(--disable_tta)
+  TRAINERS=("$OURS"); METHODS=(spectral)
   export nnUNet_compile=${nnUNet_compile:-f}
   export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}
 fi
@@ -57,14 +60,16 @@ if [ ! -f "$nnUNet_preprocessed/$DS/nnUNetPlans.json" ]; then
   env -u nnUNet_n_proc_DA nnUNetv2_plan_and_preprocess -d 500 -c 3d_fullres ${GPU_CHECK_NP:+-np "$GPU_CHECK_NP"}
 fi
 
-step "1/5 training throughput on $DEVICE: $OURS vs nnUNetTrainer ($ITERATIONS iterations after $WARMUP)"
-"${CHECK[@]}" train --record "$RECORD" --device "$DEVICE" --dataset "$DS" --trainers "$OURS" nnUNetTrainer \
+step "1/5 training throughput on $DEVICE: ${TRAINERS[*]} ($ITERATIONS iterations after $WARMUP)"
+"${CHECK[@]}" train --record "$RECORD" --device "$DEVICE" --dataset "$DS" --trainers "${TRAINERS[@]}" \
   --iterations "$ITERATIONS" --warmup "$WARMUP"
 
-step "2/5 nnUNetv2_train 500 3d_fullres 0 -tr $MODEL -device $DEVICE, then the mahalanobis fit"
+step "2/5 nnUNetv2_train 500 3d_fullres 0 -tr $MODEL -device $DEVICE (spectral fitted at its end), fits of ${METHODS[*]}"
 [ -f "$MODEL_DIR/fold_0/checkpoint_final.pth" ] || nnUNetv2_train 500 3d_fullres 0 -tr "$MODEL" -device "$DEVICE"
 "${CHECK[@]}" file --record "$RECORD" --label "spectral fit after training" "$MODEL_DIR/fold_0/spectral_signatures_last.npz"
-nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$MODEL" -device "$DEVICE" --method mahalanobis
+for method in "${METHODS[@]:1}"; do
+  nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$MODEL" -device "$DEVICE" --method "$method"
+done
 
 TEST=$WORK/test_images; LARGE_IN=$WORK/large_image; FEW=$WORK/compare_images
 rm -rf "$TEST" "$LARGE_IN" "$FEW" "$PRED"; mkdir -p "$TEST" "$FEW"
@@ -81,16 +86,17 @@ predict() {  # label, input folder, output name, extra options
 }
 step "3/5 nnUNetv2_predict vs nnunet_mt_ood score on the test images (${#IMAGES[@]}, ${TTA[*]:-mirroring on})"
 predict "nnUNetv2_predict, test images" "$TEST" predict nnUNetv2_predict -device "$DEVICE" "${TTA[@]}"
-predict "score spectral, test images" "$TEST" spectral nnunet_mt_ood score --method spectral -device "$DEVICE" "${TTA[@]}"
-predict "score mahalanobis, test images" "$TEST" mahalanobis nnunet_mt_ood score --method mahalanobis \
-  -device "$DEVICE" "${TTA[@]}"
+for method in "${METHODS[@]}"; do
+  predict "score $method, test images" "$TEST" "$method" nnunet_mt_ood score --method "$method" -device "$DEVICE" \
+    "${TTA[@]}"
+done
 
 step "4/5 the same on a ${LARGE[*]} (z y x) volume (no mirroring)"
 predict "nnUNetv2_predict, large volume" "$LARGE_IN" large_predict nnUNetv2_predict -device "$DEVICE" --disable_tta
-predict "score spectral, large volume" "$LARGE_IN" large_spectral nnunet_mt_ood score --method spectral \
-  -device "$DEVICE" --disable_tta
-predict "score mahalanobis, large volume" "$LARGE_IN" large_mahalanobis nnunet_mt_ood score --method mahalanobis \
-  -device "$DEVICE" --disable_tta
+for method in "${METHODS[@]}"; do
+  predict "score $method, large volume" "$LARGE_IN" "large_$method" nnunet_mt_ood score --method "$method" \
+    -device "$DEVICE" --disable_tta
+done
 
 step "5/5 $DEVICE vs the CPU: signatures and segmentations (3 test images)"
 predict "score spectral on the CPU, 3 test images" "$FEW" spectral_cpu nnunet_mt_ood score --method spectral -device cpu \

@@ -42,11 +42,15 @@ def test_gpu_check_dry_run_on_the_cpu(trained, tmp_path):
     assert report["failures"] == []
     steps = report["steps"]
     train = [s for s in steps if s["step"] == "train"]
-    assert [s["label"] for s in train] == ["nnUNetTrainerMultiTaskCPU", "nnUNetTrainer"]
+    # the dry run: our CPU recipe alone, spectral alone (the GPU run adds nnUNetTrainer and mahalanobis)
+    assert [s["label"] for s in train] == ["nnUNetTrainerMultiTaskCPU"]
     assert train[0]["patch_size"] == [32, 32, 32] and train[0]["batch_size"] == 2  # the CPU recipe
     assert all(s["iterations_per_second"] > 0 and s["peak_gpu_mib"] is None for s in train)
     runs = {s["label"]: s for s in steps if s["step"] == "run"}
-    assert len(runs) == 7 and all(s["exit_code"] == 0 and s["seconds"] > 0 for s in runs.values())
+    assert sorted(runs) == sorted(["nnUNetv2_predict, test images", "score spectral, test images",
+                                   "nnUNetv2_predict, large volume", "score spectral, large volume",
+                                   "score spectral on the CPU, 3 test images"])
+    assert all(s["exit_code"] == 0 and s["seconds"] > 0 for s in runs.values())
     # on the CPU both sides of each comparison are the same computation: exact agreement
     signatures = next(s for s in steps if s["step"] == "signatures")
     assert len(signatures["max_abs_difference"]) == 2 and max(signatures["max_abs_difference"].values()) == 0.0
@@ -55,9 +59,9 @@ def test_gpu_check_dry_run_on_the_cpu(trained, tmp_path):
     pairs = [s for s in steps if s["step"] == "segmentations"]
     assert len(pairs) == 3 and all(set(s["voxel_agreement"].values()) == {1.0} for s in pairs)
     assert sorted(len(s["voxel_agreement"]) for s in pairs) == [1, 2, 2]  # the large volume; test images
-    assert {"training_iterations_per_second", "spectral_time_test_images", "mahalanobis_time_large_volume"} \
-        <= set(report["ratios"])
-    assert all(v > 0 for k, v in report["ratios"].items() if "gpu" not in k)
+    assert set(report["ratios"]) == {f"spectral_{k}_{scale}" for k in ("time", "peak_rss")
+                                     for scale in ("test_images", "large_volume")}
+    assert all(v > 0 for v in report["ratios"].values())
     assert "all checks passed" in (out / "gpu_check_cpu.md").read_text()
     # the "large" volume: the requested size at the model's spacing, predicted whole
     plans = json.loads((work / "results" / "Dataset500_MultiTask" / MODEL / "plans.json").read_text())
@@ -87,6 +91,27 @@ def test_gpu_check_report_fails_on_a_failed_check(tmp_path):
     assert "decision differs for a" in failures[0] and "0.080 tau > 0.05 tau" in failures[1]
     assert "exit code 2" in failures[2]
     assert "**FAILED**" in (tmp_path / "g.md").read_text()
+
+
+def test_gpu_check_ratios_are_ours_over_nnunets():
+    """Known answers: iterations/s and voxels/s of the two trainers, time and memory of score over predict."""
+    gpu_check = _gpu_check_module()
+    train = lambda label, its, patch, gpu: {"step": "train", "label": label, "iterations_per_second": its,
+                                            "batch_size": 2, "patch_size": patch, "peak_gpu_mib": gpu,
+                                            "peak_rss_mib": 1000.0}
+    run = lambda label, seconds, gpu: {"step": "run", "label": label, "seconds": seconds, "peak_gpu_mib": gpu,
+                                       "peak_rss_mib": 500.0}
+    ratios = gpu_check.summarize([train("ours", 2.0, [96, 96, 96], 8000.0),
+                                  train("nnUNetTrainer", 4.0, [64, 128, 128], 4000.0),
+                                  run("nnUNetv2_predict, test images", 10.0, 100.0),
+                                  run("score spectral, test images", 12.0, 150.0),
+                                  run("score mahalanobis, test images", 15.0, None),
+                                  run("nnUNetv2_predict, large volume", 20.0, 400.0)])
+    assert ratios == pytest.approx({
+        "training_iterations_per_second": 0.5, "training_voxels_per_second": 0.5 * 96 ** 3 / (64 * 128 * 128),
+        "training_peak_gpu": 2.0, "training_peak_rss": 1.0,
+        "spectral_time_test_images": 1.2, "spectral_peak_gpu_test_images": 1.5, "spectral_peak_rss_test_images": 1.0,
+        "mahalanobis_time_test_images": 1.5, "mahalanobis_peak_rss_test_images": 1.0})  # no GPU figure: none
 
 
 def test_gpu_check_judges_signatures_by_decision_and_distance_over_tau():
