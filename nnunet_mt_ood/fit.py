@@ -61,7 +61,8 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
              prediction: Optional[dict] = None, subjects: Optional[Sequence[str]] = None,
              reference: Optional[dict] = None) -> dict:
     """Fits a method's threshold on the training values (see method_values) and writes its files; returns
-    the JSON content. options: the method's detector options (e.g. knn's k), kept in the JSON; folds: an
+    the JSON content. options: the method's detector options (e.g. knn's k; the JSON keeps the values used,
+    defaults included); folds: an
     ensemble's folds (its file names carry them); prediction: the device and precision the values were
     computed with (``OODPredictor.prediction_settings``), kept in the JSON for score to compare; subjects: one
     per case (default: each case its own): neighbour-based taus leave a whole subject out; reference: where the
@@ -85,7 +86,7 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
             "tta": tta if spec.uses_test_time_mirroring else None, "prediction": prediction, "reference": reference}
     if spec.needs_dropout:
         meta["mc_samples"] = mc_samples
-    meta.update(options)
+    meta.update({o: getattr(detector, o) for o in spec.options})  # what it was fitted with, defaults included
     write_text_atomic(meta_path, json.dumps(meta, indent=1))
     return meta
 

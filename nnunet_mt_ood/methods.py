@@ -3,8 +3,10 @@ fold folder, and the defaults. Every command (fit, score, evaluate) and the expe
 
 Files (open formats):
 - spectral: ``spectral_signatures_<layer>.npz`` (``signatures``, float64 (n_cases, channels)) and ``.json``
-  (case ids, source datasets, tau, C, leave-one-out scores, layer, model);
+  (case ids, source datasets, tau, C, leave-one-out scores, layer, model); its variants
+  ``spectral_centred_signatures_<layer>`` and ``spectral_multilayer_signatures`` the same way;
 - mahalanobis, knn: ``ood_fit_<method>_<POOLED_LAYER>.npz`` (``features``: per-image channel means) and ``.json``;
+- ihf: ``ood_fit_ihf.npz`` (``features``: fine intensity histograms, (n_cases, channels * 2000)) and ``.json``;
 - msp, entropy, mcdropout: ``ood_fit_<method>.json`` (training scores, tau, C, ...);
 - ensemble (several folds of one model, ``-f 0 1 ...``): ``ood_fit_ensemble_folds_<f1>_<f2>....json`` in the
   model folder (beside the fold folders), as the fit belongs to no single fold.
@@ -14,6 +16,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from nnunet_mt_ood.baselines import KNNDetector, MahalanobisDetector, ThresholdDetector
 from nnunet_mt_ood.detector import SpectralOODDetector
+from nnunet_mt_ood.histogram import IntensityHistogramDetector, fine_intensity_histogram
+from nnunet_mt_ood.options import LAYERS
+from nnunet_mt_ood.signatures import multilayer_signature
 
 DEFAULT_C = 2.5  # tau = mean + C std of the leave-one-out training scores
 POOLED_LAYER = "bottleneck"  # the layer whose channel means mahalanobis and knn use
@@ -26,6 +31,8 @@ class OODMethod:
     subclass, registered with ``register``; every command and the experiments read its attributes, never
     its name."""
     name: str = ""
+    summary: str = ""  # what it scores, in a few words (the commands' --method help)
+    result_key: str = ""  # the predictor result (OODPredictor.results[case]) its detector scores, by default
     detector: type = ThresholdDetector  # fit(values, groups) / score / predict / threshold_, constructed with C
     stem: str = ""  # file name stem in the fold folder; {layer}: the spectral layer, {folds}: an ensemble's folds
     npz_key: Optional[str] = None  # the training values' array in the .npz; None: scores kept in the .json
@@ -44,7 +51,7 @@ class OODMethod:
 
     def values(self, results: dict, layer: str):
         """What the detector scores, from one case's predictor results (see OODPredictor.results)."""
-        return results[self.name]
+        return results[self.result_key]
 
     def fitted_layer(self, layer: str) -> Optional[str]:
         return None
@@ -67,6 +74,7 @@ class OODMethod:
 
 class Spectral(OODMethod):
     name, detector, stem, npz_key = "spectral", SpectralOODDetector, "spectral_signatures_{layer}", "signatures"
+    summary = "the paper's: distance of the spectral signature to the nearest training image's"
     has_layer = nearest_neighbours = decides = fitted_by_training = True
 
     def predictor_options(self, layer, mc_samples):
@@ -77,6 +85,34 @@ class Spectral(OODMethod):
 
     def fitted_layer(self, layer):
         return layer
+
+
+class SpectralCentred(Spectral):
+    """The size- and scale-invariant variant (``signatures.centred_signature``), on the --layer feature map."""
+    name, stem = "spectral_centred", "spectral_centred_signatures_{layer}"
+    summary = "spectral with the log spectrum centred: invariant to feature scale and image size"
+    decides = fitted_by_training = False
+
+    def values(self, results, layer):
+        return results[f"centred_signature_{layer}"]
+
+
+class SpectralMultilayer(OODMethod):
+    """The paper's signatures of every supported layer (last decoder stage, bottleneck), concatenated
+    (``signatures.multilayer_signature``), after MedicOOD's multi-layer aggregation."""
+    name, detector, stem, npz_key = "spectral_multilayer", SpectralOODDetector, "spectral_multilayer_signatures", \
+        "signatures"
+    summary = "spectral signatures of the last decoder stage and the bottleneck, concatenated"
+    nearest_neighbours = True
+
+    def predictor_options(self, layer, mc_samples):
+        return {"spectral_layers": list(LAYERS)}
+
+    def values(self, results, layer):
+        return multilayer_signature([results[f"signature_{name}"] for name in LAYERS])
+
+    def fitted_layer(self, layer):
+        return "+".join(LAYERS)
 
 
 class PooledFeatures(OODMethod):
@@ -95,11 +131,25 @@ class PooledFeatures(OODMethod):
 
 class Mahalanobis(PooledFeatures):
     name, detector, stem = "mahalanobis", MahalanobisDetector, f"ood_fit_mahalanobis_{POOLED_LAYER}"
+    summary = "Mahalanobis distance of the pooled bottleneck features"
 
 
 class KNN(PooledFeatures):
     name, detector, stem, options = "knn", KNNDetector, f"ood_fit_knn_{POOLED_LAYER}", ("k",)
+    summary = "distance of the pooled bottleneck features to the k-th nearest training image's"
     nearest_neighbours = True
+
+
+class IntensityHistogram(OODMethod):
+    """Model-free baseline: the preprocessed image's intensity histogram, nearest training image's distance."""
+    name, detector, stem, npz_key = "ihf", IntensityHistogramDetector, "ood_fit_ihf", "features"
+    result_key = "fine_intensity_histogram"
+    summary = "model-free: the image's intensity histogram, distance to the nearest training image's"
+    options = ("bins",)
+    nearest_neighbours = True
+
+    def predictor_options(self, layer, mc_samples):
+        return {"image_features": {self.result_key: fine_intensity_histogram}}
 
 
 class SoftmaxScore(OODMethod):
@@ -111,15 +161,18 @@ class SoftmaxScore(OODMethod):
 
 
 class MaxSoftmax(SoftmaxScore):
-    name, stem = "msp", "ood_fit_msp"
+    name, stem, result_key = "msp", "ood_fit_msp", "max_softmax_score"
+    summary = "1 - mean maximum softmax probability"
 
 
 class Entropy(SoftmaxScore):
-    name, stem = "entropy", "ood_fit_entropy"
+    name, stem, result_key = "entropy", "ood_fit_entropy", "mean_entropy"
+    summary = "mean softmax entropy"
 
 
 class MCDropout(OODMethod):
-    name, stem = "mcdropout", "ood_fit_mcdropout"
+    name, stem, result_key = "mcdropout", "ood_fit_mcdropout", "mc_dropout_foreground_entropy"
+    summary = f"{MC_DROPOUT_SAMPLES} dropout passes (--mc_samples), foreground entropy; needs a _dropout model"
     needs_dropout = True
 
     def predictor_options(self, layer, mc_samples):
@@ -132,7 +185,8 @@ class MCDropout(OODMethod):
 
 
 class FoldEnsemble(OODMethod):
-    name, stem = "ensemble", "ood_fit_ensemble_folds_{folds}"
+    name, stem, result_key = "ensemble", "ood_fit_ensemble_folds_{folds}", "fold_dice_disagreement"
+    summary = "1 - mean pairwise Dice of the folds given with -f; writes nnU-Net's ensemble"
     uses_test_time_mirroring = needs_several_folds = True
 
     def predictor_options(self, layer, mc_samples):
@@ -150,7 +204,8 @@ def register(method: OODMethod) -> OODMethod:
     return method
 
 
-for _method in (Spectral(), Mahalanobis(), KNN(), MaxSoftmax(), Entropy(), MCDropout(), FoldEnsemble()):
+for _method in (Spectral(), SpectralCentred(), SpectralMultilayer(), Mahalanobis(), KNN(), IntensityHistogram(),
+                MaxSoftmax(), Entropy(), MCDropout(), FoldEnsemble()):
     register(_method)
 DEFAULT_METHOD = Spectral.name  # what score and fit use without --method
 PAPER_COMPARISON = (Spectral.name, MCDropout.name)  # the paper's tables IV-V
@@ -158,9 +213,13 @@ PAPER_COMPARISON = (Spectral.name, MCDropout.name)  # the paper's tables IV-V
 
 def predictor_options(methods: Sequence[str], layer: str, mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
     """Keyword arguments of OODPredictor.enable_ood for the requested methods: each method's needs combined."""
-    options = {"layer": None, "layers": [], "softmax_scores": False, "mc_dropout_samples": 0,
-               "fold_disagreement": False}
+    options = {"layer": None, "layers": [], "spectral_layers": [], "softmax_scores": False, "mc_dropout_samples": 0,
+               "fold_disagreement": False, "image_features": {}}
     for method in methods:
         for key, value in METHODS[method].predictor_options(layer, mc_samples).items():
-            options[key] = sorted(set(options[key]) | set(value)) if key == "layers" else value
+            if key in ("layers", "spectral_layers"):
+                value = sorted(set(options[key]) | set(value))
+            elif key == "image_features":
+                value = dict(options[key], **value)
+            options[key] = value
     return options

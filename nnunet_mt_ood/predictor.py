@@ -28,7 +28,7 @@ autocast, padding and out-of-memory fallback like every other prediction.
 preprocessor (for the crop and transpose of the case) and export function.
 """
 import os
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from nnunet_mt_ood.baselines import (foreground_entropy, max_softmax_score, mean
                                      voxel_disagreement)
 from nnunet_mt_ood.features import FeatureCapture, GramAccumulator, PooledAccumulator, memory_saving_order
 from nnunet_mt_ood.options import WINDOW_ORDERS
-from nnunet_mt_ood.signatures import signature_from_gram
+from nnunet_mt_ood.signatures import centred_signature, log_spectrum_from_gram, signature_from_gram, unit_length
 
 
 warn_if_untested_nnunet()
@@ -51,10 +51,14 @@ warn_if_untested_nnunet()
 class OODPredictor(nnUNetPredictor):
     """``nnUNetPredictor`` that also collects OOD inputs: ``results``: {case id: {name: value}} of the predicted cases.
 
-    For the spectral layer L: ``signature_L`` and ``pooled_L`` (channel means); for each further layer in
-    ``layers``: ``pooled_L`` only (streamed without a Gram matrix or upsampling); with softmax scores:
-    ``msp`` and ``entropy``; with MC-dropout samples: ``mcdropout``; with fold disagreement (several folds):
-    ``ensemble`` (1 - mean pairwise Dice of the folds' segmentations) and ``ensemble_disagreement``.
+    For the spectral layer L and each of ``spectral_layers``: ``signature_L`` (the paper's), ``centred_signature_L``
+    (``signatures.centred_signature``) and ``pooled_L`` (channel means); for each further layer in ``layers``:
+    ``pooled_L`` only (streamed without a Gram matrix or upsampling); with softmax scores:
+    ``max_softmax_score`` and ``mean_entropy``; with MC-dropout samples: ``mc_dropout_foreground_entropy``;
+    with fold disagreement (several folds): ``fold_dice_disagreement`` (1 - mean pairwise Dice of the folds'
+    segmentations) and ``fold_voxel_disagreement``; for each of ``image_features`` (functions of the
+    preprocessed image, no network): its value under its name. Named by what they hold: the methods
+    (``methods.py``) say which they read.
     """
 
     def __init__(self, *args, **kwargs):
@@ -62,7 +66,9 @@ class OODPredictor(nnUNetPredictor):
         # per-predictor state: set for real by enable_ood (no OOD collection before it)
         self.window_order = "nnunet"
         self.layer = None
+        self.spectral_layers = []
         self.softmax_scores = self.fold_disagreement = False
+        self.image_features: Dict[str, Callable] = {}
         self.mc_dropout_samples = 0
         self.keep_mc_probabilities = None
         self._collecting = False
@@ -97,7 +103,9 @@ class OODPredictor(nnUNetPredictor):
 
     def enable_ood(self, layer: Optional[str] = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
                    mc_dropout_samples: int = 0, keep_mc_probabilities: Optional[str] = None,
-                   fold_disagreement: bool = False, window_order: str = "nnunet") -> "OODPredictor":
+                   fold_disagreement: bool = False, window_order: str = "nnunet",
+                   image_features: Optional[Dict[str, Callable]] = None,
+                   spectral_layers: Sequence[str] = ()) -> "OODPredictor":
         """Call after initialization (needs the network). Raises ValueError for a layer the network lacks.
         layer: the spectral layer (None: no Gram matrix). keep_mc_probabilities: a folder where each case's
         MC-dropout mean probabilities (preprocessed grid) are kept as <case>.npy, for voxel maps.
@@ -105,7 +113,9 @@ class OODPredictor(nnUNetPredictor):
         else, as every other score belongs to one model). window_order: "nnunet" (nnU-Net's window order:
         segmentations and probabilities identical to nnUNetv2_predict's) or "memory" (``memory_saving_order``:
         fewer open cells for the spectral Gram matrix on large images, the same signature, and logits within
-        the rounding of nnU-Net's float16 sum of overlapping windows)."""
+        the rounding of nnU-Net's float16 sum of overlapping windows). image_features: {result name: function
+        of the preprocessed image (channels, z, y, x) tensor} (model-free values, e.g. an intensity histogram).
+        spectral_layers: further layers with a Gram matrix (their signatures), besides `layer`."""
         if window_order not in WINDOW_ORDERS:
             raise ValueError(f"window_order must be one of {', '.join(WINDOW_ORDERS)}, not {window_order!r}")
         self.window_order = window_order
@@ -114,19 +124,22 @@ class OODPredictor(nnUNetPredictor):
         several = len(self.list_of_parameters) > 1
         if fold_disagreement and not several:
             raise ValueError("the ensemble score needs two or more folds (-f 0 1 ...)")
-        if several and (not fold_disagreement or layer or layers or softmax_scores or mc_dropout_samples):
+        if several and (not fold_disagreement or layer or layers or spectral_layers or softmax_scores
+                        or mc_dropout_samples or image_features):
             raise ValueError("OOD scores other than ensemble belong to one model: predict with a single fold")
         if mc_dropout_samples and not self._dropout_modules():
             raise ValueError("MC-dropout needs a network with dropout (train it with a _dropout variant, e.g. nnUNetTrainerMultiTask_dropout)")
         self.remove_hooks()  # a second enable_ood replaces the first one's hooks
         self.fold_disagreement = fold_disagreement
         self.layer = layer
+        self.spectral_layers = [n for n in dict.fromkeys([layer, *spectral_layers]) if n]
         self.softmax_scores = softmax_scores
+        self.image_features = dict(image_features or {})
         self.mc_dropout_samples = mc_dropout_samples
         self.keep_mc_probabilities = keep_mc_probabilities
         self._collecting = True
         self._reset_results()
-        for name in dict.fromkeys([n for n in (layer, *layers) if n]):
+        for name in dict.fromkeys([n for n in (layer, *spectral_layers, *layers) if n]):
             self._captures[name] = FeatureCapture(self.network, name, lambda f, n=name: self._on_features(n, f))
         return self
 
@@ -179,7 +192,7 @@ class OODPredictor(nnUNetPredictor):
             self._windows = {}
             windows = [s[1:] for s in slicers]
             for name in self._captures:
-                if name == self.layer:  # the spectral layer: Gram matrix (and channel sums)
+                if name in self.spectral_layers:  # Gram matrix (and channel sums)
                     self._accumulators[name] = GramAccumulator(self.configuration_manager.patch_size, gaussian)
                     self._accumulators[name].begin(self._image_shape, data.shape[1:], windows, results_device)
                 else:  # pooled statistics only
@@ -263,22 +276,26 @@ class OODPredictor(nnUNetPredictor):
         results = {}
         for name, (gram, sums, voxels) in self._grams.items():
             if gram is not None:
-                results[f"signature_{name}"] = signature_from_gram(gram)
+                log_spectrum = log_spectrum_from_gram(gram)
+                results[f"signature_{name}"] = unit_length(log_spectrum)
+                results[f"centred_signature_{name}"] = centred_signature(log_spectrum)
             results[f"pooled_{name}"] = sums / max(voxels, 1)
+        for name, function in self.image_features.items():
+            results[name] = function(data)
         if self.softmax_scores:
             probabilities = torch.softmax(logits.float(), 0).numpy()
-            results["msp"] = max_softmax_score(probabilities)
-            results["entropy"] = mean_entropy(probabilities)
+            results["max_softmax_score"] = max_softmax_score(probabilities)
+            results["mean_entropy"] = mean_entropy(probabilities)
         if self.mc_dropout_samples:
             mean = self.mc_dropout_mean_probabilities(data, self.mc_dropout_samples)
-            results["mcdropout"] = foreground_entropy(mean)
+            results["mc_dropout_foreground_entropy"] = foreground_entropy(mean)
             self._last_mc_probabilities = mean if self.keep_mc_probabilities else None  # held only for maps
         if self.fold_disagreement:
             folds = self._fold_segmentations
             if len(folds) != len(self.list_of_parameters):
                 raise RuntimeError(f"{len(folds)} fold segmentations for {len(self.list_of_parameters)} folds")
-            results["ensemble"] = 1.0 - mean_pairwise_dice(folds, self.label_manager.foreground_labels)
-            results["ensemble_disagreement"] = voxel_disagreement(folds)
+            results["fold_dice_disagreement"] = 1.0 - mean_pairwise_dice(folds, self.label_manager.foreground_labels)
+            results["fold_voxel_disagreement"] = voxel_disagreement(folds)
         return results
 
     def mc_dropout_probabilities_in_image_space(self, case_files: Sequence[str], mean_probabilities: np.ndarray):

@@ -18,14 +18,37 @@ def gram_matrix(features) -> np.ndarray:
     return f @ f.T
 
 
-def signature_from_gram(gram: np.ndarray) -> np.ndarray:
-    """Unit-L2-norm log singular values, descending, from a channel Gram matrix F^T F."""
+def log_spectrum_from_gram(gram: np.ndarray) -> np.ndarray:
+    """Log singular values of F, descending (floored, see SINGULAR_VALUE_FLOOR), from its Gram matrix F^T F."""
     eigenvalues = np.clip(np.linalg.eigvalsh(np.asarray(gram, dtype=np.float64)), 0, None)
     singular_values = np.sqrt(eigenvalues)[::-1]
     largest = singular_values[0] if singular_values[0] > 0 else 1.0
-    log_s = np.log(np.maximum(singular_values, SINGULAR_VALUE_FLOOR * largest))
-    norm = np.linalg.norm(log_s)
-    return log_s / norm if norm > 0 else log_s
+    return np.log(np.maximum(singular_values, SINGULAR_VALUE_FLOOR * largest))
+
+
+def unit_length(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 0 else v
+
+
+def signature_from_gram(gram: np.ndarray) -> np.ndarray:
+    """The paper's signature: unit-L2-norm log singular values, descending, from a channel Gram matrix F^T F."""
+    return unit_length(log_spectrum_from_gram(gram))
+
+
+def centred_signature(log_spectrum: np.ndarray) -> np.ndarray:
+    """The size- and scale-invariant variant: the log spectrum minus its mean, then unit L2 norm. Features
+    scaled by a factor a (singular values times a) or an image of the same content with k times the voxels
+    (singular values times sqrt(k)) add a constant to every log singular value, which the paper's signature
+    keeps (its L2 normalisation divides, it does not subtract) and this one removes."""
+    log_spectrum = np.asarray(log_spectrum, dtype=np.float64)
+    return unit_length(log_spectrum - log_spectrum.mean())
+
+
+def multilayer_signature(signatures) -> np.ndarray:
+    """Several layers' signatures (each unit length) concatenated, divided by sqrt(layers): unit length, each
+    layer weighing the same in the distance."""
+    return np.concatenate([np.asarray(s, dtype=np.float64) for s in signatures]) / np.sqrt(len(signatures))
 
 
 def spectral_signature(features) -> np.ndarray:

@@ -10,7 +10,8 @@ from conftest import BIN, PLAIN_MODEL, run
 
 pytestmark = pytest.mark.slow
 TRAINER = "nnUNetTrainerMultiTaskSmoke_dropout"
-METHODS = ["spectral", "mahalanobis", "knn", "msp", "entropy", "mcdropout"]
+METHODS = ["spectral", "spectral_centred", "spectral_multilayer", "mahalanobis", "knn", "ihf", "msp", "entropy",
+           "mcdropout"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,26 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
     from nnunet_mt_ood.baselines import KNNDetector
     knn_fit = json.load(open(fold / "ood_fit_knn_bottleneck.json"))
     assert knn_fit["k"] == 2 and knn_fit["tau"] == pytest.approx(KNNDetector(k=2).fit(knn).threshold_)
+    # the spectral variants on the same training images: the multi-layer signature starts with the paper's
+    # (last layer) divided by sqrt(2); the centred one has mean 0 and length 1
+    paper = np.load(fold / "spectral_signatures_last.npz")["signatures"]
+    multilayer = np.load(fold / "spectral_multilayer_signatures.npz")["signatures"]
+    np.testing.assert_allclose(multilayer[:, :paper.shape[1]] * np.sqrt(2), paper, atol=1e-10)
+    assert multilayer.shape == (6, paper.shape[1] + 4 * 8)  # + the bottleneck's 32 channels
+    centred = np.load(fold / "spectral_centred_signatures_last.npz")["signatures"]
+    np.testing.assert_allclose(centred.sum(1), 0, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(centred, axis=1), 1, atol=1e-10)
+    # ihf: each training image's fine histogram (one channel) recomputed from its preprocessed array
+    from nnunet_mt.nnunet_glue import preprocessed_dataset
+    from nnunet_mt_ood.histogram import IntensityHistogramDetector, fine_intensity_histogram
+    ihf_fit = json.load(open(fold / "ood_fit_ihf.json"))
+    histograms = np.load(fold / "ood_fit_ihf.npz")["features"]
+    folder = str(root / "pre/Dataset012_CorticalPlateMR/nnUNetPlans_3d_fullres")
+    dataset = preprocessed_dataset(folder, ihf_fit["case_ids"])
+    expected = [fine_intensity_histogram(np.asarray(dataset.load_case(c)[0], np.float32)) for c in ihf_fit["case_ids"]]
+    np.testing.assert_allclose(histograms, np.stack(expected), atol=1e-12)
+    assert ihf_fit["bins"] == 100 and ihf_fit["tau"] == pytest.approx(
+        IntensityHistogramDetector(bins=100).fit(histograms, ihf_fit["subjects"]).threshold_)
     reports = []
     for name, ds in (("id", "Dataset012_CorticalPlateMR"), ("ood", "Dataset014_HippocampusMR")):
         out = tmp_path / name

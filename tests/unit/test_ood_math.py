@@ -58,10 +58,30 @@ def test_distance_by_group_is_the_nearest_signature_of_each_group():
 def test_prediction_mismatch_line():
     """score says in one line when the fit's device or precision differs from its own; nothing when they agree
     or when the fit file predates the record."""
-    from nnunet_mt_ood.cli import prediction_mismatch
+    from nnunet_mt_ood.model import prediction_mismatch
     cpu = {"device": "cpu", "precision": "float32"}
     assert prediction_mismatch(dict(cpu), cpu) is None
     assert prediction_mismatch(None, cpu) is None
     line = prediction_mismatch({"device": "cuda", "precision": "float16"}, cpu)
     assert line.startswith("fitted on cuda (float16), scored on cpu (float32)") and "\n" not in line
     assert "fitted on cpu (bfloat16)" in prediction_mismatch({"device": "cpu", "precision": "bfloat16"}, cpu)
+
+
+def test_centred_signature_ignores_feature_scale_and_image_size_where_the_papers_does_not():
+    """Known answers: features scaled by a (Gram times a^2) and the same content twice over (Gram times 2) add a
+    constant to every log singular value; the centred signature is unchanged, the paper's is not."""
+    from nnunet_mt_ood.signatures import (centred_signature, log_spectrum_from_gram, multilayer_signature,
+                                          signature_from_gram)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(6, 500)) * np.arange(1, 7)[:, None]
+    gram = features @ features.T
+    twice = np.concatenate([features, features], axis=1)  # an image holding the same content twice
+    centred = centred_signature(log_spectrum_from_gram(gram))
+    for other in (9.0 * gram, twice @ twice.T):
+        np.testing.assert_allclose(centred_signature(log_spectrum_from_gram(other)), centred, atol=1e-12)
+        assert np.abs(signature_from_gram(other) - signature_from_gram(gram)).max() > 1e-3
+    assert np.linalg.norm(centred) == pytest.approx(1.0) and centred.sum() == pytest.approx(0.0, abs=1e-12)
+    # by hand: singular values 4, 2, 1 -> log 4, log 2, 0 -> centred log 2 * (1, 0, -1) -> (1, 0, -1) / sqrt(2)
+    np.testing.assert_allclose(centred_signature(np.log([4.0, 2.0, 1.0])), np.array([1, 0, -1]) / np.sqrt(2))
+    both = multilayer_signature([centred, signature_from_gram(gram)])
+    assert both.shape == (12,) and np.linalg.norm(both) == pytest.approx(1.0)

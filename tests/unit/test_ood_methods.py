@@ -8,7 +8,8 @@ from nnunet_mt_ood.detector import SpectralOODDetector, mean_plus_c_std
 from nnunet_mt_ood.methods import (METHODS, OODMethod, POOLED_LAYER, FoldEnsemble, Spectral, predictor_options,
                                    register)
 
-NOTHING = {"layer": None, "layers": [], "softmax_scores": False, "mc_dropout_samples": 0, "fold_disagreement": False}
+NOTHING = {"layer": None, "layers": [], "spectral_layers": [], "softmax_scores": False, "mc_dropout_samples": 0,
+           "fold_disagreement": False, "image_features": {}}
 
 
 def test_predictor_options_combine_what_each_method_needs():
@@ -18,13 +19,22 @@ def test_predictor_options_combine_what_each_method_needs():
     assert predictor_options(["spectral", "mahalanobis", "knn", "entropy"], "bottleneck") == dict(
         NOTHING, layer="bottleneck", layers=[POOLED_LAYER], softmax_scores=True)
     assert predictor_options(["ensemble"], "last") == dict(NOTHING, fold_disagreement=True)
+    from nnunet_mt_ood.histogram import fine_intensity_histogram
+    assert predictor_options(["ihf", "spectral"], "last") == dict(
+        NOTHING, layer="last", image_features={"fine_intensity_histogram": fine_intensity_histogram})
+    assert predictor_options(["spectral_centred", "spectral_multilayer"], "last") == dict(
+        NOTHING, layer="last", spectral_layers=["bottleneck", "last"])
 
 
 def test_each_method_reads_its_values_and_names_its_files():
-    results = {"signature_last": np.ones(4), f"pooled_{POOLED_LAYER}": np.arange(8.0), "msp": 0.1, "entropy": 0.2,
-               "mcdropout": 0.3, "ensemble": 0.4}
+    results = {"signature_last": np.ones(4), f"pooled_{POOLED_LAYER}": np.arange(8.0), "max_softmax_score": 0.1,
+               "mean_entropy": 0.2, "mc_dropout_foreground_entropy": 0.3, "fold_dice_disagreement": 0.4,
+               "fine_intensity_histogram": np.full(2000, 5e-4), "centred_signature_last": np.zeros(4),
+               "signature_bottleneck": np.full(6, 2.0)}
     expected = {"spectral": np.ones(4), "mahalanobis": np.arange(8.0), "knn": np.arange(8.0), "msp": 0.1,
-                "entropy": 0.2, "mcdropout": 0.3, "ensemble": 0.4}
+                "entropy": 0.2, "mcdropout": 0.3, "ensemble": 0.4, "ihf": np.full(2000, 5e-4),
+                "spectral_centred": np.zeros(4),
+                "spectral_multilayer": np.concatenate([np.ones(4), np.full(6, 2.0)]) / np.sqrt(2)}
     assert set(METHODS) == set(expected)
     for name, method in METHODS.items():
         assert method.name == name and isinstance(method, OODMethod)
@@ -36,6 +46,11 @@ def test_each_method_reads_its_values_and_names_its_files():
     assert [m for m, spec in METHODS.items() if spec.decides] == ["spectral"]
     assert [m for m, spec in METHODS.items() if spec.needs_dropout] == ["mcdropout"]
     assert METHODS["knn"].make_detector(2.0, {"k": 3}).k == 3 and METHODS["knn"].make_detector(2.0).k == 1
+    assert METHODS["ihf"].paths("/f", "last") == ("/f/ood_fit_ihf.npz", "/f/ood_fit_ihf.json")
+    assert METHODS["spectral_centred"].paths("/f", "bottleneck")[1] == "/f/spectral_centred_signatures_bottleneck.json"
+    assert METHODS["spectral_multilayer"].paths("/f", "last")[1] == "/f/spectral_multilayer_signatures.json"
+    assert METHODS["spectral_multilayer"].fitted_layer("last") == "last+bottleneck"
+    assert METHODS["ihf"].make_detector(2.0, {"bins": 7}).bins == 7
     assert METHODS["mcdropout"].fit_warning({"mc_samples": 5}, 10) == "fitted with 5 dropout samples"
     assert METHODS["mcdropout"].fit_warning({"mc_samples": 10}, 10) is None
 
