@@ -222,6 +222,17 @@ def session_root(tmp_path_factory):
     return root
 
 
+def _stage_fixture(stage, upstream, doc):
+    """A session fixture that builds `stage` (once per run) into the root of fixture `upstream`; (root, env)."""
+    @pytest.fixture(scope="session")
+    def fixture(tmp_path_factory, request):
+        root, env = request.getfixturevalue(upstream)
+        _stage(tmp_path_factory, root, stage)
+        return root, env
+    fixture.__doc__ = doc
+    return fixture
+
+
 @pytest.fixture(scope="session")
 def demo_raw(tmp_path_factory, session_root):
     """Demo datasets in a fresh nnUNet_raw; returns (root, env)."""
@@ -229,34 +240,20 @@ def demo_raw(tmp_path_factory, session_root):
     return session_root, nnunet_env(session_root)
 
 
-@pytest.fixture(scope="session")
-def preprocessed(tmp_path_factory, demo_raw):
-    """demo-data -> merge -> nnUNetv2_plan_and_preprocess, through the real commands."""
-    root, env = demo_raw
-    _stage(tmp_path_factory, root, "pre")
-    return root, env
+preprocessed = _stage_fixture("pre", "demo_raw", "demo-data -> merge -> nnUNetv2_plan_and_preprocess, through the "
+                              "real commands.")
+trained = _stage_fixture("res", "preprocessed", "... -> nnUNetv2_train (fold 0, 2 epochs), through the real commands.")
+plain_model = _stage_fixture("plain", "demo_raw", "nnUNetv2_plan_and_preprocess -d 12, then nnU-Net's own "
+                             "nnUNetTrainer for 1 epoch of 2 iterations with its validation "
+                             "(tests/plain_nnunet_model.py): a plain nnU-Net model, in "
+                             "res/Dataset012_CorticalPlateMR/PLAIN_MODEL.")
+
+
+predicted_stage = _stage_fixture("pred", "trained", "... -> nnUNetv2_predict (with --save_probabilities) on a CT, "
+                                 "an MR and an anisotropic MR test case.")
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, preprocessed):
-    """... -> nnUNetv2_train (fold 0, 2 epochs), through the real commands."""
-    root, env = preprocessed
-    _stage(tmp_path_factory, root, "res")
-    return root, env
-
-
-@pytest.fixture(scope="session")
-def plain_model(tmp_path_factory, demo_raw):
-    """nnUNetv2_plan_and_preprocess -d 12, then nnU-Net's own nnUNetTrainer for 1 epoch of 2 iterations with its
-    validation (tests/plain_nnunet_model.py): a plain nnU-Net model, in res/Dataset012_CorticalPlateMR/PLAIN_MODEL."""
-    root, env = demo_raw
-    _stage(tmp_path_factory, root, "plain")
-    return root, env
-
-
-@pytest.fixture(scope="session")
-def predicted(tmp_path_factory, trained):
-    """nnUNetv2_predict (with --save_probabilities) on a CT, an MR and an anisotropic MR test case."""
-    root, env = trained
-    _stage(tmp_path_factory, root, "pred")
-    return root, root / "pred"
+def predicted(predicted_stage):
+    """(root, the folder nnUNetv2_predict wrote) of the predicted stage."""
+    return predicted_stage[0], predicted_stage[0] / "pred"
