@@ -18,7 +18,8 @@ from nnunet_mt import layout
 from nnunet_mt.atomic import save_npz_atomic, write_text_atomic, written_atomically
 from nnunet_mt.errors import InputError
 from nnunet_mt.metrics import ece, reference_roi
-from nnunet_mt.temperature import (brier_score, fit_temperature, negative_log_likelihood, scale_probabilities)
+from nnunet_mt.temperature import (brier_score, choose_temperature, fit_by, negative_log_likelihood,
+                                   scale_probabilities)
 
 CALIBRATION_FILE = "temperature.json"
 MAX_FIT_VOXELS = 2_000_000  # a seeded random sample of the region's voxels, shared equally by the cases
@@ -85,8 +86,11 @@ def _predict_folder(dataset: str, configuration: str, fold: str, trainer: str, p
 def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: str = "nnUNetPlans",
               region: str = "reference", per_source: bool = False, device: str = "cpu", mirroring: bool = True,
               log=print, images: Optional[str] = None, probabilities: Optional[str] = None,
-              references: Optional[str] = None) -> dict:
+              references: Optional[str] = None, objective: str = "held_out") -> dict:
     """Fits T (and one T per source dataset with per_source) and writes fold_X/temperature.json; returns it.
+
+    objective: "held_out" (default): the fit (NLL or ECE) that lowers the ECE of held-out subjects, else T = 1
+    (``temperature.choose_temperature``); "nll" (Guo et al.) or "ece": that fit, unchecked.
 
     Default: on the fold's validation cases (their saved probabilities, or nnUNetv2_predict on their raw images;
     references from nnU-Net's gt_segmentations). With references (a folder of label maps CASE<ending>): on a
@@ -137,6 +141,8 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
                 origin = "nnUNetv2_predict --save_probabilities on the validation images"
         fitted_probabilities, labels = _fit_voxels(cases, folder, labels_dir, ending, region)
     sources = case_sources(dataset_json, cases)
+    from nnunet_mt.subjects import case_subjects
+    subjects = case_subjects(dataset_json, cases)
     groups: Dict[str, np.ndarray] = {"all": np.ones(len(cases), bool)}
     if per_source:
         groups.update({s: np.array([c == s for c in sources]) for s in sorted(set(sources))})
@@ -144,16 +150,23 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
               "configuration": configuration, "fold": fold, "region": REGIONS[region], "probabilities_from": origin,
               "reference": {"from": "labelled reference set", "labels": os.path.abspath(references)}
               if references else {"from": f"validation cases of fold {fold}"},
-              "cases": cases, "sources": sources, "fit": {}}
+              "cases": cases, "sources": sources, "subjects": subjects, "objective": objective, "fit": {}}
     for group, members in groups.items():
-        p = np.concatenate([x for x, m in zip(fitted_probabilities, members) if m], axis=1)
-        y = np.concatenate([x for x, m in zip(labels, members) if m])
-        t, _, _ = fit_temperature(p, y)
-        result["fit"][group] = {"temperature": t, "voxels": int(y.size), "before": _scores(p, y),
-                                "after": _scores(scale_probabilities(p, t), y)}
-        log(f"{group}: T = {t:.3f} on {y.size} voxels; NLL {result['fit'][group]['before']['nll']:.4f} -> "
-            f"{result['fit'][group]['after']['nll']:.4f}, ECE {result['fit'][group]['before']['ece']:.4f} -> "
-            f"{result['fit'][group]['after']['ece']:.4f}")
+        index = [i for i, m in enumerate(members) if m]
+        p = np.concatenate([fitted_probabilities[i] for i in index], axis=1)
+        y = np.concatenate([labels[i] for i in index])
+        selection = None
+        if objective == "held_out":
+            selection = choose_temperature([fitted_probabilities[i] for i in index], [labels[i] for i in index],
+                                           [subjects[i] for i in index], [sources[i] for i in index])
+            t = selection["temperature"]
+        else:
+            t = fit_by(objective, p, y)
+        fit = result["fit"][group] = {"temperature": t, "voxels": int(y.size), "before": _scores(p, y),
+                                      "after": _scores(scale_probabilities(p, t), y), "selection": selection}
+        log(f"{group}: T = {t:.3f} on {y.size} voxels; NLL {fit['before']['nll']:.4f} -> {fit['after']['nll']:.4f}, "
+            f"ECE {fit['before']['ece']:.4f} -> {fit['after']['ece']:.4f}"
+            + (f"; {selection['reason']}" if selection else f" ({objective} fit)"))
     result["temperature"] = result["fit"]["all"]["temperature"]
     if per_source:
         result["per_source"] = {s: result["fit"][s]["temperature"] for s in groups if s != "all"}

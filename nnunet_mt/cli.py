@@ -57,7 +57,7 @@ def _calibrate(args) -> None:
         from nnunet_mt.prediction_temperature import refuse_prediction_temperature
         refuse_prediction_temperature("nnunet_mt calibrate (it fits T on the model's own probabilities)")
         calibrate(args.d, args.c, args.f, args.tr, args.p, args.roi, args.per_source, args.device, not args.disable_tta,
-                  images=args.i, probabilities=args.prob, references=args.ref)
+                  images=args.i, probabilities=args.prob, references=args.ref, objective=args.objective)
 
 
 def _share_plans(args) -> None:
@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", choices=["reference", "image"], default="reference",
                    help="voxels the temperature is fitted on: the reference's bounding box grown by 5 voxels "
                         "(default, as evaluate --roi reference) or the whole image")
+    p.add_argument("--objective", choices=["held_out", "nll", "ece"], default="held_out",
+                   help="held_out (default): T fitted by NLL and by ECE is checked on held-out subjects of the "
+                   "fitting cases, and kept only if it lowers their ECE (no source's rising), else T = 1; nll: "
+                   "the NLL fit of Guo et al. as it is; ece: the ECE fit as it is")
     add_renamed(p, "--per_source", "--per-source", action="store_true", help="also one temperature per source "
                 "dataset of a merged dataset (picked at prediction by the nearest training signature)")
     p.add_argument("-device", choices=["cpu", "cuda"], default="cuda", help="device for predicting the "

@@ -7,7 +7,7 @@ temperature-scaled softmax(z / T): any saved probability map can be calibrated a
 argmax (the segmentation) never changes for T > 0. Probabilities are clipped at PROBABILITY_FLOOR before
 the log (exports hold exact zeros); that caps |log p| at 16.
 """
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -64,3 +64,95 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> Tuple[floa
     if not found.fun < before:
         return 1.0, before, before
     return float(1 / found.x), before, float(found.fun)
+
+
+# --- a temperature judged by the ECE of cases it was not fitted on ---------------------------------------------
+ECE_BINS = 10
+ECE_GRID = 0.25 * 2.0 ** (np.arange(33) / 8)  # temperatures the ECE fit tries: 0.25 to 4, steps of 2^(1/8), 1 exact
+OBJECTIVES = ("nll", "ece")
+HELD_OUT_TOLERANCE = 1e-3  # a source's held-out ECE may not rise by more than this
+SELECTION_VOXELS = 200_000  # the held-out check runs on a seeded sample of at most this many voxels, shared by the cases
+
+
+def foreground_ece(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE of the foreground probability 1 - p[background] against label > 0 over every voxel given (as
+    ``evaluate`` counts it): probabilities (classes, n), labels (n,)."""
+    from nnunet_mt.metrics import ece
+    foreground = 1.0 - np.asarray(probabilities, dtype=np.float64)[0]
+    return ece(foreground, np.asarray(labels) > 0, n_bins, roi=np.ones(foreground.shape, bool))
+
+
+def fit_temperature_ece(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """The T of ECE_GRID (0.25 to 4, T = 1 included) with the lowest foreground ECE on these voxels; among equal
+    ECEs the one closest to 1. ECE is not smooth in T (voxels change bins), hence a grid, not a 1-D search."""
+    errors = [foreground_ece(scale_probabilities(probabilities, t), labels, n_bins) for t in ECE_GRID]
+    best = min(range(len(ECE_GRID)), key=lambda i: (round(errors[i], 12), abs(np.log(ECE_GRID[i]))))
+    return float(ECE_GRID[best])
+
+
+def fit_by(objective: str, probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """T fitted by "nll" (Guo et al.: the NLL minimum) or "ece" (fit_temperature_ece)."""
+    if objective == "nll":
+        return fit_temperature(probabilities, labels)[0]
+    if objective == "ece":
+        return fit_temperature_ece(probabilities, labels)
+    raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+
+
+def choose_temperature(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], subjects: Sequence[str],
+                       sources: Sequence[str]) -> dict:
+    """The temperature that lowers ECE on cases it was not fitted on, or T = 1.
+
+    probabilities, labels: per case, (classes, n) and (n,); subjects, sources: one per case. Each subject's cases
+    in turn are held out (on a seeded sample of SELECTION_VOXELS voxels): T is fitted by each objective (OBJECTIVES) on the other subjects' voxels and applied
+    to the held-out cases. Pooled over subjects, each objective gets a held-out ECE, overall and per source,
+    beside T = 1's. Kept: the objective with the lowest overall held-out ECE, if that is below T = 1's and no
+    source's held-out ECE rises by more than HELD_OUT_TOLERANCE; T is then fitted by it on every case. Else
+    T = 1. Returns {"temperature", "objective" (None for T = 1), "held_out_ece": {"none", "nll", "ece"},
+    "held_out_ece_per_source": {source: {...}}, "reason": one line}."""
+    subjects, sources = [str(s) for s in subjects], [str(s) for s in sources]
+    distinct = sorted(set(subjects))
+    all_probabilities, all_labels = np.concatenate(probabilities, axis=1), np.concatenate(labels)
+    rng, share = np.random.default_rng(0), max(1, SELECTION_VOXELS // max(len(labels), 1))
+    picks = [np.sort(rng.choice(len(y), share, replace=False)) if len(y) > share else np.arange(len(y))
+             for y in labels]
+    probabilities = [np.asarray(p)[:, k] for p, k in zip(probabilities, picks)]
+    labels = [np.asarray(y)[k] for y, k in zip(labels, picks)]
+    if len(distinct) < 2:
+        return {"temperature": 1.0, "objective": None, "held_out_ece": None, "held_out_ece_per_source": None,
+                "reason": f"T = 1 kept: a temperature is checked on held-out subjects, these cases come from "
+                          f"{len(distinct)}"}
+    held_out = {name: [] for name in ("none", *OBJECTIVES)}  # per held-out case: calibrated probabilities
+    order = []
+    for subject in distinct:
+        inside = [i for i, s in enumerate(subjects) if s != subject]
+        p_in = np.concatenate([probabilities[i] for i in inside], axis=1)
+        y_in = np.concatenate([labels[i] for i in inside])
+        fitted = {name: fit_by(name, p_in, y_in) for name in OBJECTIVES}
+        for i in (i for i, s in enumerate(subjects) if s == subject):
+            order.append(i)
+            held_out["none"].append(np.asarray(probabilities[i], dtype=np.float64))
+            for name, t in fitted.items():
+                held_out[name].append(scale_probabilities(probabilities[i], t))
+    y = [labels[i] for i in order]
+
+    def pooled(name, cases):
+        return foreground_ece(np.concatenate([held_out[name][k] for k in cases], axis=1),
+                              np.concatenate([y[k] for k in cases]))
+    everything = range(len(order))
+    overall = {name: pooled(name, everything) for name in held_out}
+    per_source = {}
+    for source in sorted(set(sources)):
+        cases = [k for k, i in enumerate(order) if sources[i] == source]
+        per_source[source] = {name: pooled(name, cases) for name in held_out}
+    best = min(OBJECTIVES, key=lambda name: overall[name])
+    worse = [s for s, e in per_source.items() if e[best] > e["none"] + HELD_OUT_TOLERANCE]
+    result = {"held_out_ece": overall, "held_out_ece_per_source": per_source}
+    if overall[best] < overall["none"] and not worse:
+        t = fit_by(best, all_probabilities, all_labels)
+        return dict(result, temperature=t, objective=best,
+                    reason=f"T = {t:.3f} ({best} fit) kept: held-out ECE {overall['none']:.4f} -> {overall[best]:.4f}")
+    why = (f"it raised the held-out ECE of {worse[0]} ({per_source[worse[0]]['none']:.4f} -> "
+           f"{per_source[worse[0]][best]:.4f})" if worse and overall[best] < overall["none"] else
+           f"no fit lowered the held-out ECE ({overall['none']:.4f} at T = 1, best {overall[best]:.4f} by {best})")
+    return dict(result, temperature=1.0, objective=None, reason=f"T = 1 kept: {why}")

@@ -60,7 +60,9 @@ grep -h "Paper schedule\|Converged after\|Stopped at the cap" "$model"/fold_0/tr
 grep -h "Spectral OOD" "$model"/fold_0/training_log_*.txt | tail -n 2
 echo "Segmentation (in-distribution test cases; ECE/MCE/NLL/Brier over the box of reference and prediction + 5 voxels, the same with and without T):"
 cat "$OUT/predictions/id/metrics.md"
-echo "With the temperature fitted on fold 0's validation cases (T = $(python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['temperature'], 3))" "$model/fold_0/temperature.json")):"
+echo "Calibration on fold 0's validation cases: $(python -c "import json,sys; f = json.load(open(sys.argv[1]))['fit']['all']
+print((f.get('selection') or {}).get('reason') or f'T = {f[\"temperature\"]:.3f}')" "$model/fold_0/temperature.json")"
+echo "With that temperature:"
 cat "$OUT/predictions/id_calibrated/metrics.md"
 echo "Nearest training source and decision (spectral) per scored set:"
 for name in id ood_hippocampus ood_pancreas; do

@@ -24,7 +24,7 @@ def calibrated(trained, tmp_path_factory):
     shutil.copytree(root / "res/Dataset500_MultiTask" / MODEL, results / "Dataset500_MultiTask" / MODEL)
     env = dict(env, nnUNet_results=str(results))
     r = run([os.path.join(BIN, "nnunet_mt"), "calibrate", "-d", "500", "-f", "0", "-tr", TRAINER, "-device", "cpu",
-             "--disable_tta", "--per_source"], env, process=True)
+             "--disable_tta", "--per_source", "--objective", "nll"], env, process=True)  # Guo et al.'s fit: T != 1
     fold = results / "Dataset500_MultiTask" / MODEL / "fold_0"
     return root, env, fold, json.loads((fold / "temperature.json").read_text()), r.stdout
 

@@ -104,7 +104,7 @@ def test_calibrate_on_a_labelled_reference_set(model_only, tmp_path):
         os.link(root / "raw/Dataset500_MultiTask/labelsTs" / f"{case}.nii.gz", labels / f"{case}.nii.gz")
     fold = home / "res/Dataset500_MultiTask" / MODEL / "fold_0"
     common = ["calibrate", "-d", "500", "-f", "0", "-tr", TRAINER, "-device", "cpu", "--disable_tta", "-ref", str(labels)]
-    r = run([os.path.join(BIN, "nnunet_mt"), *common, "-i", str(images)], env)
+    r = run([os.path.join(BIN, "nnunet_mt"), *common, "-i", str(images), "--objective", "nll"], env)
     from_images = json.loads((fold / "temperature.json").read_text())
     assert from_images["cases"] == cases and from_images["reference"]["labels"] == str(labels)
     assert "all: T = " in r.stdout and "ECE" in r.stdout
@@ -113,7 +113,7 @@ def test_calibrate_on_a_labelled_reference_set(model_only, tmp_path):
     run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(images), "-o", str(pred), "-d", "500", "-c", "3d_fullres",
          "-f", "0", "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta",
          "--save_probabilities"], env)
-    run([os.path.join(BIN, "nnunet_mt"), *common, "-prob", str(pred)], env)
+    run([os.path.join(BIN, "nnunet_mt"), *common, "-prob", str(pred), "--objective", "nll"], env)
     from_probabilities = json.loads((fold / "temperature.json").read_text())
     assert from_probabilities["temperature"] == pytest.approx(from_images["temperature"], rel=1e-6)
     p, y = [], []
@@ -125,6 +125,16 @@ def test_calibrate_on_a_labelled_reference_set(model_only, tmp_path):
         y.append(reference[mask])
     expected, _, _ = fit_temperature(np.concatenate(p, axis=1), np.concatenate(y))
     assert from_images["temperature"] == pytest.approx(expected, rel=1e-4)
+    # the default: a fit is kept only if it lowers the ECE of held-out subjects (here each case its own subject
+    # and source), else T = 1; the same choice recomputed here from the same voxels
+    from nnunet_mt.temperature import choose_temperature
+    r = run([os.path.join(BIN, "nnunet_mt"), *common, "-prob", str(pred)], env)
+    chosen = json.loads((fold / "temperature.json").read_text())
+    independent = choose_temperature(p, y, cases, chosen["sources"])
+    assert chosen["objective"] == "held_out" and chosen["subjects"] == cases
+    assert chosen["temperature"] == pytest.approx(independent["temperature"], rel=1e-6)
+    assert chosen["fit"]["all"]["selection"]["held_out_ece"] == pytest.approx(independent["held_out_ece"])
+    assert independent["reason"] in r.stdout and f"all: T = {chosen['temperature']:.3f}" in r.stdout
     # refusals: labels without images or probabilities, or both; a label with no probabilities
     for extra, needle in (([], "give the reference images (-i) or their saved probabilities (-prob)"),
                           (["-i", str(images), "-prob", str(pred)], "one of the two")):

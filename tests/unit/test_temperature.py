@@ -116,3 +116,58 @@ def test_prediction_temperature_from_the_environment(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit) as stop:
         with_prediction_temperature(torch.nn.Identity())
     assert stop.value.code == 2 and "nnUNet_mt_temperature=x" in capsys.readouterr().err
+
+
+def _binary_cases(true_temperature, n_cases, voxels, seed):
+    """Per case: reported probabilities softmax(z) of a binary model (2, voxels) and labels drawn from
+    softmax(z / true_temperature): the model is over- (T > 1) or underconfident (T < 1) by that factor."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(n_cases):
+        z = rng.normal(0, 3, voxels)
+        reported = np.stack([1 / (1 + np.exp(z)), 1 / (1 + np.exp(-z))])
+        labels = (rng.random(voxels) < 1 / (1 + np.exp(-z / true_temperature))).astype(np.int64)
+        cases.append((reported, labels))
+    return cases
+
+
+def test_ece_fit_finds_the_grid_temperature_nearest_the_true_one():
+    from nnunet_mt.temperature import ECE_GRID, fit_temperature_ece, foreground_ece
+    assert 1.0 in ECE_GRID and 2.0 in ECE_GRID and ECE_GRID[0] == pytest.approx(0.25)
+    (p, y), = _binary_cases(2.0, 1, 200_000, seed=3)
+    t = fit_temperature_ece(p, y)
+    assert t in ECE_GRID and abs(np.log2(t / 2.0)) <= 1 / 8 + 1e-9  # 2, or one grid step (2^(1/8)) away
+    assert foreground_ece(scale_probabilities(p, t), y) < foreground_ece(p, y) / 3
+    # foreground ECE by hand: two voxels of foreground probability 0.9, one of them foreground -> |0.5 - 0.9|
+    assert foreground_ece(np.array([[0.1, 0.1], [0.9, 0.9]]), np.array([1, 0])) == pytest.approx(0.4)
+
+
+def test_held_out_choice_keeps_a_temperature_that_helps_every_source():
+    from nnunet_mt.temperature import choose_temperature
+    cases = _binary_cases(2.5, 6, 5000, seed=0)  # one source, six subjects, every one overconfident
+    choice = choose_temperature([p for p, _ in cases], [y for _, y in cases], list("abcdef"), ["S"] * 6)
+    assert choice["objective"] in ("nll", "ece") and choice["temperature"] == pytest.approx(2.5, rel=0.2)
+    held_out = choice["held_out_ece"]
+    assert held_out[choice["objective"]] < held_out["none"] / 2 and choice["reason"].startswith(
+        f"T = {choice['temperature']:.3f} ({choice['objective']} fit) kept: held-out ECE")
+
+
+def test_held_out_choice_keeps_t_1_when_a_source_would_get_worse():
+    """Four overconfident subjects of source B, two underconfident of source A: the fits soften (T > 1), which
+    lowers B's held-out ECE and the pooled one but raises A's: T = 1 is kept, and the line names A."""
+    from nnunet_mt.temperature import choose_temperature
+    over, under = _binary_cases(2.5, 4, 5000, seed=1), _binary_cases(0.6, 2, 5000, seed=2)
+    cases = over + under
+    choice = choose_temperature([p for p, _ in cases], [y for _, y in cases], list("abcdef"), ["B"] * 4 + ["A"] * 2)
+    per_source = choice["held_out_ece_per_source"]
+    best = min(("nll", "ece"), key=lambda name: choice["held_out_ece"][name])
+    assert per_source["B"][best] < per_source["B"]["none"] and per_source["A"][best] > per_source["A"]["none"]
+    assert choice["temperature"] == 1.0 and choice["objective"] is None
+    assert choice["reason"].startswith("T = 1 kept: it raised the held-out ECE of A (")
+
+
+def test_held_out_choice_needs_two_subjects():
+    from nnunet_mt.temperature import choose_temperature
+    cases = _binary_cases(2.5, 2, 1000, seed=4)
+    choice = choose_temperature([p for p, _ in cases], [y for _, y in cases], ["s", "s"], ["S", "S"])
+    assert choice["temperature"] == 1.0 and "held-out subjects, these cases come from 1" in choice["reason"]
