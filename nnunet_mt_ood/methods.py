@@ -3,8 +3,8 @@ fold folder, and the defaults. Every command (fit, score, evaluate) and the expe
 
 Files (open formats):
 - spectral: ``spectral_signatures_<layer>.npz`` (``signatures``, float64 (n_cases, channels)) and ``.json``
-  (case ids, source datasets, tau, C, leave-one-out scores, layer, model); its variants
-  ``spectral_centred_signatures_<layer>`` and ``spectral_multilayer_signatures`` the same way;
+  (case ids, source datasets, tau, C, leave-one-out scores, layer, model); its variants as
+  ``ood_fit_spectral_centred_<layer>`` and ``ood_fit_spectral_multilayer`` (.npz ``signatures`` and .json);
 - mahalanobis, knn: ``ood_fit_<method>_<POOLED_LAYER>.npz`` (``features``: per-image channel means) and ``.json``;
 - ihf: ``ood_fit_ihf.npz`` (``features``: fine intensity histograms, (n_cases, channels * 2000)) and ``.json``;
 - msp, entropy, mcdropout: ``ood_fit_<method>.json`` (training scores, tau, C, ...);
@@ -89,7 +89,7 @@ class Spectral(OODMethod):
 
 class SpectralCentred(Spectral):
     """The size- and scale-invariant variant (``signatures.centred_signature``), on the --layer feature map."""
-    name, stem = "spectral_centred", "spectral_centred_signatures_{layer}"
+    name, stem = "spectral_centred", "ood_fit_spectral_centred_{layer}"
     summary = "spectral with the log spectrum centred: invariant to feature scale and image size"
     decides = fitted_by_training = False
 
@@ -100,7 +100,7 @@ class SpectralCentred(Spectral):
 class SpectralMultilayer(OODMethod):
     """The paper's signatures of every supported layer (last decoder stage, bottleneck), concatenated
     (``signatures.multilayer_signature``), after MedicOOD's multi-layer aggregation."""
-    name, detector, stem, npz_key = "spectral_multilayer", SpectralOODDetector, "spectral_multilayer_signatures", \
+    name, detector, stem, npz_key = "spectral_multilayer", SpectralOODDetector, "ood_fit_spectral_multilayer", \
         "signatures"
     summary = "spectral signatures of the last decoder stage and the bottleneck, concatenated"
     nearest_neighbours = True

@@ -45,11 +45,11 @@ def test_share_plans_copies_the_joint_arrays_of_the_targets_cases(preprocessed):
 
 def test_share_plans_refuses_a_copy_it_cannot_complete_before_writing(preprocessed):
     root, env = preprocessed
-    run([NNUNET_MT, "merge", "-d", "12", "-o", "504", "-n", "Cortical"], env)
+    run([NNUNET_MT, "merge", "-d", "13:1,2", "-o", "504", "-n", "Prostate"], env)
     before = _files(root / "pre")
     # the joint plans hold a 2d configuration, never preprocessed: no array of any case to copy
     assert_refused([NNUNET_MT, "share-plans", "-s", "500", "-t", "504", "-c", "3d_fullres", "2d"], env,
-                   "Dataset500_MultiTask/nnUNetPlans_2d: no preprocessed 2d array of case D012_corticalplatemr_000",
+                   "Dataset500_MultiTask/nnUNetPlans_2d: no preprocessed 2d array of case D013_prostatemr_000",
                    "preprocess the source dataset first")
     assert_refused([NNUNET_MT, "share-plans", "-s", "500", "-t", "504", "-c", "3d_lowres"], env,
                    "nnUNetPlans.json: no configuration 3d_lowres")

@@ -42,10 +42,10 @@ def test_every_method_scores_and_evaluates(dropout_model, tmp_path):
     # the spectral variants on the same training images: the multi-layer signature starts with the paper's
     # (last layer) divided by sqrt(2); the centred one has mean 0 and length 1
     paper = np.load(fold / "spectral_signatures_last.npz")["signatures"]
-    multilayer = np.load(fold / "spectral_multilayer_signatures.npz")["signatures"]
+    multilayer = np.load(fold / "ood_fit_spectral_multilayer.npz")["signatures"]
     np.testing.assert_allclose(multilayer[:, :paper.shape[1]] * np.sqrt(2), paper, atol=1e-10)
     assert multilayer.shape == (6, paper.shape[1] + 4 * 8)  # + the bottleneck's 32 channels
-    centred = np.load(fold / "spectral_centred_signatures_last.npz")["signatures"]
+    centred = np.load(fold / "ood_fit_spectral_centred_last.npz")["signatures"]
     np.testing.assert_allclose(centred.sum(1), 0, atol=1e-10)
     np.testing.assert_allclose(np.linalg.norm(centred, axis=1), 1, atol=1e-10)
     # ihf: each training image's fine histogram (one channel) recomputed from its preprocessed array

@@ -47,8 +47,8 @@ def test_each_method_reads_its_values_and_names_its_files():
     assert [m for m, spec in METHODS.items() if spec.needs_dropout] == ["mcdropout"]
     assert METHODS["knn"].make_detector(2.0, {"k": 3}).k == 3 and METHODS["knn"].make_detector(2.0).k == 1
     assert METHODS["ihf"].paths("/f", "last") == ("/f/ood_fit_ihf.npz", "/f/ood_fit_ihf.json")
-    assert METHODS["spectral_centred"].paths("/f", "bottleneck")[1] == "/f/spectral_centred_signatures_bottleneck.json"
-    assert METHODS["spectral_multilayer"].paths("/f", "last")[1] == "/f/spectral_multilayer_signatures.json"
+    assert METHODS["spectral_centred"].paths("/f", "bottleneck")[1] == "/f/ood_fit_spectral_centred_bottleneck.json"
+    assert METHODS["spectral_multilayer"].paths("/f", "last")[1] == "/f/ood_fit_spectral_multilayer.json"
     assert METHODS["spectral_multilayer"].fitted_layer("last") == "last+bottleneck"
     assert METHODS["ihf"].make_detector(2.0, {"bins": 7}).bins == 7
     assert METHODS["mcdropout"].fit_warning({"mc_samples": 5}, 10) == "fitted with 5 dropout samples"
