@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every OOD method on the demo model (issue 32, point 5, demo half): OOD AUC with subject-bootstrap intervals and
+# failure detection (in-distribution test images vs the held-out hippocampus MR and pancreas CT datasets), then
+# the same in-distribution images cropped, padded and intensity-scaled (benchmarks/shifted_images.py), which no
+# detector should flag, as a comparison of its own. Needs the model of `make demo` (its spectral, mcdropout,
+# mahalanobis, knn, msp and entropy fits); fits the rest. About 10 minutes on 2 cores.
+#   make demo && PATH=$PWD/.venv/bin:$PATH bash benchmarks/ood_comparison.sh   (DEMO_OUTPUT=... another demo folder)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT=${DEMO_OUTPUT:-$ROOT/demo_output}
+WORK=${WORK:-$OUT/ood_comparison}
+TRAINER=${DEMO_TRAINER:-nnUNetTrainerMultiTaskCPU_dropout}
+MC=${DEMO_MC_SAMPLES:-3}
+export nnUNet_raw=$OUT/nnUNet_raw nnUNet_preprocessed=$OUT/nnUNet_preprocessed nnUNet_results=$OUT/nnUNet_results
+export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}
+METHODS=(spectral spectral_centred spectral_multilayer mahalanobis knn ihf msp entropy mcdropout)
+MODEL=(-d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --disable_tta --mc_samples "$MC")
+step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
+mkdir -p "$WORK"
+
+step "1/4 fit the methods make demo did not fit"
+nnunet_mt_ood fit "${MODEL[@]}" --method spectral_centred spectral_multilayer ihf
+
+step "2/4 harmless copies of the in-distribution test images"
+rm -rf "$WORK/shifted_images"
+python "$ROOT/benchmarks/shifted_images.py" -i "$nnUNet_raw/Dataset500_MultiTask/imagesTs" -o "$WORK/shifted_images"
+
+step "3/4 score every method on each set"
+for pair in "$nnUNet_raw/Dataset500_MultiTask/imagesTs:id" "$nnUNet_raw/Dataset014_HippocampusMR/imagesTs:ood_hippocampus" \
+            "$nnUNet_raw/Dataset015_PancreasCT/imagesTs:ood_pancreas" "$WORK/shifted_images:shifted"; do
+  folder=${pair%%:*}; name=${pair##*:}
+  nnunet_mt_ood score -i "$folder" -o "$WORK/scores/$name" "${MODEL[@]}" -npp 0 -nps 0 --method "${METHODS[@]}"
+done
+
+step "4/4 evaluate: held-out datasets (with failure detection), then the harmless copies"
+nnunet_mt_ood evaluate "$WORK"/scores/{id,ood_hippocampus,ood_pancreas}/ood_scores.json --ood 'hippocampus*' 'pancreas*' \
+  -o "$WORK/ood" -ref "$nnUNet_raw"/{Dataset500_MultiTask,Dataset014_HippocampusMR,Dataset015_PancreasCT}/labelsTs
+nnunet_mt_ood evaluate "$WORK"/scores/{id,shifted}/ood_scores.json --ood '*_crop' '*_pad' '*_scale' -o "$WORK/shifted"
+echo; cat "$WORK/ood.md"; echo; cat "$WORK/shifted.md"
