@@ -83,7 +83,7 @@ def _predict_folder(dataset: str, configuration: str, fold: str, trainer: str, p
         raise InputError(f"{images}: nnUNetv2_predict on the reference images failed: {result.stderr.strip()[-300:]}")
 
 
-def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: str = "nnUNetPlans",
+def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: str = layout.DEFAULT_PLANS,
               region: str = "reference", per_source: bool = False, device: str = "cpu", mirroring: bool = True,
               log=print, images: Optional[str] = None, probabilities: Optional[str] = None,
               references: Optional[str] = None, objective: str = "held_out") -> dict:

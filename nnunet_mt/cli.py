@@ -85,7 +85,8 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", required=True, metavar="DATASET", help="dataset the model was trained on")
     p.add_argument("-c", default="3d_fullres", metavar="CONFIGURATION", help="configuration (default 3d_fullres)")
     p.add_argument("-tr", default="nnUNetTrainer", metavar="TRAINER", help="trainer class (default nnUNetTrainer)")
-    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-p", default=layout.DEFAULT_PLANS, metavar="PLANS",
+                   help=f"plans identifier (default {layout.DEFAULT_PLANS})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", required=True, metavar="DATASET", help="dataset whose plans and folds are shared (the joint one)")
     p.add_argument("-t", nargs="+", required=True, metavar="DATASET", help="datasets that receive them (then run "
                    "nnUNetv2_preprocess -d T -plans_name P, or give -c)")
-    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-p", default=layout.DEFAULT_PLANS, metavar="PLANS",
+                   help=f"plans identifier (default {layout.DEFAULT_PLANS})")
     p.add_argument("-c", nargs="+", default=[], metavar="CONFIGURATION", help="also copy the source's preprocessed "
                    "arrays of these configurations for each target's cases: what nnUNetv2_preprocess would write "
                    "with the shared plans, in seconds (the source must be preprocessed)")

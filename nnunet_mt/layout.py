@@ -25,6 +25,7 @@ FINAL_CHECKPOINT = "checkpoint_final.pth"
 VALIDATION_FOLDER = "validation"  # in a fold folder: the final validation's predictions and summary.json
 VALIDATION_SUMMARY = "summary.json"
 FOLD_PREFIX = "fold_"
+DEFAULT_PLANS = "nnUNetPlans"  # nnU-Net's default plans identifier (-p)
 
 
 def images_folder(dataset_dir: str, split: str = "Tr") -> str:

@@ -37,7 +37,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", required=True, help="dataset name or id the model was trained on")
     p.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
     p.add_argument("-tr", default="nnUNetTrainer", help="trainer class (default nnUNetTrainer)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-p", default=layout.DEFAULT_PLANS, help=f"plans identifier (default {layout.DEFAULT_PLANS})")
     p.add_argument("-f", nargs="+", required=True, help="one fold (signatures belong to one model), e.g. 0 or all; "
                    "several (e.g. 0 1 2 3 4, as nnUNetv2_predict) for --method ensemble")
     p.add_argument("-chk", default=layout.FINAL_CHECKPOINT, help=f"checkpoint name (default {layout.FINAL_CHECKPOINT})")

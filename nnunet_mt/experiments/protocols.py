@@ -42,7 +42,7 @@ class Setup:
     disable_tta: bool = False  # no mirroring at prediction
     parts: int = 1  # prediction split into this many independent jobs (-num_parts)
     first_id: int = 500  # the joint dataset's id; dedicated datasets take the following ids
-    plans: str = "nnUNetPlans"
+    plans: str = layout.DEFAULT_PLANS
     convergence: str = "pooled"  # "per_source": the joint model stops only when no source's val loss decreases
     subject_pattern: Optional[str] = None  # nnunet_mt merge --subject_pattern / --subject_map of every merge
     subject_map: Optional[str] = None

@@ -76,7 +76,7 @@ def preprocessed_copies(source: str, target: str, plans: str, configurations: Se
             for sub, what in folders]
 
 
-def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = "nnUNetPlans",
+def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = layout.DEFAULT_PLANS,
                            configurations: Sequence[str] = (), log=print) -> None:
     """source, targets: dataset ids or names. Writes each target's plans (the source's) and folds file
     (the source's folds restricted to the target's cases), and the target's own dataset fingerprint with

@@ -116,5 +116,8 @@ def test_contract_layout_names_are_nnunets(preprocessed):
     assert f'"{layout.FINAL_CHECKPOINT}"' in inspect.getsource(nnUNetTrainer.on_train_end)
     validation = inspect.getsource(nnUNetTrainer.perform_actual_validation)
     assert f"'{layout.VALIDATION_FOLDER}'" in validation and f"'{layout.VALIDATION_SUMMARY}'" in validation
+    from nnunetv2.inference import predict_from_raw_data
+    assert f"'-p', type=str, required=False, default='{layout.DEFAULT_PLANS}'" in inspect.getsource(
+        predict_from_raw_data.predict_entry_point)  # nnU-Net's default plans identifier
     start = inspect.getsource(nnUNetTrainer.on_train_start)  # the model folder's copies
     assert f"'{layout.DATASET_JSON}'" in start and f"'{layout.MODEL_PLANS}'" in start
