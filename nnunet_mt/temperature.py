@@ -112,7 +112,7 @@ def choose_temperature(probabilities: Sequence[np.ndarray], labels: Sequence[np.
     "held_out_ece_per_source": {source: {...}}, "reason": one line}."""
     subjects, sources = [str(s) for s in subjects], [str(s) for s in sources]
     distinct = sorted(set(subjects))
-    all_probabilities, all_labels = np.concatenate(probabilities, axis=1), np.concatenate(labels)
+    every_case = (probabilities, labels)  # the kept objective's final fit uses every voxel
     rng, share = np.random.default_rng(0), max(1, SELECTION_VOXELS // max(len(labels), 1))
     picks = [np.sort(rng.choice(len(y), share, replace=False)) if len(y) > share else np.arange(len(y))
              for y in labels]
@@ -149,7 +149,7 @@ def choose_temperature(probabilities: Sequence[np.ndarray], labels: Sequence[np.
     worse = [s for s, e in per_source.items() if e[best] > e["none"] + HELD_OUT_TOLERANCE]
     result = {"held_out_ece": overall, "held_out_ece_per_source": per_source}
     if overall[best] < overall["none"] and not worse:
-        t = fit_by(best, all_probabilities, all_labels)
+        t = fit_by(best, np.concatenate(every_case[0], axis=1), np.concatenate(every_case[1]))
         return dict(result, temperature=t, objective=best,
                     reason=f"T = {t:.3f} ({best} fit) kept: held-out ECE {overall['none']:.4f} -> {overall[best]:.4f}")
     why = (f"it raised the held-out ECE of {worse[0]} ({per_source[worse[0]]['none']:.4f} -> "

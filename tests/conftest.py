@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(items):
 # Our own commands, run by run() in the test process: the console script's main(argv) with the command's
 # environment, its output captured (the same code as the console script, without the 5-10 s of importing torch
 # and nnU-Net that every new interpreter pays). A test that needs a separate interpreter passes process=True.
-OUR_COMMANDS = {"nnunet_mt": "nnunet_mt.cli", "nnunet_mt_ood": "nnunet_mt_ood.cli"}
+from nnunet_mt.experiments.jobs import OUR_COMMANDS  # noqa: E402 (the experiments' runner's own table)
 
 
 def _run_in_process(cmd, env):
