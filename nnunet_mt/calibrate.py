@@ -3,12 +3,11 @@
 `nnunet_mt_ood score --save_probabilities` then writes calibrated probabilities.
 
 The validation probabilities come from nnU-Net itself: fold_X/validation/*.npz when the model was trained
-with `nnUNetv2_train ... --npz`, else `nnUNetv2_predict --save_probabilities` on the validation cases' raw
-images. References: nnU-Net's copy of the labels in nnUNet_preprocessed/DatasetXXX/gt_segmentations.
+with `nnUNetv2_train ... --npz`, else nnU-Net's predictor on the validation cases' raw images, in this process
+(what `nnUNetv2_predict --save_probabilities` writes). References: nnU-Net's copy of the labels in nnUNet_preprocessed/DatasetXXX/gt_segmentations.
 """
 import json
 import os
-import subprocess
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
@@ -31,27 +30,16 @@ def validation_cases(preprocessed_dir: str, fold: str) -> List[str]:
     return sorted(layout.fold_cases(preprocessed_dir, fold, "val"))
 
 
-def _predict_validation(dataset: str, configuration: str, fold: str, trainer: str, plans: str, cases: Sequence[str],
-                        raw_dir: str, dataset_json: dict, out: str, device: str, mirroring: bool) -> None:
-    """nnUNetv2_predict --save_probabilities on links to the validation cases' raw images."""
-    from nnunet_mt.experiments.jobs import console_script
-    images = os.path.join(out, "images")
+def _link_validation_images(cases: Sequence[str], raw_dir: str, dataset_json: dict, images: str) -> None:
+    """Links to the validation cases' raw images in `images` (nnUNetv2_predict's input layout)."""
     os.makedirs(images)
-    ending = dataset_json["file_ending"]
     for case in cases:
         for channel in range(len(dataset_json["channel_names"])):
-            name = layout.image_file(case, channel, ending)
+            name = layout.image_file(case, channel, dataset_json["file_ending"])
             src = os.path.join(layout.images_folder(raw_dir), name)
             if not os.path.isfile(src):
                 raise InputError(f"{src}: validation image missing")
             os.symlink(os.path.realpath(src), os.path.join(images, name))
-    cmd = [console_script("nnUNetv2_predict"), "-i", images, "-o", os.path.join(out, "pred"), "-d", dataset,
-           "-c", configuration, "-f", fold, "-tr", trainer, "-p", plans, "--save_probabilities", "-device", device,
-           "-npp", "0", "-nps", "0"] + ([] if mirroring else ["--disable_tta"])
-    print(f"predicting {len(cases)} validation cases: {' '.join(cmd[1:])}", flush=True)
-    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        raise InputError(f"nnUNetv2_predict on the validation cases failed: {result.stderr.strip()[-300:]}")
 
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -70,19 +58,6 @@ def reference_cases(labels_dir: str, ending: str) -> List[str]:
     return cases
 
 
-def _predict_folder(dataset: str, configuration: str, fold: str, trainer: str, plans: str, images: str, out: str,
-                    device: str, mirroring: bool) -> None:
-    """nnUNetv2_predict --save_probabilities on a folder of images (nnUNetv2_predict's input layout)."""
-    from nnunet_mt.experiments.jobs import console_script
-    cmd = [console_script("nnUNetv2_predict"), "-i", images, "-o", out, "-d", dataset, "-c", configuration, "-f",
-           fold, "-tr", trainer, "-p", plans, "--save_probabilities", "-device", device, "-npp", "0", "-nps", "0"] + \
-        ([] if mirroring else ["--disable_tta"])
-    print(f"predicting the reference images: {' '.join(cmd[1:])}", flush=True)
-    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        raise InputError(f"{images}: nnUNetv2_predict on the reference images failed: {result.stderr.strip()[-300:]}")
-
-
 def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: str = layout.DEFAULT_PLANS,
               region: str = "reference", per_source: bool = False, device: str = "cpu", mirroring: bool = True,
               log=print, images: Optional[str] = None, probabilities: Optional[str] = None,
@@ -92,12 +67,13 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
     objective: "held_out" (default): the fit (NLL or ECE) that lowers the ECE of held-out subjects, else T = 1
     (``temperature.choose_temperature``); "nll" (Guo et al.) or "ece": that fit, unchecked.
 
-    Default: on the fold's validation cases (their saved probabilities, or nnUNetv2_predict on their raw images;
+    Default: on the fold's validation cases (their saved probabilities, or nnU-Net's predictor on their raw images;
     references from nnU-Net's gt_segmentations). With references (a folder of label maps CASE<ending>): on a
-    labelled reference set instead, predicted from `images` (nnUNetv2_predict's input layout) or read from
+    labelled reference set instead, predicted by nnU-Net's predictor from `images` (nnUNetv2_predict's input
+    layout) or read from
     `probabilities` (an nnUNetv2_predict --save_probabilities folder); no training data of the model needed."""
     from nnunet_mt.merge import case_sources
-    from nnunet_mt.nnunet_glue import dataset_name, model_folder, required_folder
+    from nnunet_mt.nnunet_glue import dataset_name, model_folder, predict_folder, required_folder
     if (images or probabilities) and not references:
         raise InputError(f"{images or probabilities}: a reference set needs its labels (-ref LABELS_DIR)")
     if references and bool(images) == bool(probabilities):
@@ -118,8 +94,10 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
             labels_dir = references
             if images:
                 folder = os.path.join(tmp, "pred")
-                _predict_folder(name, configuration, fold, trainer, plans, images, folder, device, mirroring)
-                origin = f"nnUNetv2_predict --save_probabilities on the reference images {os.path.abspath(images)}"
+                log(f"predicting the reference images {images} (nnU-Net's predictor, probabilities saved)")
+                predict_folder(model_dir, fold, layout.FINAL_CHECKPOINT, images, folder, device, mirroring)
+                origin = f"nnU-Net's predictor (as nnUNetv2_predict --save_probabilities) on the reference images " \
+                         f"{os.path.abspath(images)}"
             else:
                 folder, origin = probabilities, f"saved probabilities {os.path.abspath(probabilities)}"
             missing = [c for c in cases if not os.path.isfile(os.path.join(folder, c + ".npz"))]
@@ -135,10 +113,12 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
                 folder, origin = saved, f"{os.path.relpath(saved, model_dir)} (nnUNetv2_train --npz)"
             else:
                 raw_dir = os.path.join(required_folder("nnUNet_raw"), name)
-                _predict_validation(name, configuration, fold, trainer, plans, cases, raw_dir, dataset_json, tmp,
-                                    device, mirroring)
+                _link_validation_images(cases, raw_dir, dataset_json, os.path.join(tmp, "images"))
                 folder = os.path.join(tmp, "pred")
-                origin = "nnUNetv2_predict --save_probabilities on the validation images"
+                log(f"predicting {len(cases)} validation cases (nnU-Net's predictor, probabilities saved)")
+                predict_folder(model_dir, fold, layout.FINAL_CHECKPOINT, os.path.join(tmp, "images"), folder, device,
+                               mirroring)
+                origin = "nnU-Net's predictor (as nnUNetv2_predict --save_probabilities) on the validation images"
         fitted_probabilities, labels = _fit_voxels(cases, folder, labels_dir, ending, region)
     sources = case_sources(dataset_json, cases)
     from nnunet_mt.subjects import case_subjects

@@ -94,6 +94,31 @@ def move_plans(source: str, target: str, plans: str) -> None:
     move_plans_between_datasets(dataset_name(source), dataset_name(target), plans, plans)
 
 
+def predict_folder(model_dir: str, fold: str, checkpoint: str, images: str, output: str, device: str,
+                   mirroring: bool) -> None:
+    """nnU-Net's predictor over a folder of images in nnUNetv2_predict's input layout, in this process:
+    segmentations and --save_probabilities files in `output`, as ``nnUNetv2_predict ... --save_probabilities
+    -npp 0 -nps 0`` writes them (its per-case progress lines are not printed). InputError when nnU-Net fails."""
+    import contextlib
+    import io
+    import os
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    torch_device = torch.device(device)
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
+                                perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
+                                verbose=False, allow_tqdm=False)
+    os.makedirs(output, exist_ok=True)  # (nnU-Net's sequential path expects it)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            predictor.initialize_from_trained_model_folder(model_dir, (fold if fold == "all" else int(fold),),
+                                                           checkpoint)
+            predictor.predict_from_files_sequential(images, output, save_probabilities=True, overwrite=True)
+    except Exception as e:  # nnU-Net's own checks are asserts and RuntimeErrors
+        raise InputError(f"{images}: nnU-Net's predictor failed ({type(e).__name__}: "
+                         f"{(str(e).strip().splitlines() or [''])[-1]})")
+
+
 def preprocess_images(predictor, files):
     """nnU-Net's preprocessing of one case's channel files for this predictor's model (the configuration's
     preprocessor, as nnUNetv2_predict runs it): float32 array (channels, z, y, x)."""

@@ -47,16 +47,45 @@ def pytest_collection_modifyitems(items):
 # Our own commands, run by run() in the test process: the console script's main(argv) with the command's
 # environment, its output captured (the same code as the console script, without the 5-10 s of importing torch
 # and nnU-Net that every new interpreter pays). A test that needs a separate interpreter passes process=True.
+# nnU-Net's console scripts run the same way: the entry point function of the installed nnunetv2 with sys.argv
+# set, as the console script calls it (nnunetv2 2.8 reads $nnUNet_raw/_preprocessed/_results when it uses them,
+# not at import).
 from nnunet_mt.experiments.jobs import OUR_COMMANDS  # noqa: E402 (the experiments' runner's own table)
+
+
+def _nnunet_console_scripts():
+    from importlib.metadata import entry_points
+    return {ep.name: ep for ep in entry_points(group="console_scripts") if ep.value.startswith("nnunetv2.")}
+
+
+NNUNET_COMMANDS = _nnunet_console_scripts()
+
+
+def _main_of(name):
+    """A function of argv that runs console script `name` as its wrapper would (exit code or None)."""
+    import importlib
+    if name in OUR_COMMANDS:
+        return importlib.import_module(OUR_COMMANDS[name]).main
+    entry = NNUNET_COMMANDS[name].load()
+
+    def main(argv):
+        saved = sys.argv
+        sys.argv = [name] + argv
+        try:
+            return entry()
+        finally:
+            sys.argv = saved
+    return main
 
 
 def _run_in_process(cmd, env):
     import contextlib
-    import importlib
     import io
     import traceback
-    main = importlib.import_module(OUR_COMMANDS[os.path.basename(cmd[0])]).main
+    import torch
+    main = _main_of(os.path.basename(cmd[0]))
     saved, out, err = dict(os.environ), io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()  # nnU-Net's training sets one thread per core on the CPU
     os.environ.clear()
     os.environ.update(env)
     try:
@@ -71,13 +100,15 @@ def _run_in_process(cmd, env):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        torch.set_num_threads(threads)
     return subprocess.CompletedProcess(cmd, code or 0, out.getvalue(), err.getvalue())
 
 
 def run(cmd, env, check=True, timeout=900, process=False):
     """Runs a real command line with environment env; returns CompletedProcess with text output. Our commands
-    run in this process (OUR_COMMANDS) unless process=True; every other program in a subprocess."""
-    if not process and os.path.basename(cmd[0]) in OUR_COMMANDS:
+    and nnU-Net's run in this process (OUR_COMMANDS, NNUNET_COMMANDS) unless process=True; every other program
+    in a subprocess."""
+    if not process and os.path.basename(cmd[0]) in {**OUR_COMMANDS, **NNUNET_COMMANDS}:
         result = _run_in_process(cmd, env)
     else:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -170,8 +201,9 @@ def _build_stage(stage, root, env):
         run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env, process=True)
         run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
     elif stage == "res":
+        # no final validation: no test reads it (calibrate predicts the validation cases itself)
         run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
-            dict(env, nnUNet_n_proc_DA="0"))
+            dict(env, nnUNet_n_proc_DA="0", nnUNet_mt_final_validation="0"))
     elif stage == "plain":
         run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "12", "-c", "3d_fullres", "-np", "1"], env)
         run([sys.executable, os.path.join(os.path.dirname(__file__), "plain_nnunet_model.py"), "12", "0"],

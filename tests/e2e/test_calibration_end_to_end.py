@@ -33,7 +33,9 @@ def test_calibrate_fits_on_the_validation_fold(calibrated):
     root, _, _, fit, stdout = calibrated
     splits = json.loads((root / "pre/Dataset500_MultiTask/splits_final.json").read_text())
     assert fit["cases"] == sorted(splits[0]["val"]) and fit["region"] == "reference bounding box + 5 voxels"
-    assert fit["probabilities_from"].startswith("nnUNetv2_predict")  # the smoke model was trained without --npz
+    # the smoke model was trained without --npz: nnU-Net's predictor ran on the validation images
+    assert fit["probabilities_from"] == \
+        "nnU-Net's predictor (as nnUNetv2_predict --save_probabilities) on the validation images"
     assert set(fit["per_source"]) == set(fit["sources"]) <= SOURCES and len(fit["per_source"]) >= 2
     for group in fit["fit"].values():
         assert 0.05 <= group["temperature"] <= 20 and group["voxels"] > 0
