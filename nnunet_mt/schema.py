@@ -64,9 +64,9 @@ def check_scores_report(path: str, report: dict) -> None:
 CHECKPOINT = {"network_weights": "dict", "init_args": "dict", "trainer_name": "str"}  # what nnU-Net's predictor reads
 
 
-def check_checkpoint(path: str) -> None:
+def check_checkpoint(path: str) -> dict:
     """Refuses a truncated, corrupt or hand-edited nnU-Net checkpoint (.pth) with one line naming the file and
-    the field, before nnU-Net's predictor would fail on it with a traceback."""
+    the field, before nnU-Net's predictor would fail on it with a traceback; returns the checkpoint (on the CPU)."""
     import torch
     from nnunet_mt.errors import InputError
     try:
@@ -77,3 +77,4 @@ def check_checkpoint(path: str) -> None:
         raise InputError(f"{path}: not an nnU-Net checkpoint (a {type(checkpoint).__name__}, not a dict)")
     check_fields(path, checkpoint, CHECKPOINT)
     check_fields(path, checkpoint["init_args"], {"configuration": "str"}, where="init_args.")
+    return checkpoint

@@ -5,7 +5,7 @@ import sys
 from typing import List, Optional
 
 from nnunet_mt import layout
-from nnunet_mt.arguments import COUNT, PROCESSES, add_renamed, number
+from nnunet_mt.arguments import COUNT, PROCESSES, SEED, add_renamed, number
 from nnunet_mt.errors import run_guarded
 from nnunet_mt_ood.options import LAYERS, WINDOW_ORDERS
 from nnunet_mt_ood.baselines import KNN_NEIGHBOUR
@@ -41,6 +41,9 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", nargs="+", required=True, help="one fold (signatures belong to one model), e.g. 0 or all; "
                    "several (e.g. 0 1 2 3 4, as nnUNetv2_predict) for --method ensemble")
     p.add_argument("-chk", default=layout.FINAL_CHECKPOINT, help=f"checkpoint name (default {layout.FINAL_CHECKPOINT})")
+    p.add_argument("--seeds", nargs="+", type=SEED, default=[], metavar="SEED",
+                   help="for --method seed_ensemble: the other members' seeds, i.e. the models <trainer>_seed<N> of "
+                        "the same fold (trained with nnUNetv2_train ... -tr <trainer>_seed<N>); -tr is the first member")
     p.add_argument("--layer", choices=LAYERS, default="last",
                    help="feature map: 'last' (input of the segmentation head, the paper's) or 'bottleneck'")
     p.add_argument("--method", nargs="+", choices=list(METHODS), default=[DEFAULT_METHOD],

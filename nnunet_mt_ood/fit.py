@@ -57,13 +57,13 @@ def method_values(method: str, results: Sequence[dict], layer: str) -> np.ndarra
 
 def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_ids: Sequence[str],
              sources: Sequence[str], model: dict, c: float = DEFAULT_C, tta: bool = False,
-             mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None, folds: Sequence[str] = (),
+             mc_samples: int = MC_DROPOUT_SAMPLES, options: Optional[dict] = None, members: Sequence = (),
              prediction: Optional[dict] = None, subjects: Optional[Sequence[str]] = None,
              reference: Optional[dict] = None) -> dict:
     """Fits a method's threshold on the training values (see method_values) and writes its files; returns
     the JSON content. options: the method's detector options (e.g. knn's k; the JSON keeps the values used,
-    defaults included); folds: an
-    ensemble's folds (its file names carry them); prediction: the device and precision the values were
+    defaults included); members: an
+    ensemble's folds or seeds (its file names carry them); prediction: the device and precision the values were
     computed with (``OODPredictor.prediction_settings``), kept in the JSON for score to compare; subjects: one
     per case (default: each case its own): neighbour-based taus leave a whole subject out; reference: where the
     fitted images came from (the fold's training images or a folder given with fit -i), kept in the JSON."""
@@ -76,7 +76,7 @@ def save_fit(fold_dir: str, method: str, layer: str, values: np.ndarray, case_id
         detector = spec.make_detector(c, options).fit(values, groups=subjects)
     except ValueError as e:  # e.g. every training image from one subject
         raise InputError(f"{fold_dir}: cannot fit {method}'s tau ({e})")
-    npz, meta_path = spec.paths(fold_dir, layer, folds)
+    npz, meta_path = spec.paths(fold_dir, layer, members)
     if spec.npz_key:
         save_npz_atomic(npz, **{spec.npz_key: values})
     meta = {"method": method, "layer": spec.fitted_layer(layer),
@@ -95,13 +95,14 @@ FIT_FIELDS = {"method": "str", "C": "number", "tau": "number", "n_channels": "in
               "sources": "strs", "train_scores": "numbers", "model": "dict", "layer": "str or null"}
 
 
-def load_detector(fold_dir: str, method: str, layer: str, c=None, folds: Sequence[str] = ()):
-    """(fitted detector, metadata) of a method; InputError when not fitted."""
+def load_detector(fold_dir: str, method: str, layer: str, c=None, members: Sequence = ()):
+    """(fitted detector, metadata) of a method (members: an ensemble's folds or seeds); InputError when not fitted."""
     spec = METHODS[method]
-    npz, meta_path = spec.paths(fold_dir, layer, folds)
+    npz, meta_path = spec.paths(fold_dir, layer, members)
     if not os.path.isfile(meta_path) or (spec.npz_key and not os.path.isfile(npz)):
-        flag = f"--method {method}" + (f" --layer {layer}" if spec.has_layer else "")
-        fold = " ".join(folds) if spec.needs_several_folds else "..."
+        flag = f"--method {method}" + (f" --layer {layer}" if spec.has_layer else "") + \
+            (f" --seeds {' '.join(map(str, members))}" if spec.ensemble_of == "seeds" else "")
+        fold = " ".join(members) if spec.ensemble_of == "folds" else "..."
         raise InputError(f"{meta_path}: not fitted (run: nnunet_mt_ood fit -d ... -c ... -tr ... -f {fold} {flag})")
     meta = read_json(meta_path, FIT_FIELDS, f"{method} fit file")
     c = meta["C"] if c is None else c
@@ -129,5 +130,5 @@ def load_detector(fold_dir: str, method: str, layer: str, c=None, folds: Sequenc
 
 
 def load_detectors(fold_dir: str, methods: Sequence[str], layer: str, c=None,
-                   folds: Sequence[str] = ()) -> Dict[str, tuple]:
-    return {m: load_detector(fold_dir, m, layer, c, folds) for m in methods}
+                   members: Sequence = ()) -> Dict[str, tuple]:
+    return {m: load_detector(fold_dir, m, layer, c, members) for m in methods}

@@ -6,7 +6,8 @@ import os
 from nnunet_mt import layout
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.methods import METHODS
-from nnunet_mt_ood.model import check_folds, check_input_images, find_model_dir, fits_dir, make_predictor
+from nnunet_mt_ood.model import (check_folds, check_input_images, ensemble_members, find_model_dir, fits_dir,
+                                 make_predictor)
 
 
 def run_fit(args) -> None:
@@ -27,6 +28,8 @@ def run_fit(args) -> None:
     model = {"trainer": args.tr, "plans": args.p, "configuration": args.c, "fold": args.f, "checkpoint": args.chk}
     if len(args.folds) > 1:
         model["folds"] = args.folds
+    if args.seed_trainers:
+        model["seeds"], model["seed_trainers"] = list(args.seeds), args.seed_trainers
     settings = {"model": model, "methods": list(args.method), "layer": args.layer, "tta": tta,
                 "mc_samples": args.mc_samples, "step_size": args.step_size}
     predictor = make_predictor(args, model_dir, use_mirroring=tta, methods=args.method,
@@ -89,7 +92,7 @@ def _save_fits(args, fold_dir, values, case_ids, sources, model, tta, predictor,
     from nnunet_mt_ood.fit import save_fit
     for method in args.method:
         meta = save_fit(fold_dir, method, args.layer, values[method], case_ids, sources, model, args.C, tta,
-                        args.mc_samples, options={"k": args.knn_k}, folds=args.folds,
+                        args.mc_samples, options={"k": args.knn_k}, members=ensemble_members(args),
                         prediction=predictor.prediction_settings(), subjects=subjects, reference=reference)
         where = f", {meta['layer']} layer" if meta["layer"] else ""
         n_subjects = len(set(meta["subjects"]))

@@ -9,7 +9,9 @@ Files (open formats):
 - ihf: ``ood_fit_ihf.npz`` (``features``: fine intensity histograms, (n_cases, channels * 2000)) and ``.json``;
 - msp, entropy, mcdropout: ``ood_fit_<method>.json`` (training scores, tau, C, ...);
 - ensemble (several folds of one model, ``-f 0 1 ...``): ``ood_fit_ensemble_folds_<f1>_<f2>....json`` in the
-  model folder (beside the fold folders), as the fit belongs to no single fold.
+  model folder (beside the fold folders), as the fit belongs to no single fold;
+- seed_ensemble (the ``-tr`` model and its ``_seed<N>`` variants, ``--seeds N ...``, of one fold):
+  ``ood_fit_ensemble_seeds_<N1>_<N2>....json`` in the ``-tr`` model's fold folder.
 """
 import os
 from typing import Dict, Optional, Sequence, Tuple
@@ -34,11 +36,12 @@ class OODMethod:
     summary: str = ""  # what it scores, in a few words (the commands' --method help)
     result_key: str = ""  # the predictor result (OODPredictor.results[case]) its detector scores, by default
     detector: type = ThresholdDetector  # fit(values, groups) / score / predict / threshold_, constructed with C
-    stem: str = ""  # file name stem in the fold folder; {layer}: the spectral layer, {folds}: an ensemble's folds
+    stem: str = ""  # file name stem in the fold folder; {layer}: the spectral layer, {members}: an ensemble's folds/seeds
     npz_key: Optional[str] = None  # the training values' array in the .npz; None: scores kept in the .json
     uses_test_time_mirroring = False  # its scores change with nnU-Net's mirroring
     options: Tuple[str, ...] = ()  # detector arguments besides C, chosen at fit time and kept in the .json
-    needs_several_folds = False  # scores a fold ensemble (-f 0 1 ...), fitted in the model folder
+    ensemble_of: Optional[str] = None  # "folds" (-f 0 1 ..., fitted in the model folder) or "seeds" (--seeds N ...):
+    # scores the disagreement of an ensemble's members
     needs_dropout = False  # needs a network with dropout (a _dropout trainer)
     has_layer = False  # fitted on the spectral layer chosen with --layer
     nearest_neighbours = False  # its score is a distance to the nearest training images (rows name them)
@@ -61,9 +64,10 @@ class OODMethod:
         recorded = fit_meta or {}
         return self.detector(c, **{o: recorded[o] for o in self.options if o in recorded})
 
-    def paths(self, fold_dir: str, layer: str, folds: Sequence[str] = ()) -> Tuple[str, str]:
-        """(.npz, .json) of this method's fit in a fold folder (for an ensemble: the model folder, and its folds)."""
-        stem = os.path.join(fold_dir, self.stem.format(layer=layer, folds="_".join(map(str, folds))))
+    def paths(self, fold_dir: str, layer: str, members: Sequence = ()) -> Tuple[str, str]:
+        """(.npz, .json) of this method's fit in a fold folder (for a fold ensemble: the model folder); members:
+        an ensemble's folds or seeds, which its file names carry."""
+        stem = os.path.join(fold_dir, self.stem.format(layer=layer, members="_".join(map(str, members))))
         return stem + ".npz", stem + ".json"
 
     def fit_warning(self, fit_meta: dict, mc_samples: int) -> Optional[str]:
@@ -185,12 +189,22 @@ class MCDropout(OODMethod):
 
 
 class FoldEnsemble(OODMethod):
-    name, stem, result_key = "ensemble", "ood_fit_ensemble_folds_{folds}", "fold_dice_disagreement"
+    name, stem, result_key = "ensemble", "ood_fit_ensemble_folds_{members}", "member_dice_disagreement"
     summary = "1 - mean pairwise Dice of the folds given with -f; writes nnU-Net's ensemble"
-    uses_test_time_mirroring = needs_several_folds = True
+    uses_test_time_mirroring = True
+    ensemble_of = "folds"
 
     def predictor_options(self, layer, mc_samples):
-        return {"fold_disagreement": True}
+        return {"member_disagreement": True}
+
+
+class SeedEnsemble(FoldEnsemble):
+    """A deep ensemble in the sense of "Lost in the Folds" (2026): members trained on the same cases (one fold)
+    with different seeds, so their disagreement is not mixed with differences in training data."""
+    name, stem = "seed_ensemble", "ood_fit_ensemble_seeds_{members}"
+    summary = ("1 - mean pairwise Dice of the -tr model and its _seed<N> variants (--seeds N ...) of one fold; "
+               "writes their ensemble")
+    ensemble_of = "seeds"
 
 
 METHODS: Dict[str, OODMethod] = {}
@@ -205,7 +219,7 @@ def register(method: OODMethod) -> OODMethod:
 
 
 for _method in (Spectral(), SpectralCentred(), SpectralMultilayer(), Mahalanobis(), KNN(), IntensityHistogram(),
-                MaxSoftmax(), Entropy(), MCDropout(), FoldEnsemble()):
+                MaxSoftmax(), Entropy(), MCDropout(), FoldEnsemble(), SeedEnsemble()):
     register(_method)
 DEFAULT_METHOD = Spectral.name  # what score and fit use without --method
 PAPER_COMPARISON = (Spectral.name, MCDropout.name)  # the paper's tables IV-V
@@ -214,7 +228,7 @@ PAPER_COMPARISON = (Spectral.name, MCDropout.name)  # the paper's tables IV-V
 def predictor_options(methods: Sequence[str], layer: str, mc_samples: int = MC_DROPOUT_SAMPLES) -> dict:
     """Keyword arguments of OODPredictor.enable_ood for the requested methods: each method's needs combined."""
     options = {"layer": None, "layers": [], "spectral_layers": [], "softmax_scores": False, "mc_dropout_samples": 0,
-               "fold_disagreement": False, "image_features": {}}
+               "member_disagreement": False, "image_features": {}}
     for method in methods:
         for key, value in METHODS[method].predictor_options(layer, mc_samples).items():
             if key in ("layers", "spectral_layers"):

@@ -1,7 +1,9 @@
 """The model an ``nnunet_mt_ood`` command works on: its folder and folds, where its fits live, the input images
 it is given, and nnU-Net's predictor over it with the OOD collection the requested methods need."""
+import json
 import os
-from typing import Dict, List, Optional
+import re
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_mt import layout
 from nnunet_mt.errors import InputError
@@ -16,26 +18,58 @@ def select_device(name: str):
 
 
 def find_model_dir(args) -> str:
+    """The -tr model's folder; InputError when a checkpoint of it (each fold of -f) or of a seed member is missing."""
     from nnunet_mt.nnunet_glue import model_folder
     model_dir = model_folder(args.d, args.tr, args.p, args.c)
-    for fold in args.folds:
-        checkpoint = os.path.join(layout.fold_folder(model_dir, fold), args.chk)
-        if not os.path.isfile(checkpoint):
-            raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train first)")
+    members = [model_dir] + [model_folder(args.d, t, args.p, args.c) for t in args.seed_trainers]
+    for folder, trainer in zip(members, [args.tr, *args.seed_trainers]):
+        for fold in args.folds:
+            checkpoint = os.path.join(layout.fold_folder(folder, fold), args.chk)
+            if not os.path.isfile(checkpoint):
+                raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train ... -tr {trainer} first)")
+    args.seed_model_dirs = members[1:]
     return model_dir
 
 
+SEED_SUFFIX = re.compile(r"_seed(\d+)$")
+
+
+def seed_trainers(trainer: str, seeds: Sequence[int]) -> List[str]:
+    """The trainer names of a seed ensemble's other members: -tr's recipe with each of `seeds`
+    (``<recipe>_seed<N>``, the name grammar of nnunet_mt.trainer); InputError for -tr's own seed or a repeat."""
+    match = SEED_SUFFIX.search(trainer)
+    recipe, own = (trainer[:match.start()], int(match[1])) if match else (trainer, 0)
+    if own in seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds {' '.join(map(str, seeds))}: give each seed once, other than -tr's own ({own})")
+    return [f"{recipe}_seed{seed}" for seed in seeds]
+
+
 def check_folds(args) -> None:
-    """-f: one fold, or (for --method ensemble only) two or more; sets args.folds (all) and args.f (the first)."""
+    """-f: one fold, or (for --method ensemble only) two or more; --seeds (for --method seed_ensemble only): the
+    other members of a seed ensemble. Sets args.folds (all), args.f (the first) and args.seed_trainers."""
     folds = list(dict.fromkeys(args.f))
-    ensemble = [m for m in args.method if METHODS[m].needs_several_folds]
-    if ensemble and len(folds) < 2:
+    by_folds = [m for m in args.method if METHODS[m].ensemble_of == "folds"]
+    by_seeds = [m for m in args.method if METHODS[m].ensemble_of == "seeds"]
+    seeds = list(getattr(args, "seeds", None) or [])
+    if by_folds and len(folds) < 2:
         raise InputError(f"-f {' '.join(args.f)}: --method ensemble needs two or more folds (e.g. -f 0 1 2 3 4)")
-    if len(folds) > 1 and len(ensemble) != len(args.method):
-        others = " ".join(m for m in args.method if m not in ensemble)
+    if len(folds) > 1 and len(by_folds) != len(args.method):
+        others = " ".join(m for m in args.method if m not in by_folds)
         raise InputError(f"-f {' '.join(args.f)}: {others} belong(s) to one model: give one fold (several folds "
                          f"are for --method ensemble alone)")
+    if by_seeds and not seeds:
+        raise InputError("--method seed_ensemble needs the other members' seeds (e.g. --seeds 1 2: the -tr model "
+                         "and <trainer>_seed1, <trainer>_seed2)")
+    if seeds and (len(by_seeds) != len(args.method) or len(folds) > 1):
+        raise InputError(f"--seeds {' '.join(map(str, seeds))}: for --method seed_ensemble alone, with one fold "
+                         f"(every other method belongs to one model)")
+    args.seed_trainers = seed_trainers(args.tr, seeds) if seeds else []
     args.folds, args.f = folds, folds[0]
+
+
+def ensemble_members(args) -> list:
+    """What an ensemble's fit files are named by: its folds (-f), its seeds (--seeds), else nothing."""
+    return args.folds if len(args.folds) > 1 else list(getattr(args, "seeds", None) or [])
 
 
 def prediction_mismatch(fitted: Optional[dict], now: dict) -> Optional[str]:
@@ -65,6 +99,17 @@ def make_predictor(args, model_dir: str, use_mirroring: bool, methods=(DEFAULT_M
         check_checkpoint(os.path.join(layout.fold_folder(model_dir, fold), args.chk))
     folds = tuple(f if f == "all" else int(f) for f in args.folds)
     predictor.initialize_from_trained_model_folder(model_dir, folds, args.chk)
+    if args.seed_trainers:  # a seed ensemble: the other members' weights of the same fold, after -tr's
+        with open(os.path.join(model_dir, layout.MODEL_PLANS)) as f:
+            plans = json.load(f)
+        members = []
+        for folder in args.seed_model_dirs:
+            with open(os.path.join(folder, layout.MODEL_PLANS)) as f:
+                if json.load(f) != plans:
+                    raise InputError(f"{folder}: other plans than {model_dir}: not a member of its seed ensemble")
+            members.append(check_checkpoint(os.path.join(layout.fold_folder(folder, args.f), args.chk))
+                           ["network_weights"])
+        predictor.add_members(members)
     try:
         predictor.enable_ood(**predictor_options(methods, args.layer, args.mc_samples),
                              keep_mc_probabilities=keep_mc_probabilities, window_order=window_order)

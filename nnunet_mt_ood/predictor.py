@@ -11,11 +11,13 @@ probabilities are exactly nnU-Net's (unless ``window_order="memory"``, below):
   device, and again, on the CPU, when nnU-Net's out-of-memory fallback repeats the pass there (the failed
   pass's accumulators are dropped first, so the fallback finds their memory free);
 - ``_internal_maybe_mirror_and_predict``: arms the feature hooks for the window's un-mirrored pass;
-- ``predict_sliding_window_return_logits``: finishes the image's Gram matrices and channel sums; for a fold
-  ensemble (nnU-Net calls it once per fold, in ``list_of_parameters`` order) keeps each fold's segmentation;
+- ``predict_sliding_window_return_logits``: finishes the image's Gram matrices and channel sums; for an
+  ensemble (nnU-Net calls it once per fold, in ``list_of_parameters`` order; seed members, added with
+  ``add_members``, come after the folds) keeps each member's segmentation;
 - ``predict_logits_from_preprocessed_data``: stores the case's results (signature, pooled features,
-  softmax scores, MC-dropout score, fold disagreement) and, for voxel maps, the case's MC-dropout mean
-  probabilities. The logits it returns are nnU-Net's (for several folds: their mean, as nnUNetv2_predict).
+  softmax scores, MC-dropout score, member disagreement) and, for voxel maps, the case's MC-dropout mean
+  probabilities. The logits it returns are nnU-Net's (for several members: their mean, as nnUNetv2_predict
+  averages folds).
 
 Whatever nnU-Net wraps around the network (``torch.compile`` with ``nnUNet_compile=t``), weights are loaded
 into and hooks sit on the original module (``nnunet_mt.network.original_module``), and the hooks run outside
@@ -55,8 +57,9 @@ class OODPredictor(nnUNetPredictor):
     (``signatures.centred_signature``) and ``pooled_L`` (channel means); for each further layer in ``layers``:
     ``pooled_L`` only (streamed without a Gram matrix or upsampling); with softmax scores:
     ``max_softmax_score`` and ``mean_entropy``; with MC-dropout samples: ``mc_dropout_foreground_entropy``;
-    with fold disagreement (several folds): ``fold_dice_disagreement`` (1 - mean pairwise Dice of the folds'
-    segmentations) and ``fold_voxel_disagreement``; for each of ``image_features`` (functions of the
+    with member disagreement (an ensemble: several folds, or models trained with other seeds):
+    ``member_dice_disagreement`` (1 - mean pairwise Dice of the members' segmentations) and
+    ``member_voxel_disagreement``; for each of ``image_features`` (functions of the
     preprocessed image, no network): its value under its name. Named by what they hold: the methods
     (``methods.py``) say which they read.
     """
@@ -67,7 +70,7 @@ class OODPredictor(nnUNetPredictor):
         self.window_order = "nnunet"
         self.layer = None
         self.spectral_layers = []
-        self.softmax_scores = self.fold_disagreement = False
+        self.softmax_scores = self.member_disagreement = False
         self.image_features: Dict[str, Callable] = {}
         self.mc_dropout_samples = 0
         self.keep_mc_probabilities = None
@@ -80,7 +83,7 @@ class OODPredictor(nnUNetPredictor):
         self.results: Dict[str, dict] = {}
         self._accumulators: Dict[str, object] = {}
         self._grams: Dict[str, tuple] = {}
-        self._fold_segmentations: list = []
+        self._member_segmentations: list = []
         self._last_mc_probabilities: Optional[np.ndarray] = None
         self._current_case: Optional[str] = None
         self._pending_cases: list = []
@@ -89,6 +92,11 @@ class OODPredictor(nnUNetPredictor):
         """Loads ``list_of_parameters[index]`` into the network (into the original module when nnU-Net has
         compiled it: the compiled wrapper's keys carry ``_orig_mod.``)."""
         original_module(self.network).load_state_dict(self.list_of_parameters[index])
+
+    def add_members(self, parameters: Sequence[dict]) -> None:
+        """Further ensemble members: state dicts of the same network (e.g. the fold's models trained with other
+        seeds), predicted after the folds nnU-Net loaded and averaged with them as nnU-Net averages folds."""
+        self.list_of_parameters = list(self.list_of_parameters) + list(parameters)
 
     def prediction_settings(self) -> dict:
         """{"device": cpu/cuda/..., "precision": the network's compute dtype}: float16 on CUDA (nnU-Net
@@ -103,14 +111,15 @@ class OODPredictor(nnUNetPredictor):
 
     def enable_ood(self, layer: Optional[str] = "last", layers: Sequence[str] = (), softmax_scores: bool = False,
                    mc_dropout_samples: int = 0, keep_mc_probabilities: Optional[str] = None,
-                   fold_disagreement: bool = False, window_order: str = "nnunet",
+                   member_disagreement: bool = False, window_order: str = "nnunet",
                    image_features: Optional[Dict[str, Callable]] = None,
                    spectral_layers: Sequence[str] = ()) -> "OODPredictor":
         """Call after initialization (needs the network). Raises ValueError for a layer the network lacks.
         layer: the spectral layer (None: no Gram matrix). keep_mc_probabilities: a folder where each case's
         MC-dropout mean probabilities (preprocessed grid) are kept as <case>.npy, for voxel maps.
-        fold_disagreement: the folds' segmentations are compared (needs two or more folds, and then nothing
-        else, as every other score belongs to one model). window_order: "nnunet" (nnU-Net's window order:
+        member_disagreement: the ensemble members' segmentations are compared (needs two or more parameter
+        sets in ``list_of_parameters``: folds, or ``add_members``; and then nothing else, as every other score
+        belongs to one model). window_order: "nnunet" (nnU-Net's window order:
         segmentations and probabilities identical to nnUNetv2_predict's) or "memory" (``memory_saving_order``:
         fewer open cells for the spectral Gram matrix on large images, the same signature, and logits within
         the rounding of nnU-Net's float16 sum of overlapping windows). image_features: {result name: function
@@ -122,15 +131,15 @@ class OODPredictor(nnUNetPredictor):
         if len(self.configuration_manager.patch_size) != 3:
             raise ValueError("OOD scores need a 3D configuration (3d_fullres, 3d_lowres, ...)")
         several = len(self.list_of_parameters) > 1
-        if fold_disagreement and not several:
-            raise ValueError("the ensemble score needs two or more folds (-f 0 1 ...)")
-        if several and (not fold_disagreement or layer or layers or spectral_layers or softmax_scores
+        if member_disagreement and not several:
+            raise ValueError("the ensemble score needs two or more members (folds -f 0 1 ..., or --seeds)")
+        if several and (not member_disagreement or layer or layers or spectral_layers or softmax_scores
                         or mc_dropout_samples or image_features):
-            raise ValueError("OOD scores other than ensemble belong to one model: predict with a single fold")
+            raise ValueError("OOD scores other than the ensembles' belong to one model: predict with a single fold")
         if mc_dropout_samples and not self._dropout_modules():
             raise ValueError("MC-dropout needs a network with dropout (train it with a _dropout variant, e.g. nnUNetTrainerMultiTask_dropout)")
         self.remove_hooks()  # a second enable_ood replaces the first one's hooks
-        self.fold_disagreement = fold_disagreement
+        self.member_disagreement = member_disagreement
         self.layer = layer
         self.spectral_layers = [n for n in dict.fromkeys([layer, *spectral_layers]) if n]
         self.softmax_scores = softmax_scores
@@ -163,9 +172,9 @@ class OODPredictor(nnUNetPredictor):
         return inputs, outputs, previous_stage
 
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
-        if len(self.list_of_parameters) != 1 and not self.fold_disagreement:
-            raise ValueError("OOD scores belong to one model: predict with a single fold")
-        self._fold_segmentations = []
+        if len(self.list_of_parameters) != 1 and not self.member_disagreement:
+            raise ValueError("OOD scores belong to one model: predict with a single fold (or score an ensemble)")
+        self._member_segmentations = []
         logits = super().predict_logits_from_preprocessed_data(data)
         case, self._current_case = self._current_case, None  # set again by the next item of the iterator
         if case is None and self._pending_cases:  # sequential path: cases come in list order
@@ -219,9 +228,9 @@ class OODPredictor(nnUNetPredictor):
             gram = acc.finish() if isinstance(acc, GramAccumulator) else None
             self._grams[name] = (None if gram is None else gram.cpu().numpy(), acc.channel_sums.cpu().numpy(),
                                  acc.voxels)
-        if self.fold_disagreement and self._collecting:  # one call per fold (nnU-Net's loop over the folds)
+        if self.member_disagreement and self._collecting:  # one call per member (nnU-Net's loop over its parameters)
             segmentation = self.label_manager.convert_logits_to_segmentation(logits.float().cpu())
-            self._fold_segmentations.append(np.asarray(segmentation, dtype=np.int16))
+            self._member_segmentations.append(np.asarray(segmentation, dtype=np.int16))
         return logits
 
     def _on_features(self, layer: str, features: torch.Tensor) -> None:
@@ -290,12 +299,13 @@ class OODPredictor(nnUNetPredictor):
             mean = self.mc_dropout_mean_probabilities(data, self.mc_dropout_samples)
             results["mc_dropout_foreground_entropy"] = foreground_entropy(mean)
             self._last_mc_probabilities = mean if self.keep_mc_probabilities else None  # held only for maps
-        if self.fold_disagreement:
-            folds = self._fold_segmentations
-            if len(folds) != len(self.list_of_parameters):
-                raise RuntimeError(f"{len(folds)} fold segmentations for {len(self.list_of_parameters)} folds")
-            results["fold_dice_disagreement"] = 1.0 - mean_pairwise_dice(folds, self.label_manager.foreground_labels)
-            results["fold_voxel_disagreement"] = voxel_disagreement(folds)
+        if self.member_disagreement:
+            members = self._member_segmentations
+            if len(members) != len(self.list_of_parameters):
+                raise RuntimeError(f"{len(members)} segmentations for {len(self.list_of_parameters)} ensemble members")
+            results["member_dice_disagreement"] = 1.0 - mean_pairwise_dice(members,
+                                                                            self.label_manager.foreground_labels)
+            results["member_voxel_disagreement"] = voxel_disagreement(members)
         return results
 
     def mc_dropout_probabilities_in_image_space(self, case_files: Sequence[str], mean_probabilities: np.ndarray):
@@ -313,10 +323,10 @@ class OODPredictor(nnUNetPredictor):
         return probabilities
 
     def image_results(self, data: torch.Tensor) -> dict:
-        """Results for one preprocessed image (c, x, y, z) with the network's current weights (with fold
-        disagreement: with each fold's weights, as nnU-Net's ensemble prediction)."""
-        if self.fold_disagreement:
-            self._fold_segmentations = []
+        """Results for one preprocessed image (c, x, y, z) with the network's current weights (with member
+        disagreement: with each member's weights, as nnU-Net's ensemble prediction)."""
+        if self.member_disagreement:
+            self._member_segmentations = []
             logits = nnUNetPredictor.predict_logits_from_preprocessed_data(self, data)
         else:
             logits = self.predict_sliding_window_return_logits(data)

@@ -10,8 +10,8 @@ from nnunet_mt import layout
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.methods import METHODS
-from nnunet_mt_ood.model import (check_folds, check_input_images, find_model_dir, fits_dir, make_predictor,
-                                 prediction_mismatch)
+from nnunet_mt_ood.model import (check_folds, check_input_images, ensemble_members, find_model_dir, fits_dir,
+                                 make_predictor, prediction_mismatch)
 
 
 def _check_segmentations_written(out_dir: str, first_images: Dict[str, str], ending: str) -> None:
@@ -48,7 +48,7 @@ def run_score(args) -> None:
     check_folds(args)
     model_dir = find_model_dir(args)
     fold_dir = fits_dir(args, model_dir)
-    detectors = load_detectors(fold_dir, args.method, args.layer, args.C, folds=args.folds)
+    detectors = load_detectors(fold_dir, args.method, args.layer, args.C, members=ensemble_members(args))
     from nnunet_mt_ood.parts import check_part, part_name, part_share, write_scores
     check_part(args.num_parts, args.part_id)
     from nnunet_mt.validate import refuse_output_inside_input
@@ -88,9 +88,9 @@ def run_score(args) -> None:
         scores, flags = detector.score(values), detector.predict(values)
         for row, s, o in zip(rows, scores, flags):
             row[f"{method}_score"], row[f"{method}_is_ood"] = float(s), bool(o)
-        if spec.needs_several_folds:
+        if spec.ensemble_of:
             for row in rows:
-                row["ensemble_disagreement"] = float(predictor.results[row["case"]]["fold_voxel_disagreement"])
+                row["ensemble_disagreement"] = float(predictor.results[row["case"]]["member_voxel_disagreement"])
         if spec.nearest_neighbours:  # distance-to-nearest-training-image methods
             for row, n in zip(rows, detector.nearest(values)):
                 row["nearest_training_case"], row["nearest_source"] = meta["case_ids"][n], meta["sources"][n]

@@ -20,7 +20,7 @@ step "2/9 merge 011, 012, 013 (prostate zones 1+2 = foreground) into Dataset500_
 nnunet_mt merge -d 11 12 13:1,2 -o 500 --overwrite
 
 step "3/9 nnUNetv2_plan_and_preprocess"
-nnUNetv2_plan_and_preprocess -d 500 -c 3d_fullres -np 1
+nnUNetv2_plan_and_preprocess -d 500 -c 3d_fullres -np 1 -npfp 1  # one process each (nnU-Net starts 8 for fingerprints by default)
 
 step "4/9 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
 nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu

@@ -199,13 +199,15 @@ def _build_stage(stage, root, env):
         run([os.path.join(BIN, "nnunet_mt"), "demo-data", "--seed", "0"], env, process=True)
     elif stage == "pre":
         run([os.path.join(BIN, "nnunet_mt"), "merge", "-d", "11", "12", "13:1,2", "-o", "500"], env, process=True)
-        run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1"], env)
+        run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "500", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
+            env)
     elif stage == "res":
         # no final validation: no test reads it (calibrate predicts the validation cases itself)
         run([os.path.join(BIN, "nnUNetv2_train"), "500", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
             dict(env, nnUNet_n_proc_DA="0", nnUNet_mt_final_validation="0"))
     elif stage == "plain":
-        run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "12", "-c", "3d_fullres", "-np", "1"], env)
+        run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "12", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
+            env)
         run([sys.executable, os.path.join(os.path.dirname(__file__), "plain_nnunet_model.py"), "12", "0"],
             dict(env, nnUNet_n_proc_DA="0"))
     else:

@@ -30,13 +30,16 @@ def add_parser(sub) -> None:
     k.add_argument("--ood", nargs="+", required=True, metavar="DATASET", help="held-out OOD datasets "
                    "(their imagesTs, or imagesTr when they have no test split)")
     add_renamed(k, "--method", "--methods", nargs="+", default=list(PAPER_COMPARISON),
-                choices=[m for m, spec in METHODS.items() if not spec.needs_several_folds],
+                choices=[m for m, spec in METHODS.items() if not spec.ensemble_of],
                 help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")
     k.add_argument("--mc_samples", type=COUNT, default=MC_DROPOUT_SAMPLES,
                    help=f"dropout passes of mcdropout (default {MC_DROPOUT_SAMPLES})")
     k.add_argument("--ensemble_folds", nargs="+", metavar="FOLD", default=[],
                    help="also train these folds of the same model and evaluate the fold ensemble (the experiment's "
                         "fold + these) on the same images: table_IV_ensemble (OOD and failure detection)")
+    k.add_argument("--ensemble_seeds", nargs="+", type=SEED, metavar="SEED", default=[],
+                   help="also train the experiment's model with these seeds (<trainer>_seed<N>, same fold and "
+                        "cases) and evaluate the seed ensemble on the same images: table_IV_seed_ensemble")
     _common(k)
 
 
@@ -116,7 +119,7 @@ def run_experiment(args) -> None:
         jobs, rows = protocols.transfer(setup, args.d, args.chains)
     else:
         jobs, result = protocols.ood(setup, args.train, args.ood, args.method, mc_samples=args.mc_samples,
-                                     ensemble_folds=args.ensemble_folds)
+                                     ensemble_folds=args.ensemble_folds, ensemble_seeds=args.ensemble_seeds)
     if args.print_jobs:
         if args.kind != "ood":  # the last job writes the tables from the finished steps
             argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print_jobs"] + ["--tables_only"]
@@ -135,6 +138,8 @@ def run_experiment(args) -> None:
         print(f"OOD detection table: {result['evaluation'][:-5]}.md, figure {result['evaluation'][:-5]}.png")
         if "ensemble_evaluation" in result:
             print(f"Fold ensemble: {result['ensemble_evaluation'][:-5]}.md")
+        if "seed_ensemble_evaluation" in result:
+            print(f"Seed ensemble: {result['seed_ensemble_evaluation'][:-5]}.md")
         return
     os.makedirs(setup.output, exist_ok=True)
     title = {"joint-vs-dedicated": "Table II: one joint model vs a dedicated model per dataset",

@@ -19,7 +19,7 @@ from nnunet_mt.environment import FINAL_VALIDATION_ENV, FIT_AFTER_TRAINING_ENV
 from nnunet_mt.errors import InputError
 from nnunet_mt.experiments.jobs import Job
 from nnunet_mt.merge import PROVENANCE_KEY, Source, SourceSpec, load_dataset_json, load_source, resolve_folder
-from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS, FoldEnsemble  # the experiments orchestrate both packages
+from nnunet_mt_ood.methods import MC_DROPOUT_SAMPLES, METHODS, FoldEnsemble, SeedEnsemble  # the experiments orchestrate both packages
 
 
 @dataclass
@@ -329,10 +329,11 @@ def ood_input(raw: str, dataset: str) -> Tuple[str, str]:
 
 def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], methods: Sequence[str],
         layer: str = "last", mc_samples: int = MC_DROPOUT_SAMPLES,
-        ensemble_folds: Sequence[str] = ()) -> Tuple[List[Job], dict]:
+        ensemble_folds: Sequence[str] = (), ensemble_seeds: Sequence[int] = ()) -> Tuple[List[Job], dict]:
     """Jobs of tables IV-V: train (or reuse) the joint model, fit, score in-distribution and OOD test images,
     evaluate. With ensemble_folds: also train those folds of the same model and evaluate the fold ensemble
-    (setup.fold + ensemble_folds) the same way (table_IV_ensemble). Returns the jobs and the paths of the
+    (setup.fold + ensemble_folds) the same way (table_IV_ensemble); with ensemble_seeds: the seed ensemble
+    (the model and its _seed<N> variants of setup.fold, table_IV_seed_ensemble). Returns the jobs and the paths of the
     evaluation outputs."""
     sources = load_sources(setup.raw, train_specs)
     outliers = [ood_input(setup.raw, s) for s in ood_specs]
@@ -391,37 +392,56 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
                     [prefix + ".json"]))
     result = {"evaluation": prefix + ".json", "scores": score_files, "model": model}
     if ensemble_folds:
-        jobs += _ensemble_jobs(setup, model, joint, groups, references, ensemble_folds)
+        jobs += _ensemble_jobs(setup, model, joint, groups, references, ensemble_folds=ensemble_folds)
         result["ensemble_evaluation"] = os.path.join(setup.output, "table_IV_ensemble.json")
+    if ensemble_seeds:
+        jobs += _ensemble_jobs(setup, model, joint, groups, references, ensemble_seeds=ensemble_seeds)
+        result["seed_ensemble_evaluation"] = os.path.join(setup.output, "table_IV_seed_ensemble.json")
     return jobs, result
 
 
 def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, references,
-                   ensemble_folds: Sequence[str]) -> List[Job]:
-    """The fold-ensemble baseline on the same images: train the other folds, fit, score, evaluate."""
-    folds = list(dict.fromkeys([setup.fold, *ensemble_folds]))
-    if len(folds) < 2:
-        raise InputError(f"--ensemble_folds {' '.join(ensemble_folds)}: give at least one fold besides the "
-                         f"experiment's fold {setup.fold}")
-    jobs = [train_job(replace(setup, fold=f), model, joint) for f in folds[1:]]
+                   ensemble_folds: Sequence[str] = (), ensemble_seeds: Sequence[int] = ()) -> List[Job]:
+    """An ensemble baseline on the same images: train its other members (the model's other folds, or the
+    experiment's fold with other seeds), fit, score, evaluate (table_IV_ensemble / table_IV_seed_ensemble)."""
+    from nnunet_mt_ood.model import seed_trainers
+    if ensemble_folds:
+        members = list(dict.fromkeys([setup.fold, *ensemble_folds]))
+        if len(members) < 2:
+            raise InputError(f"--ensemble_folds {' '.join(ensemble_folds)}: give at least one fold besides the "
+                             f"experiment's fold {setup.fold}")
+        jobs = [train_job(replace(setup, fold=f), model, joint) for f in members[1:]]
+        method, what, name_of_table = METHODS[FoldEnsemble.name], f"the fold ensemble ({' '.join(members)})", \
+            "table_IV_ensemble"
+        selection = ["-f", *members]
+        fit_dir = os.path.dirname(model.fold_dir(setup))
+        fitted_on = "the images all its folds trained on"
+    else:
+        seeds = list(ensemble_seeds)
+        trainers = seed_trainers(model.trainer, seeds)  # refuses -tr's own seed and repeats
+        jobs = [train_job(setup, Model(model.dataset, t, model.results), joint) for t in trainers]
+        members = seeds
+        method, what, name_of_table = METHODS[SeedEnsemble.name], f"the seed ensemble ({model.trainer} and " \
+            f"{', '.join(trainers)})", "table_IV_seed_ensemble"
+        selection = ["-f", setup.fold, "--seeds", *map(str, seeds)]
+        fit_dir = model.fold_dir(setup)
+        fitted_on = "the fold's training images"
     common = ["-d", joint.folder_name, "-c", setup.configuration, "-tr", model.trainer, "-p", setup.plans,
-              "-f", *folds, "-device", setup.device] + (["--disable_tta"] if setup.disable_tta else [])
-    model_dir = os.path.dirname(model.fold_dir(setup))
-    jobs.append(Job(f"fit the fold ensemble ({' '.join(folds)}) on the images all its folds trained on",
-                    ["nnunet_mt_ood", "fit"] + common + ["--method", FoldEnsemble.name],
-                    [METHODS[FoldEnsemble.name].paths(model_dir, "last", folds)[1]], model.env(setup)))
+              *selection, "-device", setup.device] + (["--disable_tta"] if setup.disable_tta else [])
+    jobs.append(Job(f"fit {what} on {fitted_on}", ["nnunet_mt_ood", "fit"] + common + ["--method", method.name],
+                    [method.paths(fit_dir, "last", members)[1]], model.env(setup)))
     files, ood_lists = [], []
     for name, input_dir in groups:
-        out = os.path.join(setup.output, "scores_ensemble", name)
-        argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method", FoldEnsemble.name]
+        out = os.path.join(setup.output, "scores_" + name_of_table[len("table_IV_"):], name)
+        argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method", method.name]
         argv += (["-npp", str(setup.npp)] if setup.npp is not None else []) + \
                 (["-nps", str(setup.nps)] if setup.nps is not None else [])
         files.append(os.path.join(out, "ood_scores.json"))
-        jobs.append(Job(f"score {input_dir} with the fold ensemble", argv, [files[-1]], model.env(setup)))
+        jobs.append(Job(f"score {input_dir} with {what}", argv, [files[-1]], model.env(setup)))
         if name != "in_distribution":
             ood_lists.append(os.path.join(out, "ood_scores.csv"))
-    prefix = os.path.join(setup.output, "table_IV_ensemble")
-    jobs.append(Job("evaluate the fold ensemble" + (" and its failure detection" if references else ""),
+    prefix = os.path.join(setup.output, name_of_table)
+    jobs.append(Job(f"evaluate {what}" + (" and its failure detection" if references else ""),
                     ["nnunet_mt_ood", "evaluate"] + files + ["--ood"] + ood_lists + references + ["-o", prefix],
                     [prefix + ".json"]))
     return jobs

@@ -114,6 +114,19 @@ ROWS = [
         ["nnunet_mt_ood", "score", "-i", str(_src(ws, "imagesTs")), "-o", str(ws / "out"), "-d", "12", "-c",
          "3d_fullres", "-tr", "T", "-f", "0", "-device", "cpu"])[2],
      ["spectral_signatures_last.json", "not fitted"]),
+    # seed ensembles: --seeds goes with --method seed_ensemble alone; -tr's own seed is no other member; every
+    # member's checkpoint is needed (checked before any network is read)
+    ("ood-score-seeds-without-seed-ensemble", DEMO, _line("nnunet_mt_ood", *SCORE, "-tr", "T", "--seeds", "1"),
+     ["--seeds 1", "for --method seed_ensemble alone"]),
+    ("ood-fit-seed-ensemble-without-seeds", DEMO, _line("nnunet_mt_ood", "fit", *MODEL, "-tr", "T", "--method",
+                                                       "seed_ensemble"), ["seed_ensemble", "other members' seeds"]),
+    ("ood-fit-seeds-own-seed", DEMO, _line("nnunet_mt_ood", "fit", *MODEL, "-tr", "T_seed2", "--seeds", "2",
+                                           "--method", "seed_ensemble"), ["--seeds 2", "other than -tr's own (2)"]),
+    ("ood-fit-seed-member-missing", DEMO, lambda ws: (
+        os.makedirs(ws / "res/Dataset012_CorticalPlateMR/T__nnUNetPlans__3d_fullres/fold_0"),
+        (ws / "res/Dataset012_CorticalPlateMR/T__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth").write_text(""),
+        ["nnunet_mt_ood", "fit", *MODEL, "-tr", "T", "--seeds", "1", "--method", "seed_ensemble"])[2],
+     ["T_seed1__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth", "-tr T_seed1 first"]),
     ("ood-evaluate-other-model", DEMO, lambda ws: ["nnunet_mt_ood", "evaluate", _scores(ws, "a", {"trainer": "A"}),
                                              _scores(ws, "b", {"trainer": "B"}), "--ood", "a", "-o", str(ws / "ev")],
      ["b/ood_scores.json", "another model"]),

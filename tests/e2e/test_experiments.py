@@ -233,6 +233,17 @@ def test_ood_experiment(joint_vs_dedicated):
     assert f"nnunet_mt_ood fit -d Dataset500_MultiTask -c 3d_fullres -tr {TRAINER} -p nnUNetPlans -f 0 1 " in jobs
     assert jobs.count("--method ensemble") == 3  # fit, and the in-distribution and OOD folders scored
     assert str(out / "table_IV_ensemble") in jobs and str(out / "scores_ensemble/Dataset014_HippocampusMR") in jobs
+    # --ensemble_seeds: the experiment's fold trained with seeds 1 and 2, the seed ensemble fitted, scored, evaluated
+    jobs = experiment(env, *args, "--method", "spectral", "--ensemble_seeds", "1", "2", "--print_jobs").stdout
+    for seed in (1, 2):
+        assert f"nnUNetv2_train 500 3d_fullres 0 -tr {TRAINER}_seed{seed} -device cpu --c" in jobs
+    assert (f"nnunet_mt_ood fit -d Dataset500_MultiTask -c 3d_fullres -tr {TRAINER} -p nnUNetPlans -f 0 --seeds 1 2 "
+            f"-device cpu --disable_tta --method seed_ensemble") in jobs
+    assert jobs.count("--method seed_ensemble") == 3  # fit, and the in-distribution and OOD folders scored
+    assert str(out / "table_IV_seed_ensemble") in jobs and \
+        str(out / "scores_seed_ensemble/Dataset014_HippocampusMR") in jobs
+    refused = experiment(env, *args, "--ensemble_seeds", "0", "--print_jobs", check=False)
+    assert refused.returncode == 2 and "other than -tr's own (0)" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_taken_dataset_id_is_refused(joint_vs_dedicated):

@@ -228,7 +228,7 @@ def test_every_registered_method_file_travels_with_the_export():
     from nnunet_mt.export import FOLD_PATTERNS, MODEL_PATTERNS
     from nnunet_mt_ood.methods import METHODS
     for spec in METHODS.values():
-        patterns = MODEL_PATTERNS if spec.needs_several_folds else FOLD_PATTERNS
+        patterns = MODEL_PATTERNS if spec.ensemble_of == "folds" else FOLD_PATTERNS
         for path in spec.paths("", "bottleneck", ["0", "1"]):
             assert any(fnmatch.fnmatch(path, p) for p in patterns), (spec.name, path)
     assert not any(fnmatch.fnmatch("checkpoint_final.pth", p) for p in FOLD_PATTERNS)

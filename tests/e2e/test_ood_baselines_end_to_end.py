@@ -149,6 +149,62 @@ def test_save_maps_needs_the_probabilities(dropout_model, tmp_path):
     assert not out.exists()
 
 
+def test_seed_ensemble_of_really_trained_seeds(dropout_model, tmp_path):
+    """--method seed_ensemble --seeds 1: the model and the same recipe trained on the same fold with seed 1
+    (nnUNetv2_train ... -tr <trainer>_seed1). Its probabilities are nnU-Net's multi-model mean of logits, i.e. the
+    normalised geometric mean of the two models' own probabilities (nnUNetv2_predict of each); its score is
+    1 - Dice between the two models' segmentations; the fit sits in the fold folder of -tr."""
+    root, env, _ = dropout_model
+    seed_trainer = f"{TRAINER}_seed1"
+    run([os.path.join(BIN, "nnUNetv2_train"), "12", "3d_fullres", "0", "-tr", seed_trainer, "-device", "cpu"],
+        dict(env, nnUNet_n_proc_DA="0", nnUNet_mt_final_validation="0", nnUNet_mt_fit_after_training="0"))
+    common = ["-d", "12", "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "--seeds", "1", "-device", "cpu",
+              "--disable_tta"]
+    r = run([os.path.join(BIN, "nnunet_mt_ood"), "fit", *common, "--method", "seed_ensemble"], env)
+    fold = root / "res/Dataset012_CorticalPlateMR" / f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0"
+    fit = json.load(open(fold / "ood_fit_ensemble_seeds_1.json"))
+    splits = json.load(open(root / "pre/Dataset012_CorticalPlateMR/splits_final.json"))
+    assert fit["case_ids"] == sorted(splits[0]["train"]) and fit["model"]["seed_trainers"] == [seed_trainer]
+    assert fit["model"]["seeds"] == [1] and len(fit["train_scores"]) == len(fit["case_ids"])
+    assert f"seed_ensemble: {len(fit['case_ids'])} training images" in r.stdout
+
+    images, ours = root / "raw/Dataset012_CorticalPlateMR/imagesTs", tmp_path / "ours"
+    run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(images), "-o", str(ours), *common,
+         "--method", "seed_ensemble", "-npp", "0", "-nps", "0", "--save_probabilities", "--no_calibration"], env)
+    members = {}
+    for trainer in (TRAINER, seed_trainer):
+        members[trainer] = tmp_path / trainer
+        run([os.path.join(BIN, "nnUNetv2_predict"), "-i", str(images), "-o", str(members[trainer]), "-d", "12",
+             "-c", "3d_fullres", "-tr", trainer, "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "0", "-nps",
+             "0", "--save_probabilities"], env)
+    import SimpleITK as sitk
+    from nnunet_mt_ood.baselines import mean_pairwise_dice
+    report = json.load(open(ours / "ood_scores.json"))
+    assert set(report["methods"]) == {"seed_ensemble"} and len(report["cases"]) == 4
+    for row in report["cases"]:
+        case = row["case"]
+        p1, p2 = (np.load(members[t] / f"{case}.npz")["probabilities"].astype(np.float64) for t in members)
+        geometric = np.sqrt(p1 * p2)  # 0 outside nnU-Net's crop, where it writes no probability
+        total = geometric.sum(0)
+        np.testing.assert_allclose(np.load(ours / f"{case}.npz")["probabilities"],
+                                   geometric / np.where(total > 0, total, 1), atol=2e-3)
+        segmentations = [sitk.GetArrayFromImage(sitk.ReadImage(str(members[t] / f"{case}.nii.gz"))) for t in members]
+        assert row["seed_ensemble_score"] == pytest.approx(1 - mean_pairwise_dice(segmentations, [1]), abs=1e-6)
+        assert row["seed_ensemble_is_ood"] == (row["seed_ensemble_score"] > report["methods"]["seed_ensemble"]["tau"])
+    assert max(row["seed_ensemble_score"] for row in report["cases"]) > 0  # two seeds, two different models
+
+    for argv, needle in (([*common, "--method", "spectral"], "for --method seed_ensemble alone"),
+                         ([*common[:8], *common[10:], "--method", "seed_ensemble"], "needs the other members' seeds"),
+                         ([*common[:9], "0", *common[10:], "--method", "seed_ensemble"], "other than -tr's own (0)"),
+                         ([*common[:9], "7", *common[10:], "--method", "seed_ensemble"],
+                          f"checkpoint missing (train with nnUNetv2_train ... -tr {TRAINER}_seed7 first)")):
+        refused = run([os.path.join(BIN, "nnunet_mt_ood"), "score", "-i", str(images), "-o", str(tmp_path / "x"),
+                       *argv], env, check=False)  # before any network runs
+        assert refused.returncode == 2 and needle in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_ensemble_of_two_folds_scores_disagreement_and_writes_nnunets_ensemble(dropout_model, tmp_path, capsys):
     """--method ensemble with -f 0 1: fold 1 is fold 0's checkpoint with noise added to its weights (training a
     second fold is too slow for CI). The segmentation and probabilities written are those of

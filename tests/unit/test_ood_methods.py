@@ -9,7 +9,7 @@ from nnunet_mt_ood.methods import (METHODS, OODMethod, POOLED_LAYER, FoldEnsembl
                                    register)
 
 NOTHING = {"layer": None, "layers": [], "spectral_layers": [], "softmax_scores": False, "mc_dropout_samples": 0,
-           "fold_disagreement": False, "image_features": {}}
+           "member_disagreement": False, "image_features": {}}
 
 
 def test_predictor_options_combine_what_each_method_needs():
@@ -18,7 +18,8 @@ def test_predictor_options_combine_what_each_method_needs():
         NOTHING, layers=[POOLED_LAYER], softmax_scores=True, mc_dropout_samples=4)
     assert predictor_options(["spectral", "mahalanobis", "knn", "entropy"], "bottleneck") == dict(
         NOTHING, layer="bottleneck", layers=[POOLED_LAYER], softmax_scores=True)
-    assert predictor_options(["ensemble"], "last") == dict(NOTHING, fold_disagreement=True)
+    assert predictor_options(["ensemble"], "last") == dict(NOTHING, member_disagreement=True)
+    assert predictor_options(["seed_ensemble"], "last") == dict(NOTHING, member_disagreement=True)
     from nnunet_mt_ood.histogram import fine_intensity_histogram
     assert predictor_options(["ihf", "spectral"], "last") == dict(
         NOTHING, layer="last", image_features={"fine_intensity_histogram": fine_intensity_histogram})
@@ -28,11 +29,11 @@ def test_predictor_options_combine_what_each_method_needs():
 
 def test_each_method_reads_its_values_and_names_its_files():
     results = {"signature_last": np.ones(4), f"pooled_{POOLED_LAYER}": np.arange(8.0), "max_softmax_score": 0.1,
-               "mean_entropy": 0.2, "mc_dropout_foreground_entropy": 0.3, "fold_dice_disagreement": 0.4,
+               "mean_entropy": 0.2, "mc_dropout_foreground_entropy": 0.3, "member_dice_disagreement": 0.4,
                "fine_intensity_histogram": np.full(2000, 5e-4), "centred_signature_last": np.zeros(4),
                "signature_bottleneck": np.full(6, 2.0)}
     expected = {"spectral": np.ones(4), "mahalanobis": np.arange(8.0), "knn": np.arange(8.0), "msp": 0.1,
-                "entropy": 0.2, "mcdropout": 0.3, "ensemble": 0.4, "ihf": np.full(2000, 5e-4),
+                "entropy": 0.2, "mcdropout": 0.3, "ensemble": 0.4, "seed_ensemble": 0.4, "ihf": np.full(2000, 5e-4),
                 "spectral_centred": np.zeros(4),
                 "spectral_multilayer": np.concatenate([np.ones(4), np.full(6, 2.0)]) / np.sqrt(2)}
     assert set(METHODS) == set(expected)
@@ -43,6 +44,9 @@ def test_each_method_reads_its_values_and_names_its_files():
                                                        "/f/spectral_signatures_last.json")
     assert METHODS["knn"].paths("/f", "last")[1] == f"/f/ood_fit_knn_{POOLED_LAYER}.json"
     assert METHODS["ensemble"].paths("/m", "last", ["0", "1"])[1] == "/m/ood_fit_ensemble_folds_0_1.json"
+    assert METHODS["seed_ensemble"].paths("/f", "last", [1, 2])[1] == "/f/ood_fit_ensemble_seeds_1_2.json"
+    assert {m: spec.ensemble_of for m, spec in METHODS.items() if spec.ensemble_of} == {
+        "ensemble": "folds", "seed_ensemble": "seeds"}
     assert [m for m, spec in METHODS.items() if spec.decides] == ["spectral"]
     assert [m for m, spec in METHODS.items() if spec.needs_dropout] == ["mcdropout"]
     assert METHODS["knn"].make_detector(2.0, {"k": 3}).k == 3 and METHODS["knn"].make_detector(2.0).k == 1
