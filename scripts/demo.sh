@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end demo on built-in synthetic data, through nnU-Net's real commands (2 CPU cores: about 15 min).
+# End-to-end demo on built-in synthetic data, through nnU-Net's real commands (2 CPU cores: see README for its time).
+# Inference steps use both cores: the baseline fit runs in two parts at once (-num_parts), and the
+# in-distribution and OOD sets are scored side by side.
 # Everything lands in demo_output/ (nnUNet_raw, nnUNet_preprocessed, nnUNet_results, predictions).
 set -euo pipefail
 OUT=${DEMO_OUTPUT:-$PWD/demo_output}
@@ -25,20 +27,29 @@ nnUNetv2_plan_and_preprocess -d 500 -c 3d_fullres -np 1 -npfp 1  # one process e
 step "4/9 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
 nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu
 
-step "5/9 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training)"
-nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mcdropout mahalanobis knn msp entropy \
-  --mc_samples "$MC" --disable_tta
+step "5/9 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training), in two parts at once (one per core)"
+FIT=(nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mcdropout mahalanobis knn msp entropy
+  --mc_samples "$MC" --disable_tta -num_parts 2)
+"${FIT[@]}" -part_id 0 & part0=$!
+"${FIT[@]}" -part_id 1
+wait "$part0"
+"${FIT[@]}" --collect
 
 step "6/9 nnunet_mt calibrate: a temperature fitted on fold 0's validation cases (stored with the model)"
 nnunet_mt calibrate -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --disable_tta
 
-step "7/9 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution test cases, held-out OOD datasets"
-for pair in "Dataset500_MultiTask:id" "Dataset014_HippocampusMR:ood_hippocampus" "Dataset015_PancreasCT:ood_pancreas"; do
-  ds=${pair%%:*}; name=${pair##*:}
-  nnunet_mt_ood score -i "$nnUNet_raw/$ds/imagesTs" -o "$OUT/predictions/$name" -d 500 -c 3d_fullres -f 0 \
+step "7/9 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution test cases (one core), held-out OOD datasets (the other)"
+score() {  # raw dataset, output name: the score command's report goes to predictions/<name>.log, printed after
+  nnunet_mt_ood score -i "$nnUNet_raw/$1/imagesTs" -o "$OUT/predictions/$2" -d 500 -c 3d_fullres -f 0 \
     -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --no_calibration --plot \
-    --method spectral mcdropout mahalanobis knn msp entropy --mc_samples "$MC"
-done
+    --method spectral mcdropout mahalanobis knn msp entropy --mc_samples "$MC" > "$OUT/predictions/$2.log" 2>&1
+}
+mkdir -p "$OUT/predictions"
+score Dataset500_MultiTask id & in_distribution=$!
+score Dataset014_HippocampusMR ood_hippocampus && score Dataset015_PancreasCT ood_pancreas ||
+  { cat "$OUT"/predictions/ood_*.log; kill "$in_distribution"; exit 1; }
+wait "$in_distribution" || { cat "$OUT/predictions/id.log"; exit 1; }
+for name in id ood_hippocampus ood_pancreas; do echo "--- $name"; cat "$OUT/predictions/$name.log"; done
 
 step "8/9 nnunet_mt evaluate: DSC, HD95, ASSD, ECE, MCE, NLL, Brier per source, without and with the temperature"
 nnunet_mt evaluate -ref "$nnUNet_raw/Dataset500_MultiTask/labelsTs" -pred "$OUT/predictions/id" \

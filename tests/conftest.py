@@ -78,29 +78,38 @@ def _main_of(name):
     return main
 
 
-def _run_in_process(cmd, env):
-    import contextlib
-    import io
-    import traceback
+import contextlib  # noqa: E402
+
+
+@contextlib.contextmanager
+def environment(env):
+    """This process's environment is exactly `env` inside the block (restored after, with torch's thread count:
+    nnU-Net's training sets one thread per core on the CPU)."""
     import torch
-    main = _main_of(os.path.basename(cmd[0]))
-    saved, out, err = dict(os.environ), io.StringIO(), io.StringIO()
-    threads = torch.get_num_threads()  # nnU-Net's training sets one thread per core on the CPU
+    saved, threads = dict(os.environ), torch.get_num_threads()
     os.environ.clear()
     os.environ.update(env)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(cmd[1:]))
-            except SystemExit as e:  # argparse's usage errors
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            except Exception:  # what the interpreter would print before exiting with 1
-                traceback.print_exc()
-                code = 1
+        yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
         torch.set_num_threads(threads)
+
+
+def _run_in_process(cmd, env):
+    import io
+    import traceback
+    main = _main_of(os.path.basename(cmd[0]))
+    out, err = io.StringIO(), io.StringIO()
+    with environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(cmd[1:]))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except Exception:  # what the interpreter would print before exiting with 1
+            traceback.print_exc()
+            code = 1
     return subprocess.CompletedProcess(cmd, code or 0, out.getvalue(), err.getvalue())
 
 
@@ -208,8 +217,10 @@ def _build_stage(stage, root, env):
     elif stage == "plain":
         run([os.path.join(BIN, "nnUNetv2_plan_and_preprocess"), "-d", "12", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
             env)
-        run([sys.executable, os.path.join(os.path.dirname(__file__), "plain_nnunet_model.py"), "12", "0"],
-            dict(env, nnUNet_n_proc_DA="0"))
+        from plain_nnunet_model import train_plain_model
+        with environment(dict(env, nnUNet_n_proc_DA="0")), open(os.devnull, "w") as sink, \
+                contextlib.redirect_stdout(sink):
+            train_plain_model("12", 0)
     else:
         inputs = root / "pred_inputs"
         inputs.mkdir()

@@ -229,7 +229,7 @@ def test_mc_dropout_on_a_compiled_network(trained, monkeypatch):
     mean is close to the uncompiled MC mean, and dropout is off again afterwards."""
     from nnunet_mt.network import add_dropout_after_convs, original_module
     root, _ = trained
-    data = _training_images(root, 1)[0]
+    data = _training_images(root, 2)[1]  # the cortical plate case: one window (the liver case has 8)
     means = {}
     for compiled in (False, True):
         predictor = _predictor(root, monkeypatch, compiled=compiled)
