@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--root", default="demo_output", help="folder with nnUNet_raw/_preprocessed/_results")
     parser.add_argument("--images", help="input folder (default: the merged demo dataset's imagesTs)")
     parser.add_argument("-d", default="500")
-    parser.add_argument("-tr", default="nnUNetTrainerMultiTaskCPU_dropout")
+    parser.add_argument("-tr", default="nnUNetTrainerMultiTaskCPU_dropout_12epochs")  # the demo's model
     parser.add_argument("-c", default="3d_fullres")
     parser.add_argument("-f", default="0")
     parser.add_argument("--repeats", type=int, default=3)

@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT=${DEMO_OUTPUT:-$ROOT/demo_output}
 WORK=${WORK:-$OUT/ood_comparison}
-TRAINER=${DEMO_TRAINER:-nnUNetTrainerMultiTaskCPU_dropout}
+TRAINER=${DEMO_TRAINER:-nnUNetTrainerMultiTaskCPU_dropout_12epochs}  # the demo's model (scripts/demo.sh)
 MC=${DEMO_MC_SAMPLES:-3}
 export nnUNet_raw=$OUT/nnUNet_raw nnUNet_preprocessed=$OUT/nnUNet_preprocessed nnUNet_results=$OUT/nnUNet_results
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}

@@ -6,8 +6,9 @@
 set -euo pipefail
 OUT=${DEMO_OUTPUT:-$PWD/demo_output}
 # the CPU-sized recipe with dropout after every convolution, so MC dropout (the paper's uncertainty
-# baseline) can run on the same model as the spectral method
-TRAINER=${DEMO_TRAINER:-nnUNetTrainerMultiTaskCPU_dropout}
+# baseline) can run on the same model as the spectral method; capped at 12 epochs (480 iterations) so the
+# demo stays within 15 minutes on 2 cores (DEMO_TRAINER=nnUNetTrainerMultiTaskCPU_dropout: the recipe's 25)
+TRAINER=${DEMO_TRAINER:-nnUNetTrainerMultiTaskCPU_dropout_12epochs}
 MC=${DEMO_MC_SAMPLES:-3}
 export nnUNet_raw=$OUT/nnUNet_raw nnUNet_preprocessed=$OUT/nnUNet_preprocessed nnUNet_results=$OUT/nnUNet_results
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1}
@@ -24,8 +25,8 @@ nnunet_mt merge -d 11 12 13:1,2 -o 500 --overwrite
 step "3/9 nnUNetv2_plan_and_preprocess"
 nnUNetv2_plan_and_preprocess -d 500 -c 3d_fullres -np 1 -npfp 1  # one process each (nnU-Net starts 8 for fingerprints by default)
 
-step "4/9 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER (CPU budget)"
-nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu
+step "4/9 nnUNetv2_train 500 3d_fullres 0 -tr $TRAINER --npz (CPU budget; the validation's probabilities kept for calibrate)"
+nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu --npz
 
 step "5/9 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training), in two parts at once (one per core)"
 FIT=(nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mcdropout mahalanobis knn msp entropy
@@ -35,7 +36,7 @@ FIT=(nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --me
 wait "$part0"
 "${FIT[@]}" --collect
 
-step "6/9 nnunet_mt calibrate: a temperature fitted on fold 0's validation cases (stored with the model)"
+step "6/9 nnunet_mt calibrate: a temperature fitted on fold 0's validation cases (nnU-Net's --npz outputs; stored with the model)"
 nnunet_mt calibrate -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --disable_tta
 
 step "7/9 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution test cases (one core), held-out OOD datasets (the other)"
