@@ -4,7 +4,8 @@
 
 The validation probabilities come from nnU-Net itself: fold_X/validation/*.npz when the model was trained
 with `nnUNetv2_train ... --npz`, else nnU-Net's predictor on the validation cases' raw images, in this process
-(what `nnUNetv2_predict --save_probabilities` writes). References: nnU-Net's copy of the labels in nnUNet_preprocessed/DatasetXXX/gt_segmentations.
+(what `nnUNetv2_predict --save_probabilities` writes). References: nnU-Net's copy of the labels in the
+preprocessed dataset folder (``layout.GT_SEGMENTATIONS``).
 """
 import json
 import os
@@ -68,7 +69,7 @@ def calibrate(dataset: str, configuration: str, fold: str, trainer: str, plans: 
     (``temperature.choose_temperature``); "nll" (Guo et al.) or "ece": that fit, unchecked.
 
     Default: on the fold's validation cases (their saved probabilities, or nnU-Net's predictor on their raw images;
-    references from nnU-Net's gt_segmentations). With references (a folder of label maps CASE<ending>): on a
+    references from nnU-Net's copy in the preprocessed folder, ``layout.GT_SEGMENTATIONS``). With references (a folder of label maps CASE<ending>): on a
     labelled reference set instead, predicted by nnU-Net's predictor from `images` (nnUNetv2_predict's input
     layout) or read from
     `probabilities` (an nnUNetv2_predict --save_probabilities folder); no training data of the model needed."""

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_merge)
 
     p = sub.add_parser("evaluate", help="DSC, HD95, ASSD, ECE, MCE of a prediction folder, per source dataset")
-    p.add_argument("-ref", required=True, metavar="LABELS_DIR", help="reference segmentations (e.g. labelsTs)")
+    p.add_argument("-ref", required=True, metavar="LABELS_DIR", help="reference segmentations (e.g. a raw dataset's " + os.path.basename(layout.labels_folder("", "Ts")) + ")")
     p.add_argument("-pred", required=True, metavar="PRED_DIR", help="nnUNetv2_predict output folder")
     p.add_argument("-prob", metavar="PROB_DIR", help="folder with nnU-Net's .npz probabilities "
                    "(--save_probabilities; usually PRED_DIR) for ECE and MCE")

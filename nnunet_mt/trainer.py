@@ -411,7 +411,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         return None, result.stdout
 
     def fit_ood_isolated(self) -> None:
-        """The spectral fit, as `nnunet_mt_ood fit` in its own process on checkpoint_final.pth (written by
+        """The spectral fit, as `nnunet_mt_ood fit` in its own process on the final checkpoint (written by
         nnU-Net's on_train_end before this runs), timed; under DDP split across the ranks (each fits its part
         of the training images, rank 0 collects), so no rank waits for the whole fit. A failure (including a
         crash or running out of memory) is logged with the command that redoes it and never stops nnU-Net's
@@ -420,7 +420,7 @@ class nnUNetTrainerMultiTask(nnUNetTrainer):
         steps = self.ood_fit_steps()
         start = time.time()
         if self.is_ddp:
-            torch.distributed.barrier()  # rank 0 has written checkpoint_final.pth
+            torch.distributed.barrier()  # rank 0 has written the final checkpoint
         failure, stdout = self.run_ood_fit_step(steps[0])
         if self.is_ddp:
             torch.distributed.barrier()  # every part written (or failed)

@@ -31,8 +31,9 @@ nnUNet_n_proc_DA=0 nnUNetv2_train 500 3d_fullres 0 -tr "$TRAINER" -device cpu --
 step "5/9 nnunet_mt_ood fit: baseline OOD detectors on the training images (spectral was fitted by training), in two parts at once (one per core)"
 FIT=(nnunet_mt_ood fit -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --method mcdropout mahalanobis knn msp entropy
   --mc_samples "$MC" --disable_tta -num_parts 2)
-"${FIT[@]}" -part_id 0 & part0=$!
-"${FIT[@]}" -part_id 1
+# one thread each: two processes with torch's default of one thread per core would fight over both cores
+OMP_NUM_THREADS=1 "${FIT[@]}" -part_id 0 & part0=$!
+OMP_NUM_THREADS=1 "${FIT[@]}" -part_id 1
 wait "$part0"
 "${FIT[@]}" --collect
 
@@ -41,7 +42,7 @@ nnunet_mt calibrate -d 500 -c 3d_fullres -f 0 -tr "$TRAINER" -device cpu --disab
 
 step "7/9 nnunet_mt_ood score (= nnUNetv2_predict + OOD scores): in-distribution test cases (one core), held-out OOD datasets (the other)"
 score() {  # raw dataset, output name: the score command's report goes to predictions/<name>.log, printed after
-  nnunet_mt_ood score -i "$nnUNet_raw/$1/imagesTs" -o "$OUT/predictions/$2" -d 500 -c 3d_fullres -f 0 \
+  OMP_NUM_THREADS=1 nnunet_mt_ood score -i "$nnUNet_raw/$1/imagesTs" -o "$OUT/predictions/$2" -d 500 -c 3d_fullres -f 0 \
     -tr "$TRAINER" -npp 0 -nps 0 -device cpu --disable_tta --save_probabilities --no_calibration --plot \
     --method spectral mcdropout mahalanobis knn msp entropy --mc_samples "$MC" > "$OUT/predictions/$2.log" 2>&1
 }

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     k = kinds.add_parser("ood", help="tables IV-V: spectral OOD detection vs uncertainty baselines")
     k.add_argument("--train", nargs="+", required=True, metavar="DATASET[:LABELS]", help="in-distribution datasets")
     k.add_argument("--ood", nargs="+", required=True, metavar="DATASET", help="held-out OOD datasets "
-                   "(their imagesTs, or imagesTr when they have no test split)")
+                   "(their test images, or their training images when they have no test split)")
     add_renamed(k, "--method", "--methods", nargs="+", default=list(PAPER_COMPARISON),
                 choices=[m for m, spec in METHODS.items() if not spec.ensemble_of],
                 help="default: spectral mcdropout (the paper's comparison; mcdropout trains the _dropout variant)")

@@ -124,7 +124,9 @@ def merged_dataset(setup: Setup, dataset_id: int, name: str, sources: List[Sourc
                              f"'{recorded.get('subjects', 'one subject per case')}', this experiment declares "
                              f"'{subjects}'; choose free ids with --id")
     if not dataset.cases("test"):
-        raise InputError(f"{sources[0].folder}: no labelled test cases (imagesTs + labelsTs) to evaluate on")
+        raise InputError(f"{sources[0].folder}: no labelled test cases ("
+                         f"{os.path.basename(layout.images_folder('', 'Ts'))} + "
+                         f"{os.path.basename(layout.labels_folder('', 'Ts'))}) to evaluate on")
     return dataset
 
 

@@ -66,7 +66,7 @@ def copy_files(source_dir: str, names: Sequence[str], target_dir: str) -> None:
 def preprocessed_copies(source: str, target: str, plans: str, configurations: Sequence[str],
                         cases: Sequence[str]) -> List[Tuple[str, List[str], str]]:
     """(source folder, file names, target folder) for every folder share-plans -c copies: the reference
-    segmentations (gt_segmentations), then each configuration's arrays (nnU-Net's trainer reads those, so they
+    segmentations (``layout.GT_SEGMENTATIONS``), then each configuration's arrays (nnU-Net's trainer reads those, so they
     come last); source, target: preprocessed dataset folders. Checks that every case is there, writes nothing."""
     from nnunet_mt.nnunet_glue import data_identifier
     folders = [(layout.GT_SEGMENTATIONS, "reference segmentation")] if configurations else []
