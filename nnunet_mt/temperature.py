@@ -112,12 +112,11 @@ def choose_temperature(probabilities: Sequence[np.ndarray], labels: Sequence[np.
     "held_out_ece_per_source": {source: {...}}, "reason": one line}."""
     subjects, sources = [str(s) for s in subjects], [str(s) for s in sources]
     distinct = sorted(set(subjects))
-    every_case = (probabilities, labels)  # the kept objective's final fit uses every voxel
     rng, share = np.random.default_rng(0), max(1, SELECTION_VOXELS // max(len(labels), 1))
     picks = [np.sort(rng.choice(len(y), share, replace=False)) if len(y) > share else np.arange(len(y))
              for y in labels]
-    probabilities = [np.asarray(p)[:, k] for p, k in zip(probabilities, picks)]
-    labels = [np.asarray(y)[k] for y, k in zip(labels, picks)]
+    sampled_p = [np.asarray(p)[:, k] for p, k in zip(probabilities, picks)]  # the selection's voxels
+    sampled_y = [np.asarray(y)[k] for y, k in zip(labels, picks)]
     if len(distinct) < 2:
         return {"temperature": 1.0, "objective": None, "held_out_ece": None, "held_out_ece_per_source": None,
                 "reason": f"T = 1 kept: a temperature is checked on held-out subjects, these cases come from "
@@ -126,15 +125,15 @@ def choose_temperature(probabilities: Sequence[np.ndarray], labels: Sequence[np.
     order = []
     for subject in distinct:
         inside = [i for i, s in enumerate(subjects) if s != subject]
-        p_in = np.concatenate([probabilities[i] for i in inside], axis=1)
-        y_in = np.concatenate([labels[i] for i in inside])
+        p_in = np.concatenate([sampled_p[i] for i in inside], axis=1)
+        y_in = np.concatenate([sampled_y[i] for i in inside])
         fitted = {name: fit_by(name, p_in, y_in) for name in OBJECTIVES}
         for i in (i for i, s in enumerate(subjects) if s == subject):
             order.append(i)
-            held_out["none"].append(np.asarray(probabilities[i], dtype=np.float64))
+            held_out["none"].append(np.asarray(sampled_p[i], dtype=np.float64))
             for name, t in fitted.items():
-                held_out[name].append(scale_probabilities(probabilities[i], t))
-    y = [labels[i] for i in order]
+                held_out[name].append(scale_probabilities(sampled_p[i], t))
+    y = [sampled_y[i] for i in order]
 
     def pooled(name, cases):
         return foreground_ece(np.concatenate([held_out[name][k] for k in cases], axis=1),
@@ -149,7 +148,7 @@ def choose_temperature(probabilities: Sequence[np.ndarray], labels: Sequence[np.
     worse = [s for s, e in per_source.items() if e[best] > e["none"] + HELD_OUT_TOLERANCE]
     result = {"held_out_ece": overall, "held_out_ece_per_source": per_source}
     if overall[best] < overall["none"] and not worse:
-        t = fit_by(best, np.concatenate(every_case[0], axis=1), np.concatenate(every_case[1]))
+        t = fit_by(best, np.concatenate(probabilities, axis=1), np.concatenate(labels))  # every voxel
         return dict(result, temperature=t, objective=best,
                     reason=f"T = {t:.3f} ({best} fit) kept: held-out ECE {overall['none']:.4f} -> {overall[best]:.4f}")
     why = (f"it raised the held-out ECE of {worse[0]} ({per_source[worse[0]]['none']:.4f} -> "

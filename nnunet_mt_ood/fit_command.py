@@ -6,7 +6,7 @@ import os
 from nnunet_mt import layout
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.methods import METHODS
-from nnunet_mt_ood.model import (check_folds, check_input_images, ensemble_members, find_model_dir, fits_dir,
+from nnunet_mt_ood.model import (check_input_images, check_members, ensemble_members, find_model_dir, fits_dir,
                                  make_predictor)
 
 
@@ -17,7 +17,7 @@ def run_fit(args) -> None:
     from nnunet_mt_ood.fit import compute_training_results, method_values, training_cases
     from nnunet_mt_ood.parts import check_part, load_fit_parts, part_share, save_fit_part
     check_part(args.num_parts, args.part_id)
-    check_folds(args)
+    check_members(args)
     if args.i is not None:
         return _fit_on_reference_images(args)
     nnUNet_preprocessed = required_folder("nnUNet_preprocessed")

@@ -21,14 +21,18 @@ def find_model_dir(args) -> str:
     """The -tr model's folder; InputError when a checkpoint of it (each fold of -f) or of a seed member is missing."""
     from nnunet_mt.nnunet_glue import model_folder
     model_dir = model_folder(args.d, args.tr, args.p, args.c)
-    members = [model_dir] + [model_folder(args.d, t, args.p, args.c) for t in args.seed_trainers]
-    for folder, trainer in zip(members, [args.tr, *args.seed_trainers]):
+    for folder, trainer in zip([model_dir, *seed_model_dirs(args)], [args.tr, *args.seed_trainers]):
         for fold in args.folds:
             checkpoint = os.path.join(layout.fold_folder(folder, fold), args.chk)
             if not os.path.isfile(checkpoint):
                 raise InputError(f"{checkpoint}: checkpoint missing (train with nnUNetv2_train ... -tr {trainer} first)")
-    args.seed_model_dirs = members[1:]
     return model_dir
+
+
+def seed_model_dirs(args) -> List[str]:
+    """The model folders of a seed ensemble's other members (args.seed_trainers, set by check_members)."""
+    from nnunet_mt.nnunet_glue import model_folder
+    return [model_folder(args.d, t, args.p, args.c) for t in args.seed_trainers]
 
 
 SEED_SUFFIX = re.compile(r"_seed(\d+)$")
@@ -44,7 +48,7 @@ def seed_trainers(trainer: str, seeds: Sequence[int]) -> List[str]:
     return [f"{recipe}_seed{seed}" for seed in seeds]
 
 
-def check_folds(args) -> None:
+def check_members(args) -> None:
     """-f: one fold, or (for --method ensemble only) two or more; --seeds (for --method seed_ensemble only): the
     other members of a seed ensemble. Sets args.folds (all), args.f (the first) and args.seed_trainers."""
     folds = list(dict.fromkeys(args.f))
@@ -103,7 +107,7 @@ def make_predictor(args, model_dir: str, use_mirroring: bool, methods=(DEFAULT_M
         with open(os.path.join(model_dir, layout.MODEL_PLANS)) as f:
             plans = json.load(f)
         members = []
-        for folder in args.seed_model_dirs:
+        for folder in seed_model_dirs(args):
             with open(os.path.join(folder, layout.MODEL_PLANS)) as f:
                 if json.load(f) != plans:
                     raise InputError(f"{folder}: other plans than {model_dir}: not a member of its seed ensemble")

@@ -10,7 +10,7 @@ from nnunet_mt import layout
 from nnunet_mt.atomic import write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt_ood.methods import METHODS
-from nnunet_mt_ood.model import (check_folds, check_input_images, ensemble_members, find_model_dir, fits_dir,
+from nnunet_mt_ood.model import (check_input_images, check_members, ensemble_members, find_model_dir, fits_dir,
                                  make_predictor, prediction_mismatch)
 
 
@@ -45,7 +45,7 @@ def _apply_calibration(fold_dir: str, out_dir: str, rows: List[dict], per_source
 
 def run_score(args) -> None:
     from nnunet_mt_ood.fit import load_detectors
-    check_folds(args)
+    check_members(args)
     model_dir = find_model_dir(args)
     fold_dir = fits_dir(args, model_dir)
     detectors = load_detectors(fold_dir, args.method, args.layer, args.C, members=ensemble_members(args))

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shutil
@@ -76,9 +77,6 @@ def _main_of(name):
         finally:
             sys.argv = saved
     return main
-
-
-import contextlib  # noqa: E402
 
 
 @contextlib.contextmanager

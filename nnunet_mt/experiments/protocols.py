@@ -413,8 +413,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
             raise InputError(f"--ensemble_folds {' '.join(ensemble_folds)}: give at least one fold besides the "
                              f"experiment's fold {setup.fold}")
         jobs = [train_job(replace(setup, fold=f), model, joint) for f in members[1:]]
-        method, what, name_of_table = METHODS[FoldEnsemble.name], f"the fold ensemble ({' '.join(members)})", \
-            "table_IV_ensemble"
+        method, what = METHODS[FoldEnsemble.name], f"the fold ensemble ({' '.join(members)})"
         selection = ["-f", *members]
         fit_dir = os.path.dirname(model.fold_dir(setup))
         fitted_on = "the images all its folds trained on"
@@ -423,8 +422,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
         trainers = seed_trainers(model.trainer, seeds)  # refuses -tr's own seed and repeats
         jobs = [train_job(setup, Model(model.dataset, t, model.results), joint) for t in trainers]
         members = seeds
-        method, what, name_of_table = METHODS[SeedEnsemble.name], f"the seed ensemble ({model.trainer} and " \
-            f"{', '.join(trainers)})", "table_IV_seed_ensemble"
+        method, what = METHODS[SeedEnsemble.name], f"the seed ensemble ({model.trainer} and {', '.join(trainers)})"
         selection = ["-f", setup.fold, "--seeds", *map(str, seeds)]
         fit_dir = model.fold_dir(setup)
         fitted_on = "the fold's training images"
@@ -434,7 +432,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
                     [method.paths(fit_dir, "last", members)[1]], model.env(setup)))
     files, ood_lists = [], []
     for name, input_dir in groups:
-        out = os.path.join(setup.output, "scores_" + name_of_table[len("table_IV_"):], name)
+        out = os.path.join(setup.output, f"scores_{method.name}", name)
         argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method", method.name]
         argv += (["-npp", str(setup.npp)] if setup.npp is not None else []) + \
                 (["-nps", str(setup.nps)] if setup.nps is not None else [])
@@ -442,7 +440,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
         jobs.append(Job(f"score {input_dir} with {what}", argv, [files[-1]], model.env(setup)))
         if name != "in_distribution":
             ood_lists.append(os.path.join(out, "ood_scores.csv"))
-    prefix = os.path.join(setup.output, name_of_table)
+    prefix = os.path.join(setup.output, f"table_IV_{method.name}")
     jobs.append(Job(f"evaluate {what}" + (" and its failure detection" if references else ""),
                     ["nnunet_mt_ood", "evaluate"] + files + ["--ood"] + ood_lists + references + ["-o", prefix],
                     [prefix + ".json"]))
