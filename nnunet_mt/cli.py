@@ -29,7 +29,7 @@ def _demo_data(args) -> None:
     os.makedirs(raw_dir, exist_ok=True)
     for ds in (known[d] for d in wanted):
         ds = replace(ds, n_train=args.n_train or ds.n_train, n_test=args.n_test or ds.n_test,
-                     dataset_id=args.as_id or ds.dataset_id)
+                     dataset_id=args.as_id or ds.dataset_id, varied_contrast=args.varied_contrast)
         path = write_dataset(ds, raw_dir, args.seed)
         print(f"{path}: {ds.n_train} training + {ds.n_test} test cases, {ds.modality}, role: {ds.role}")
 
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_test", type=COUNT, help="test cases per dataset instead of the default")
     p.add_argument("--as_id", type=DATASET_ID, metavar="ID", help="write the one -d dataset under this id instead: "
                    "new cases of the same distribution (the cases are drawn from the seed and the id)")
+    p.add_argument("--varied_contrast", action="store_true", help="the organ darker than the tissue in some cases "
+                   "and brighter in others, drawn per case (a variation nnU-Net's augmentation does not make)")
     p.set_defaults(func=_demo_data)
 
     p = sub.add_parser("merge", help="merge nnU-Net raw datasets into one multi-task dataset")

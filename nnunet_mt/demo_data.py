@@ -34,6 +34,7 @@ class DemoDataset:
     labels: Dict[str, int]
     role: str  # "train" or "ood"
     description: str
+    varied_contrast: bool = False  # organ intensity drawn per case on either side of the tissue's (see make_case)
 
     @property
     def folder_name(self) -> str:
@@ -127,7 +128,11 @@ SHAPES: Dict[str, Callable] = {"LiverCT": _liver, "CorticalPlateMR": _cortical_p
 
 
 def make_case(ds: DemoDataset, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    """One synthetic case: (image float32, label uint8), both of shape ds.shape_zyx."""
+    """One synthetic case: (image float32, label uint8), both of shape ds.shape_zyx.
+
+    ds.varied_contrast: the organ is darker than the surrounding tissue in some cases and brighter in others
+    (drawn per case), a variation that nnU-Net's intensity augmentation (gamma, contrast, brightness) does not
+    produce, so a few training cases cannot cover it (the harness's positive control, experiments.md)."""
     z, y, x = _grid_mm(ds.shape_zyx, ds.spacing_zyx)
     extent = float(min(n * s for n, s in zip(ds.shape_zyx, ds.spacing_zyx)))
     parts = SHAPES[ds.name](rng, z, y, x, extent)
@@ -142,7 +147,10 @@ def make_case(ds: DemoDataset, rng: np.random.Generator) -> Tuple[np.ndarray, np
         img[body] = 30 + 25 * texture[body]
         fat = body & (_smooth_field(rng, ds.shape_zyx, 5) > 0.45)
         img[fat] = -100
-        organ_hu = rng.uniform(55, 75) if ds.name == "LiverCT" else rng.uniform(95, 120)
+        if ds.varied_contrast:  # darker or brighter than the 30 +- 25 HU soft tissue, per case
+            organ_hu = rng.uniform(-45, 0) if rng.random() < 0.5 else rng.uniform(80, 150)
+        else:
+            organ_hu = rng.uniform(55, 75) if ds.name == "LiverCT" else rng.uniform(95, 120)
         for value in parts:
             img[label == value] = organ_hu + 8 * (value - 1)
         img += rng.normal(0, 12, ds.shape_zyx)
@@ -151,6 +159,8 @@ def make_case(ds: DemoDataset, rng: np.random.Generator) -> Tuple[np.ndarray, np
         tissue = 0.45 + 0.15 * texture
         img[body] = tissue[body]
         organ_level = {"CorticalPlateMR": 0.15, "ProstateMR": 0.8, "HippocampusMR": 0.95}[ds.name]
+        if ds.varied_contrast:  # darker or brighter than the 0.45 +- 0.15 tissue, per case
+            organ_level = rng.uniform(0.05, 0.25) if rng.random() < 0.5 else rng.uniform(0.65, 0.95)
         for value in parts:
             img[label == value] = organ_level - 0.25 * (value - 1)
         bias = np.exp(_smooth_field(rng, ds.shape_zyx, n_waves=2, strength=0.35))
@@ -192,7 +202,8 @@ def _write_dataset_into(ds: DemoDataset, out: str, rng: np.random.Generator, see
         "numTraining": ds.n_train,
         "file_ending": ".nii.gz",
         "name": ds.name,
-        "description": f"nnunet-mt synthetic demo data (seed {seed}): {ds.description}",
+        "description": f"nnunet-mt synthetic demo data (seed {seed}): {ds.description}"
+                       + (", organ contrast varied per case" if ds.varied_contrast else ""),
         "nnunet_mt_demo_role": ds.role,
     }
     with open(os.path.join(out, layout.DATASET_JSON), "w") as f:

@@ -4,6 +4,7 @@ Images of one subject (repeat scans, mirrors, crops) are not independent: every 
 reduces them to one value per subject and then resamples subjects, never images. Intervals are
 percentile bootstrap intervals (``n_boot`` resamples of the subjects with replacement, fixed ``seed``).
 """
+import warnings
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -64,6 +65,49 @@ def paired_difference(a: Sequence[float], b: Sequence[float], subjects: Sequence
     return result
 
 
+def paired_difference_over_runs(differences: Sequence[Sequence[float]], subjects: Sequence[str],
+                                higher_is_better: bool = True, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """a - b per image for several independent training runs (seeds) of both models, as one mean over runs
+    and subjects, with an interval that resamples runs and subjects (two-level bootstrap).
+
+    differences: shape (runs, images), the same images (and `subjects`, one per image) in every run; NaN
+    where an image has no value in a run. A single run's interval covers the test subjects only: it is
+    conditional on the two trained models. With runs drawn as well, a difference that one seed shows and
+    another does not no longer reads as a detected effect. Returns paired_difference's keys plus "n_runs";
+    "p_wilcoxon" tests the per-subject differences averaged over the runs."""
+    d = np.asarray(differences, dtype=np.float64)
+    if d.ndim != 2 or d.shape[1] != len(subjects) or d.shape[0] < 1:
+        raise ValueError(f"differences must be (runs, images) with one subject per image: {d.shape}, {len(subjects)}")
+    names = list(dict.fromkeys(map(str, subjects)))
+    per_run = np.full((d.shape[0], len(names)), np.nan)  # (runs, subjects): mean over a subject's images
+    for r in range(d.shape[0]):
+        for s, mean in subject_means(d[r], subjects).items():
+            per_run[r, names.index(s)] = mean
+    present = np.isfinite(per_run).any(axis=0)
+    per_run = per_run[:, present]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample is dropped by bootstrap_interval
+        over_runs = np.nanmean(per_run, axis=0)  # (subjects,)
+        n_runs, n_subjects = per_run.shape
+        result = {"n_subjects": n_subjects, "n_runs": n_runs, "n_images": int(np.isfinite(d).any(axis=0).sum()),
+                  "difference": float(over_runs.mean()) if n_subjects else float("nan"), "interval": None,
+                  "p_wilcoxon": None}
+        if n_subjects >= 2:  # one subject: no interval, however many runs
+            rng = np.random.RandomState(seed)
+            draws = np.asarray([np.nanmean(per_run[rng.randint(0, n_runs, n_runs)][:, rng.randint(0, n_subjects,
+                                                                                                   n_subjects)])
+                                for _ in range(n_boot)])
+            draws = draws[np.isfinite(draws)]
+            if draws.size:
+                tail = (1 - CONFIDENCE) / 2 * 100
+                result["interval"] = [float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
+    if n_subjects >= MIN_SUBJECTS_WILCOXON and np.any(over_runs != 0):
+        from scipy.stats import wilcoxon
+        result["p_wilcoxon"] = float(wilcoxon(over_runs, zero_method="wilcox").pvalue)
+    result["verdict"] = verdict(result["interval"], higher_is_better)
+    return result
+
+
 def verdict(interval: Optional[Sequence[float]], higher_is_better: bool = True) -> str:
     """'better' / 'worse' when the interval of a difference excludes 0, else 'no difference detected'."""
     if interval is None or not (interval[0] > 0 or interval[1] < 0):
@@ -92,10 +136,12 @@ def subject_bootstrap(statistic: Callable[[np.ndarray], float], subjects: Sequen
 
 
 def format_difference(result: dict, digits: int = 3) -> str:
-    """'+0.041 [-0.012, +0.090], 4 subj., no difference detected' for a table cell."""
+    """'+0.041 [-0.012, +0.090], 4 subj., no difference detected' for a table cell ('4 subj. x 2 runs' where the
+    interval also resamples training runs)."""
     if result["interval"] is None:
         return f"{result['difference']:+.{digits}f} (n={result['n_subjects']} subj., no interval)"
     low, high = result["interval"]
     p = f", p={result['p_wilcoxon']:.3f}" if result.get("p_wilcoxon") is not None else ""
+    runs = f" x {result['n_runs']} runs" if result.get("n_runs", 1) > 1 else ""
     return (f"{result['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}], "
-            f"{result['n_subjects']} subj.{p}, {result['verdict']}")
+            f"{result['n_subjects']} subj.{runs}{p}, {result['verdict']}")

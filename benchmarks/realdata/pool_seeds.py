@@ -6,9 +6,11 @@ its bootstrap 95 % interval over subjects and the verdict (nnunet_mt.statistics)
         WORK/joint_vs_dedicated_paper_seed1_cap60 [-o pooled.md]
     python benchmarks/realdata/pool_seeds.py WORK/transfer_nnunet_seed0_cap60 WORK/transfer_nnunet_seed1_cap60
 
-Verdict rule (issue 30): each test image's difference joint - dedicated is averaged over the runs (seeds), then
-over the images of its subject (mirrors and crops count once); "better" / "worse" only when the bootstrap
-interval over subjects excludes 0, else "no difference detected". The per-run mean differences are shown beside.
+Verdict rule (issue 30): each test image's difference joint - dedicated is averaged over the images of its subject
+(mirrors and crops count once) in each run (seed); the interval resamples runs and subjects (two-level bootstrap,
+nnunet_mt.statistics.paired_difference_over_runs), so it includes the training variation between seeds that one
+run's interval cannot see; "better" / "worse" only when it excludes 0, else "no difference detected". The per-run
+mean differences are shown beside.
 """
 import argparse
 import json
@@ -17,7 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from nnunet_mt.statistics import format_difference, paired_difference
+from nnunet_mt.statistics import format_difference, paired_difference_over_runs
 
 
 def table_name(run_dir: str) -> str:
@@ -46,18 +48,20 @@ def per_case_values(run_dir: str) -> dict:
 
 
 def paired_over_runs(runs, data: str, metric: str) -> dict:
-    """joint - dedicated on `data`: per image averaged over the runs, then paired_difference over subjects."""
-    differences, subject_of = defaultdict(list), {}
-    for run in runs:
+    """joint - dedicated on `data` per image and run, then paired_difference_over_runs: the interval resamples
+    the runs (seeds) and the subjects, so a difference one seed shows and another does not is no verdict."""
+    by_case, subject_of = defaultdict(dict), {}
+    for r, run in enumerate(runs):
         joint, dedicated = run[("joint", data)], run[("dedicated", data)]
         ref = dict(zip(dedicated["case"], dedicated[metric]))
         for case, subject, value in zip(joint["case"], joint["subject"], joint[metric]):
             if case in ref:
-                differences[case].append(value - ref[case])
+                by_case[case][r] = value - ref[case]
                 subject_of[case] = subject
-    cases = sorted(differences)
-    return paired_difference([np.mean(differences[c]) for c in cases], [0.0] * len(cases),
-                             [subject_of[c] for c in cases], higher_is_better=metric == "dice")
+    cases = sorted(by_case)
+    differences = [[by_case[c].get(r, np.nan) for c in cases] for r in range(len(runs))]
+    return paired_difference_over_runs(differences, [subject_of[c] for c in cases],
+                                       higher_is_better=metric == "dice")
 
 
 def pool(runs) -> dict:

@@ -46,7 +46,8 @@ def paired_markdown(comparisons: Sequence[dict]) -> List[str]:
     metrics = [m for m in PAIRED if all(m in c for c in comparisons)]
     lines = ["", f"**Paired differences** (method minus {comparisons[0]['reference']} on the same test images; "
                  "mean over independent subjects, bootstrap 95 % interval over subjects, Wilcoxon p from 6 subjects; "
-                 "a verdict only where the interval excludes 0)", "",
+                 "a verdict only where the interval excludes 0; one trained model per arm, so the interval leaves "
+                 "out the variation between training seeds: pool seeds with benchmarks/realdata/pool_seeds.py)", "",
              "| method | test data | " + " | ".join(HEADERS[m] for m in metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
     for c in comparisons:

@@ -50,7 +50,11 @@ def test_table_II_paired_intervals_over_subjects_and_mixed_folders(tmp_path):
     joint0 = [(0.55, 0.1), (0.65, 0.1), (0.6, 0.1), (0.6, 0.1)]
     c = write_run(tmp_path / "jvd4_seed0", "table_II", [("dedicated", "X", ded), ("joint", "X", joint0)])
     d = write_run(tmp_path / "jvd4_seed1", "table_II", [("dedicated", "X", ded), ("joint", "X", joint0)])
-    assert "+0.100 [+0.100, +0.100], 2 subj., better" in pool_seeds.pooled_table([c, d])
+    assert "+0.100 [+0.100, +0.100], 2 subj. x 2 runs, better" in pool_seeds.pooled_table([c, d])
+    # the seeds disagree: seed 0 as above (+0.1 per subject), seed 1 no gain: the runs are resampled too and the
+    # interval reaches 0 (both draws seed 1, probability 1/4), so pooled over the seeds there is no verdict
+    f = write_run(tmp_path / "jvd4b_seed1", "table_II", [("dedicated", "X", ded), ("joint", "X", ded)])
+    assert "+0.050 [+0.000, +0.100], 2 subj. x 2 runs, no difference detected" in pool_seeds.pooled_table([c, f])
     e = write_run(tmp_path / "transfer_seed0", "table_III", [("LiverMR", "LiverMR", [(0.96, 0.01)])])
     with pytest.raises(SystemExit, match="mixed experiment folders"):
         pool_seeds.pooled_table([a, e])

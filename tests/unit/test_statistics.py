@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nnunet_mt.statistics import (bootstrap_interval, format_difference, paired_difference, subject_means,
-                                  verdict)
+from nnunet_mt.statistics import (bootstrap_interval, format_difference, paired_difference,
+                                  paired_difference_over_runs, subject_means, verdict)
 from nnunet_mt_ood.evaluation import aurc, aurc_with_interval, auc_with_interval, roc_auc
 
 
@@ -30,6 +30,40 @@ def test_three_subjects_bootstrap_known_distribution():
     # differences 0, 0, 3: the resampled mean is k with k ~ Binomial(3, 1/3); P(k=0) = 8/27 > 2.5 %,
     # P(k=3) = 1/27 > 2.5 %: the interval is [0, 3]
     assert bootstrap_interval(lambda idx: np.array([0.0, 0.0, 3.0])[idx].mean(), 3) == (0.0, 3.0)
+
+
+def test_runs_are_resampled_with_the_subjects():
+    # seed 0: joint better by 0.2 on all 4 subjects, seed 1: no difference. Averaged over the seeds every subject
+    # gains 0.1, so a bootstrap over subjects alone gives [0.1, 0.1], "better". Drawing 2 runs of 2 with
+    # replacement gives both seed 0 (1/4: 0.2), one of each (1/2: 0.1), both seed 1 (1/4: 0.0): [0.0, 0.2]
+    runs = [[0.2] * 4, [0.0] * 4]
+    subjects = ["a", "b", "c", "d"]
+    averaged = paired_difference([0.1] * 4, [0.0] * 4, subjects, n_boot=500)
+    assert averaged["interval"] == pytest.approx([0.1, 0.1]) and averaged["verdict"] == "better"
+    r = paired_difference_over_runs(runs, subjects, n_boot=2000)
+    assert r["difference"] == pytest.approx(0.1) and r["interval"] == pytest.approx([0.0, 0.2])
+    assert r["verdict"] == "no difference detected" and (r["n_runs"], r["n_subjects"], r["n_images"]) == (2, 4, 4)
+    assert format_difference(r) == "+0.100 [+0.000, +0.200], 4 subj. x 2 runs, no difference detected"
+    # two seeds that agree: the runs add no width, the interval is the subjects' ([0.1, 0.1]), and the verdict stays
+    agree = paired_difference_over_runs([[0.1, 0.1, 0.1, 0.1]] * 2, subjects, n_boot=500)
+    assert agree["interval"] == pytest.approx([0.1, 0.1]) and agree["verdict"] == "better"
+
+
+def test_one_run_is_the_subject_bootstrap_and_one_subject_has_no_interval():
+    d = [0.3, 0.1, -0.05, 0.2, 0.0, 0.25]
+    subjects = ["a", "a", "b", "c", "d", "e"]  # a's two images count once: subject means 0.2, -0.05, 0.2, 0.0, 0.25
+    one = paired_difference_over_runs([d], subjects, n_boot=3000, seed=1)
+    ref = paired_difference(d, [0.0] * 6, subjects, n_boot=3000, seed=1)
+    assert one["difference"] == pytest.approx(ref["difference"]) == pytest.approx(0.6 / 5)
+    assert one["interval"] == pytest.approx(ref["interval"], abs=0.02) and one["n_runs"] == 1
+    single = paired_difference_over_runs([[0.1, 0.2], [0.3, 0.0]], ["a", "a"])  # 2 images, 2 runs, 1 subject
+    assert single["interval"] is None and single["difference"] == pytest.approx(0.15)
+    assert single["verdict"] == "no difference detected"
+    # an image missing in one run (NaN) is left out of that run only
+    gap = paired_difference_over_runs([[0.1, np.nan], [0.1, 0.3]], ["a", "b"], n_boot=200)
+    assert gap["difference"] == pytest.approx((0.1 + 0.3) / 2)
+    with pytest.raises(ValueError, match="runs, images"):
+        paired_difference_over_runs([0.1, 0.2], ["a", "b"])
 
 
 def test_images_of_one_subject_count_once():
