@@ -35,7 +35,8 @@ SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # table III: liver CT -> liver MR and liver MR -> liver CT fine-tuning vs the joint model (reuses the models above)
 [[ " $TABLES " != *" III "* ]] || nnunet_mt experiment transfer -d "${SOURCES[@]}" --chains 902,903 903,902 "${CPU[@]}" -o "$WORK/transfer_$RUN"
 # tables IV-V: OOD detection on the joint model above; brain MR of another source and breast MR are OOD.
-# (MC dropout needs a second, dropout-trained model: add mcdropout to OOD_METHODS when the budget allows.)
+# (with mcdropout in OOD_METHODS every method runs on the _dropout variant of the joint model, which it trains)
 [[ " $TABLES " != *" IV "* ]] || nnunet_mt experiment ood --train "${SOURCES[@]}" --ood 904 905 \
     --method ${OOD_METHODS:-spectral entropy msp mahalanobis knn} --mc_samples 5 "${CPU[@]}" -o "$WORK/ood_$RUN" \
-    ${ENSEMBLE_FOLDS:+--ensemble_folds $ENSEMBLE_FOLDS}  # e.g. ENSEMBLE_FOLDS=1: + the fold-ensemble baseline
+    ${ENSEMBLE_FOLDS:+--ensemble_folds $ENSEMBLE_FOLDS} \
+    ${ENSEMBLE_SEEDS:+--ensemble_seeds $ENSEMBLE_SEEDS}  # ENSEMBLE_FOLDS=1 / ENSEMBLE_SEEDS=1: + fold / seed ensemble
