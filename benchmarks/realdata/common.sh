@@ -6,3 +6,10 @@ SEED="${SEED:-0}"
 ID="${ID:-$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)}"  # each normalization has its own merged datasets
 export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
 export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
+# The OOD experiment of run_experiments.sh (TABLES=IV) with the same SUBJECTS, BUDGET, SEED and OOD_METHODS:
+# its joint dataset id (ID), trainer (OOD_TR), methods (OOD_METHOD_LIST) and experiment folder (OOD_RUN).
+[ -z "${SUBJECTS:-}" ] || ID=$((ID + 40))
+OOD_METHOD_LIST=(${OOD_METHODS:-spectral entropy msp mahalanobis knn})
+OOD_TR="nnUNetTrainerMultiTaskCPU$([[ " ${OOD_METHOD_LIST[*]} " != *" mcdropout "* ]] || echo _dropout)"
+OOD_TR+="${SUBJECTS:+_persource}${BUDGET:+_${BUDGET}epochs}_seed${SEED}"
+OOD_RUN="$WORK/ood_${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}${SUBJECTS:+_subjects}"
