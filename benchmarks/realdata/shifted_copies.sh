@@ -5,6 +5,7 @@
 # Run after the OOD experiment of run_experiments.sh, with its settings:
 #   SUBJECTS=1 BUDGET=40 SEED=0 TABLES=IV OOD_METHODS="..." bash benchmarks/realdata/run_experiments.sh
 #   SUBJECTS=1 BUDGET=40 SEED=0 OOD_METHODS="..." bash benchmarks/realdata/shifted_copies.sh
+# SHIFTED_METHODS="..." scores the copies with fewer methods (mcdropout's passes cost most).
 # Writes $WORK/ood_<run>/shifted_{crop,pad,scale}.md/.json. A copy is the same subject as its original, and
 # so are a mirror ('<id>m') and the crops of one patient (liver CT, liver MR).
 set -euo pipefail
@@ -14,7 +15,7 @@ DATASET=$(basename "$(ls -d "$nnUNet_raw"/Dataset"$ID"_*)")
 [ -d "$OOD_RUN/shifted_images" ] || python "$HERE/../shifted_images.py" -i "$nnUNet_raw/$DATASET/imagesTs" -o "$OOD_RUN/shifted_images"
 [ -f "$OOD_RUN/scores/shifted/ood_scores.json" ] ||
   nnunet_mt_ood score -i "$OOD_RUN/shifted_images" -o "$OOD_RUN/scores/shifted" -d "$ID" -c 3d_fullres -f 0 -tr "$OOD_TR" \
-      -device cpu --disable_tta -npp 0 -nps 0 --mc_samples 5 --method "${OOD_METHOD_LIST[@]}"
+      -device cpu --disable_tta -npp 0 -nps 0 --mc_samples 5 --method ${SHIFTED_METHODS:-${OOD_METHOD_LIST[*]}}
 # subject: the case id without a copy suffix, a mirror's 'm' or a crop number of the one liver patient
 SUBJECT='^(D90[23]_[a-z]+[A-Z]?|.*?)(_crop[0-9]+)?m?(_crop|_pad|_scale)?$'
 for kind in crop pad scale; do

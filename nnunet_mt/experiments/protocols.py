@@ -386,7 +386,10 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     prefix = os.path.join(setup.output, "table_IV")
     # failure detection (does a high score predict Dice < 0.5?) when every scored folder has its labels
     labels = [os.path.join(os.path.dirname(d), "labels" + os.path.basename(d)[len("images"):]) for _, d in groups]
-    references = ["-ref"] + labels if all(os.path.isdir(d) for d in labels) else []
+    # the joint dataset's test labels are the sources' labelled test cases, which the merge (a job of this list,
+    # not yet run in a fresh folder) writes: decided from the sources, the OOD folders from the disk
+    labelled = bool(any(s.test for s in sources)) and all(os.path.isdir(d) for d in labels[1:])
+    references = ["-ref"] + labels if labelled else []
     subjects = ["--subject_pattern", setup.subject_pattern] if setup.subject_pattern else []
     jobs.append(Job("evaluate OOD detection (table IV)" + (" and failure detection" if references else ""),
                     ["nnunet_mt_ood", "evaluate"] + score_files + ["--ood"] + ood_lists + references + subjects +
