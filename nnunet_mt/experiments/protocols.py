@@ -390,7 +390,7 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     # not yet run in a fresh folder) writes: decided from the sources, the OOD folders from the disk
     labelled = bool(any(s.test for s in sources)) and all(os.path.isdir(d) for d in labels[1:])
     references = ["-ref"] + labels if labelled else []
-    subjects = ["--subject_pattern", setup.subject_pattern] if setup.subject_pattern else []
+    subjects = subject_arguments(setup)
     jobs.append(Job("evaluate OOD detection (table IV)" + (" and failure detection" if references else ""),
                     ["nnunet_mt_ood", "evaluate"] + score_files + ["--ood"] + ood_lists + references + subjects +
                     ["-o", prefix],
@@ -445,6 +445,12 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
             ood_lists.append(os.path.join(out, "ood_scores.csv"))
     prefix = os.path.join(setup.output, f"table_IV_{method.name}")
     jobs.append(Job(f"evaluate {what}" + (" and its failure detection" if references else ""),
-                    ["nnunet_mt_ood", "evaluate"] + files + ["--ood"] + ood_lists + references + ["-o", prefix],
+                    ["nnunet_mt_ood", "evaluate"] + files + ["--ood"] + ood_lists + references +
+                    subject_arguments(setup) + ["-o", prefix],
                     [prefix + ".json"]))
     return jobs
+
+
+def subject_arguments(setup: Setup) -> List[str]:
+    """nnunet_mt_ood evaluate's subject option for the experiment's subjects (intervals resample subjects)."""
+    return ["--subject_pattern", setup.subject_pattern] if setup.subject_pattern else []

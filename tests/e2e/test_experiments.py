@@ -224,11 +224,16 @@ def test_ood_experiment(joint_vs_dedicated):
     assert failure["n_cases"] == 6 and np.allclose(failure["dice"], by_hand)
     assert "Failure detection over 6 cases" in (out / "table_IV.md").read_text()
     # in a fresh folder, before the merge has written the joint dataset's labelsTs, failure detection is still planned
+    # (and with subjects declared, the seed ensemble's evaluation resamples them too, as the single model's does)
     fresh = experiment(env, "ood", "--train", "12", "13:1,2", "--ood", "14", "-o", str(root / "exp_ood_fresh"), *FAST,
-                       "--id", "530", "--method", "spectral", "--print_jobs").stdout
+                       "--id", "530", "--method", "spectral", "--ensemble_seeds", "1",
+                       "--subject_pattern", "^(.*)_00[0-9]$", "--print_jobs").stdout
     assert any("nnunet_mt merge " in line and " -o 530 " in line for line in fresh.splitlines())
-    evaluate = [line for line in fresh.splitlines() if "nnunet_mt_ood evaluate" in line][0]
-    assert f"-ref {root}/raw/Dataset530_MultiTask/labelsTs {root}/raw/Dataset014_HippocampusMR/labelsTs" in evaluate
+    evaluations = [line for line in fresh.splitlines() if "nnunet_mt_ood evaluate" in line]
+    assert len(evaluations) == 2  # the model's table IV and the seed ensemble's
+    for evaluate in evaluations:
+        assert f"-ref {root}/raw/Dataset530_MultiTask/labelsTs {root}/raw/Dataset014_HippocampusMR/labelsTs" in evaluate
+        assert "--subject_pattern '^(.*)_00[0-9]$'" in evaluate
     # with mcdropout (the default) the experiment trains the _dropout variant and fits it: the job list
     jobs = experiment(env, *args, "--print_jobs").stdout
     assert f"nnUNetv2_train 500 3d_fullres 0 -tr {TRAINER}_dropout -device cpu --c" in jobs
