@@ -31,7 +31,12 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float], n_subjects: int
     """(low, high) percentile interval of statistic(indices) over resamples of range(n_subjects) with
     replacement; resamples where the statistic is not finite are dropped. None when no resample is finite."""
     rng = np.random.RandomState(seed)
-    draws = np.asarray([statistic(rng.randint(0, n_subjects, n_subjects)) for _ in range(n_boot)], dtype=np.float64)
+    return percentile_interval([statistic(rng.randint(0, n_subjects, n_subjects)) for _ in range(n_boot)], confidence)
+
+
+def percentile_interval(draws: Sequence[float], confidence: float = CONFIDENCE) -> Optional[tuple]:
+    """(low, high) percentiles of the finite bootstrap draws; None when none is finite."""
+    draws = np.asarray(draws, dtype=np.float64)
     draws = draws[np.isfinite(draws)]
     if draws.size == 0:
         return None
@@ -86,7 +91,7 @@ def paired_difference_over_runs(differences: Sequence[Sequence[float]], subjects
     present = np.isfinite(per_run).any(axis=0)
     per_run = per_run[:, present]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample is dropped by bootstrap_interval
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample is dropped by percentile_interval
         over_runs = np.nanmean(per_run, axis=0)  # (subjects,)
         n_runs, n_subjects = per_run.shape
         result = {"n_subjects": n_subjects, "n_runs": n_runs, "n_images": int(np.isfinite(d).any(axis=0).sum()),
@@ -94,13 +99,10 @@ def paired_difference_over_runs(differences: Sequence[Sequence[float]], subjects
                   "p_wilcoxon": None}
         if n_subjects >= 2:  # one subject: no interval, however many runs
             rng = np.random.RandomState(seed)
-            draws = np.asarray([np.nanmean(per_run[rng.randint(0, n_runs, n_runs)][:, rng.randint(0, n_subjects,
-                                                                                                   n_subjects)])
-                                for _ in range(n_boot)])
-            draws = draws[np.isfinite(draws)]
-            if draws.size:
-                tail = (1 - CONFIDENCE) / 2 * 100
-                result["interval"] = [float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
+            interval = percentile_interval([
+                np.nanmean(per_run[rng.randint(0, n_runs, n_runs)][:, rng.randint(0, n_subjects, n_subjects)])
+                for _ in range(n_boot)])
+            result["interval"] = list(interval) if interval else None
     if n_subjects >= MIN_SUBJECTS_WILCOXON and np.any(over_runs != 0):
         from scipy.stats import wilcoxon
         result["p_wilcoxon"] = float(wilcoxon(over_runs, zero_method="wilcox").pvalue)

@@ -388,7 +388,7 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     labels = [os.path.join(os.path.dirname(d), "labels" + os.path.basename(d)[len("images"):]) for _, d in groups]
     # the joint dataset's test labels are the sources' labelled test cases, which the merge (a job of this list,
     # not yet run in a fresh folder) writes: decided from the sources, the OOD folders from the disk
-    labelled = bool(any(s.test for s in sources)) and all(os.path.isdir(d) for d in labels[1:])
+    labelled = any(s.test for s in sources) and all(os.path.isdir(d) for d in labels[1:])
     references = ["-ref"] + labels if labelled else []
     subjects = subject_arguments(setup)
     jobs.append(Job("evaluate OOD detection (table IV)" + (" and failure detection" if references else ""),
