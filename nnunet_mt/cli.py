@@ -62,7 +62,7 @@ def _calibrate(args) -> None:
 
 def _share_plans(args) -> None:
     from nnunet_mt.experiments.sharing import share_plans_and_splits
-    share_plans_and_splits(args.s, args.t, args.p, args.c)
+    share_plans_and_splits(args.s, args.t, args.p, args.c, args.f)
 
 
 def _export(args) -> None:
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", nargs="+", default=[], metavar="CONFIGURATION", help="also copy the source's preprocessed "
                    "arrays of these configurations for each target's cases: what nnUNetv2_preprocess would write "
                    "with the shared plans, in seconds (the source must be preprocessed)")
+    p.add_argument("-f", nargs="+", type=int, default=None, metavar="FOLD", help="folds each target must be able to "
+                   "train: a training and a validation case of it in each (default: all; a target with fewer "
+                   "subjects than folds cannot fill every fold)")
     p.set_defaults(func=_share_plans)
 
     p = sub.add_parser("export", help="write a model zip as nnUNetv2_export_model_to_zip does, with the model's OOD "

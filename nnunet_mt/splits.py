@@ -35,20 +35,29 @@ def stratified_splits(cases_by_source: Dict[str, Sequence[str]], folds: int = NN
     return splits
 
 
-def restrict_splits(splits: Sequence[Dict[str, List[str]]], cases: Sequence[str]) -> List[Dict[str, List[str]]]:
-    """The folds of ``splits`` with only ``cases`` kept, in their order; every case must appear in each fold."""
+def restrict_splits(splits: Sequence[Dict[str, List[str]]], cases: Sequence[str],
+                    required_folds: Optional[Sequence[int]] = None) -> List[Dict[str, List[str]]]:
+    """The folds of ``splits`` with only ``cases`` kept, in their order; every case must appear in each fold.
+    Each fold of ``required_folds`` (default: all) must keep a training and a validation case; another fold may
+    keep no validation case (a dataset with fewer subjects than folds), and cannot be trained."""
     wanted = set(cases)
+    required = range(len(splits)) if required_folds is None else required_folds
     out = []
     for fold, split in enumerate(splits):
         kept = {k: [c for c in split[k] if c in wanted] for k in ("train", "val")}
         missing = wanted - set(kept["train"]) - set(kept["val"])
         if missing:
             raise InputError(f"fold {fold} of the joint split lacks case {sorted(missing)[0]}")
-        if not kept["train"] or not kept["val"]:
+        if fold in required and (not kept["train"] or not kept["val"]):
             raise InputError(f"fold {fold} of the joint split has no {'training' if not kept['train'] else 'validation'}"
                              f" case of this dataset ({len(wanted)} cases): too few cases to share the joint folds")
         out.append(kept)
     return out
+
+
+def untrainable_folds(splits: Sequence[Dict[str, List[str]]]) -> List[int]:
+    """Folds with no training or no validation case (nnUNetv2_train cannot train them)."""
+    return [fold for fold, split in enumerate(splits) if not split["train"] or not split["val"]]
 
 
 def merged_dataset_splits(dataset_json: dict, folds: int = NNUNET_FOLDS, seed: int = NNUNET_SPLIT_SEED

@@ -153,7 +153,8 @@ def prepare_jobs(setup: Setup, dataset: MergedDataset, plans_of: Optional[Merged
         return [merge, Job(f"share the plans, folds and preprocessed arrays of {plans_of.folder_name} with "
                            f"{dataset.folder_name}",
                            ["nnunet_mt", "share-plans", "-s", str(plans_of.dataset_id), "-t", str(dataset.dataset_id),
-                            "-p", setup.plans, "-c", setup.configuration],
+                            "-p", setup.plans, "-c", setup.configuration] +
+                           (["-f", setup.fold] if setup.fold.isdigit() else []),
                            outputs + [layout.splits_file(pre), os.path.join(pre, layout.FINGERPRINT_FILE)])]
     argv = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset.dataset_id), "-c", setup.configuration]
     if setup.num_processes:

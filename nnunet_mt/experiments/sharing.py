@@ -18,13 +18,13 @@ preprocessing full-resolution CT takes minutes per case.
 import json
 import os
 import shutil
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_mt import layout
 from nnunet_mt.atomic import written_atomically, write_text_atomic
 from nnunet_mt.errors import InputError
 from nnunet_mt.merge import PROVENANCE_KEY, load_dataset_json
-from nnunet_mt.splits import merged_dataset_splits, refuse_leaking_splits, restrict_splits
+from nnunet_mt.splits import merged_dataset_splits, refuse_leaking_splits, restrict_splits, untrainable_folds
 from nnunet_mt.splits import training_cases_by_source as cases_by_source
 
 def training_cases_by_source(raw_folder: str) -> Dict[str, List[str]]:
@@ -77,12 +77,15 @@ def preprocessed_copies(source: str, target: str, plans: str, configurations: Se
 
 
 def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = layout.DEFAULT_PLANS,
-                           configurations: Sequence[str] = (), log=print) -> None:
+                           configurations: Sequence[str] = (), folds: Optional[Sequence[int]] = None,
+                           log=print) -> None:
     """source, targets: dataset ids or names. Writes each target's plans (the source's) and folds file
     (the source's folds restricted to the target's cases), and the target's own dataset fingerprint with
     nnU-Net's extractor if it has none (nnUNetv2_train copies it); writes the source's folds first
     (stratified by source dataset) if it has none yet. configurations: also copies the source's preprocessed
-    arrays of each target's cases instead of nnUNetv2_preprocess. Every check comes before the first write."""
+    arrays of each target's cases instead of nnUNetv2_preprocess. folds: those each target must be able to train
+    (a training and a validation case in each; default all), where a target with fewer subjects than folds
+    cannot fill every fold. Every check comes before the first write."""
     from nnunet_mt.nnunet_glue import dataset_name, extract_fingerprint, move_plans, required_folder
     nnUNet_raw, nnUNet_preprocessed = required_folder("nnUNet_raw"), required_folder("nnUNet_preprocessed")
     source_name = dataset_name(source)
@@ -106,7 +109,7 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = lay
         folder = os.path.join(nnUNet_preprocessed, target_name)
         try:
             cases = [c for cs in training_cases_by_source(os.path.join(nnUNet_raw, target_name)).values() for c in cs]
-            restricted = restrict_splits(splits, cases)
+            restricted = restrict_splits(splits, cases, folds)
         except InputError as e:
             raise InputError(f"{splits_file}: {e} ({target_name})")
         planned.append((target_name, folder, restricted, preprocessed_copies(source_folder, folder, plans,
@@ -123,6 +126,10 @@ def share_plans_and_splits(source: str, targets: Sequence[str], plans: str = lay
         write_text_atomic(layout.splits_file(folder), json.dumps(restricted, indent=1))
         log(f"{target_name}: plans '{plans}' of {source_name}, {len(restricted)} folds restricted to its "
             f"{len(restricted[0]['train']) + len(restricted[0]['val'])} cases")
+        empty = untrainable_folds(restricted)
+        if empty:
+            log(f"{target_name}: fold(s) {' '.join(map(str, empty))} hold no validation case of it (fewer subjects "
+                f"than folds) and cannot be trained")
         for source_dir, names, target_dir in copies:
             copy_files(source_dir, names, target_dir)
             log(f"{target_name}: {os.path.basename(target_dir)} of {source_name} copied ({len(names)} files)")

@@ -162,6 +162,12 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
     jobs = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--print_jobs")
     assert jobs.stdout.splitlines() == ["# write the tables", "nnunet_mt experiment joint-vs-dedicated -d 12 13:1,2 "
                                         f"-o {out} " + " ".join(FAST) + " --tables_only"]
+    # planned afresh on fold 1: each dedicated dataset must be trainable on that fold only (a source with fewer
+    # subjects than folds cannot validate in every fold)
+    fresh = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(root / "exp_fresh_fold"), *FAST,
+                       "--id", "540", "-f", "1", "--print_jobs").stdout
+    shares = [line for line in fresh.splitlines() if "nnunet_mt share-plans " in line]
+    assert len(shares) == 2 and all(" -s 540 " in line and line.endswith(" -c 3d_fullres -f 1") for line in shares)
 
 
 def test_transfer_job_list_run_by_hand(joint_vs_dedicated):

@@ -2,7 +2,7 @@
 import pytest
 
 from nnunet_mt.errors import InputError
-from nnunet_mt.splits import restrict_splits, stratified_splits
+from nnunet_mt.splits import restrict_splits, stratified_splits, untrainable_folds
 
 
 def test_stratified_splits_give_every_source_a_validation_share_in_every_fold():
@@ -29,3 +29,21 @@ def test_restrict_splits_keeps_exactly_the_fold_cases_of_the_source():
         restrict_splits(splits, ["A1", "A2", "A3", "A9"])
     with pytest.raises(InputError, match="fold 0 .* no validation case"):
         restrict_splits(splits, ["A1", "A2"])
+
+
+def test_a_dataset_with_fewer_subjects_than_folds_is_shared_for_the_folds_it_can_train():
+    """Two subjects (A1 and its mirror A1m, A2) in three folds: the fold that validates no case of it is kept
+    without validation cases when only the others are required, and reported as untrainable."""
+    splits = [{"train": ["A2", "B1", "B2"], "val": ["A1", "A1m", "B3"]},
+              {"train": ["A1", "A1m", "B1", "B3"], "val": ["A2", "B2"]},
+              {"train": ["A1", "A1m", "A2", "B2", "B3"], "val": ["B1"]}]
+    cases = ["A1", "A1m", "A2"]
+    with pytest.raises(InputError, match="fold 2 .* no validation case .*3 cases"):
+        restrict_splits(splits, cases)
+    restricted = restrict_splits(splits, cases, required_folds=[0, 1])
+    assert restricted == [{"train": ["A2"], "val": ["A1", "A1m"]}, {"train": ["A1", "A1m"], "val": ["A2"]},
+                          {"train": ["A1", "A1m", "A2"], "val": []}]
+    assert untrainable_folds(restricted) == [2]
+    assert untrainable_folds(restricted[:2]) == []
+    with pytest.raises(InputError, match="fold 2 .* no validation case"):
+        restrict_splits(splits, cases, required_folds=[2])
