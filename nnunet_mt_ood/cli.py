@@ -30,7 +30,7 @@ def _collect(args) -> None:
 def _evaluate(args) -> None:
     from nnunet_mt_ood.report import evaluate_scores
     evaluate_scores(args.scores, args.ood, args.id, args.o, references=args.ref, failure_dice=args.failure_dice,
-                    subject_pattern=args.subject_pattern)
+                    subject_pattern=args.subject_pattern, subject_map=args.subject_map)
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject_pattern", metavar="REGEX", help="cases whose ids give the same match (first group, or "
                    "the whole match) are one subject: the AUC and AURC intervals resample subjects (default: each "
                    "case its own subject)")
+    p.add_argument("--subject_map", metavar="FILE", help="or the subjects from a file as nnunet_mt merge reads it "
+                   "(JSON object or two-column CSV/TSV: case id, subject; the source's id of a merged test case "
+                   "'D011_x' is 'x')")
     p.set_defaults(func=_evaluate)
     return parser
 

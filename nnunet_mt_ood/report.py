@@ -69,13 +69,19 @@ def _case_dice(scores_path: str, reference_dir: str, cases: Sequence[str]) -> Di
     return values
 
 
-def case_subject(case: str, pattern: Optional[str]) -> str:
+def case_subject(case: str, pattern: Optional[str], mapping: Optional[Dict[str, str]] = None) -> str:
     """The subject of a scored case: the first group (or whole match) of `pattern` searched in its id, prefixed
-    with nothing (one scored folder per dataset); the case itself when there is no pattern or no match."""
+    with nothing (one scored folder per dataset); else its entry in `mapping` (nnunet_mt merge's --subject_map:
+    the scored id, or for a merged test case 'D011_x' the source's id 'x'); else the case itself."""
     import re
     from nnunet_mt.subjects import pattern_subject
     matched = pattern_subject(re.compile(pattern), case) if pattern else None
-    return case if matched is None else matched
+    if matched is not None:
+        return matched
+    for key in (case, re.sub(r"^D\d{3}_", "", case)) if mapping else ():
+        if key in mapping:
+            return mapping[key]
+    return case
 
 
 def _interval(result: dict) -> str:
@@ -101,10 +107,14 @@ def failure_detection(scores: np.ndarray, dice: np.ndarray, failure_dice: float,
 
 def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: Optional[Sequence[str]] = None,
                     output: Optional[str] = None, log=print, references: Optional[Sequence[str]] = None,
-                    failure_dice: float = 0.5, subject_pattern: Optional[str] = None) -> dict:
+                    failure_dice: float = 0.5, subject_pattern: Optional[str] = None,
+                    subject_map: Optional[str] = None) -> dict:
     """OOD-vs-ID detection per method; with references (one label folder per scores file), also failure
     detection over every scored case: does a high score predict Dice < failure_dice? AUC and AURC come with
-    bootstrap 95 % intervals over subjects (subject_pattern: see case_subject; default each case its own)."""
+    bootstrap 95 % intervals over subjects (subject_pattern or subject_map, a file as nnunet_mt merge reads it:
+    see case_subject; default each case its own)."""
+    from nnunet_mt.subjects import SubjectRule
+    mapping = SubjectRule(subject_pattern, subject_map).mapping  # refuses both, or an unreadable map, first
     reports = _load(paths)
     if references is not None and len(references) != len(paths):
         raise InputError(f"-ref: {len(references)} folders for {len(paths)} scores files (one per file, same order)")
@@ -123,7 +133,7 @@ def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: O
         raise InputError(f"{paths[0]}: need both OOD and in-distribution cases, got {int(is_ood.sum())} OOD of "
                          f"{len(is_ood)} (check --ood / --id)")
     results: Dict[str, dict] = {}
-    subjects = [f"{'ood' if o else 'id'}/{case_subject(r['case'], subject_pattern)}" for r, o in labelled]
+    subjects = [f"{'ood' if o else 'id'}/{case_subject(r['case'], subject_pattern, mapping)}" for r, o in labelled]
     for m in methods:
         scores = np.array([r[f"{m}_score"] for r, _ in labelled])
         flags = np.array([r[f"{m}_is_ood"] for r, _ in labelled])
@@ -150,7 +160,7 @@ def evaluate_scores(paths: Sequence[str], ood: Sequence[str], in_distribution: O
         for (path, report), ref in zip(reports, references):
             dice_of.update(_case_dice(path, ref, [r["case"] for r in report["cases"]]))
         dice = np.array([dice_of[r["case"]] for r in rows])
-        row_subjects = [case_subject(r["case"], subject_pattern) for r in rows]
+        row_subjects = [case_subject(r["case"], subject_pattern, mapping) for r in rows]
         failure = {m: failure_detection(np.array([r[f"{m}_score"] for r in rows]), dice, failure_dice, row_subjects)
                    for m in methods}
         summary["failure"] = {"failure_dice": failure_dice, "n_cases": len(rows), "dice": dice.tolist(),

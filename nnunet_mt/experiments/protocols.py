@@ -454,4 +454,5 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
 
 def subject_arguments(setup: Setup) -> List[str]:
     """nnunet_mt_ood evaluate's subject option for the experiment's subjects (intervals resample subjects)."""
-    return ["--subject_pattern", setup.subject_pattern] if setup.subject_pattern else []
+    return (["--subject_pattern", setup.subject_pattern] if setup.subject_pattern else []) + \
+        (["--subject_map", setup.subject_map] if setup.subject_map else [])

@@ -55,6 +55,17 @@ def test_ood_table_intervals_resample_subjects(tmp_path):
     md = (tmp_path / "table.md").read_text()
     assert "2 in-distribution images of 1 subjects, 3 OOD images of 2 subjects" in md
     assert "| spectral | 1.00 | 1.00 | 1.00 | 1.00 | [1.00, 1.00] |" in md
+    # the same subjects from a map file as merge reads it: the same table
+    (tmp_path / "subjects.csv").write_text("case,subject\nliver1,L\nliver1m,L\nbrain1,B1\nbrain1m,B1\n")
+    assert case_subject("D011_liver1m", None, {"liver1m": "L"}) == "L" and case_subject("brain2", None, {}) == "brain2"
+    by_map = evaluate_scores([str(tmp_path / "ood_scores.json")], ["brain*"], output=str(tmp_path / "by_map"),
+                             subject_map=str(tmp_path / "subjects.csv"), log=lambda *a: None)
+    assert by_map["methods"]["spectral"]["n_subjects"] == 3 and by_map["methods"]["spectral"]["auc_interval"] == [1.0, 1.0]
+    assert "2 in-distribution images of 1 subjects, 3 OOD images of 2 subjects" in (tmp_path / "by_map.md").read_text()
+    from nnunet_mt.errors import InputError
+    with pytest.raises(InputError, match="not both"):
+        evaluate_scores([str(tmp_path / "ood_scores.json")], ["brain*"], subject_pattern="(x)",
+                        subject_map=str(tmp_path / "subjects.csv"))
 
 
 def test_roc_auc_pair_count_and_rank_formula_agree_exactly_with_ties(monkeypatch):
