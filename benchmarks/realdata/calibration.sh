@@ -2,15 +2,16 @@
 # Temperature scaling on the real-data models of table II (issue 14): the joint model without T, with a
 # global T and with one T per source; each dedicated model without and with its T. Test cases only, ECE,
 # MCE, NLL and Brier over the reference's box + 5 voxels (the same voxels for every row). Run after
-#   BUDGET=15 TABLES=II bash benchmarks/realdata/run_experiments.sh      (same WORK, NORMALIZATION, SEED)
-# Writes $WORK/calibration_<normalization>_seed<N>_cap<BUDGET>/calibration.md (and a metrics.json per row).
+#   BUDGET=15 TABLES=II bash benchmarks/realdata/run_experiments.sh      (same WORK, NORMALIZATION, SEED, SUBJECTS)
+# Writes $WORK/calibration_<normalization>_seed<N>_cap<BUDGET>[_subjects]/calibration.md (and a metrics.json per
+# row); each calibrate prints its held-out rule (the temperature it keeps, or T = 1 and why).
 # ID=<joint dataset id> and TR=<trainer> select other models (benchmarks/demo_calibration.sh: the demo data).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-source "$HERE/common.sh"
 BUDGET="${BUDGET:-15}"
-TR="${TR:-nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}}"
-OUT="$WORK/calibration_${NORMALIZATION}_seed${SEED}_cap${BUDGET}"
+source "$HERE/common.sh"
+TR="${TR:-nnUNetTrainerMultiTaskCPU${SUBJECTS:+_persource}_${BUDGET}epochs_seed${SEED}}"
+OUT="$WORK/calibration_$RUN"
 CPU=(-device cpu --disable_tta)
 score() {  # model id, test dataset folder, output folder, extra score options
   local model=$1 data=$2 out=$3; shift 3

@@ -12,4 +12,5 @@ export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 OOD_METHOD_LIST=(${OOD_METHODS:-spectral entropy msp mahalanobis knn})
 OOD_TR="nnUNetTrainerMultiTaskCPU$([[ " ${OOD_METHOD_LIST[*]} " != *" mcdropout "* ]] || echo _dropout)"
 OOD_TR+="${SUBJECTS:+_persource}${BUDGET:+_${BUDGET}epochs}_seed${SEED}"
-OOD_RUN="$WORK/ood_${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}${SUBJECTS:+_subjects}"
+RUN="${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}${SUBJECTS:+_subjects}"  # e.g. paper_seed0_cap15: run folders end in it
+OOD_RUN="$WORK/ood_$RUN"

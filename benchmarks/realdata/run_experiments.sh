@@ -10,25 +10,19 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REALDATA="${REALDATA:-$HERE/../../../shared/realdata}"
 if [ ! -d "$REALDATA" ]; then echo "$REALDATA: real data not found; skipping"; exit 0; fi
-WORK="${WORK:-$HERE/work}"
-NORMALIZATION="${NORMALIZATION:-paper}"  # paper | nnunet (nnunet_mt merge --normalization)
-SEED="${SEED:-0}"
 TABLES="${TABLES:-II III IV}"
-export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
-export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}" nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-0}"
+source "$HERE/common.sh"  # WORK, NORMALIZATION, SEED, ID (+40 with SUBJECTS), nnU-Net's folders, RUN, the OOD run's names
+export nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-0}"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 [ -f "$nnUNet_raw/Dataset906_LungTumourCT/dataset.json" ] || python "$HERE/convert.py" --realdata "$REALDATA" -o "$nnUNet_raw"
 # SUBJECTS=1 (issue 30): a mirror ('<id>m') is one subject with its original, the joint model stops only when no
 # source's validation loss decreases; crops of the one liver CT / liver MR patient cannot be split by subject
 # (one training patient each), so they stay separate cases and those rows rest on one subject
 SUBJECT_PATTERN='^(.*?)m?$'
-ID=$([ "$NORMALIZATION" = paper ] && echo 910 || echo 930)  # each normalization has its own merged datasets
-[ -z "${SUBJECTS:-}" ] || ID=$((ID + 40))  # merged with subjects: datasets of their own (950 / 970)
 CPU=(-tr nnUNetTrainerMultiTaskCPU -device cpu -npp 0 -nps 0 -np 1 --disable_tta --id "$ID"
      --normalization "$NORMALIZATION" --seed "$SEED")
 [ -z "${BUDGET:-}" ] || CPU+=(--budget "$BUDGET")
 [ -z "${SUBJECTS:-}" ] || CPU+=(--subject_pattern "$SUBJECT_PATTERN" --convergence per_source)
-RUN="${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}${SUBJECTS:+_subjects}"  # e.g. paper_seed0_cap15
 SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # table II: joint model on all sources vs one model each (shared plans, folds and calibration region)
 [[ " $TABLES " != *" II "* ]] || nnunet_mt experiment joint-vs-dedicated -d "${SOURCES[@]}" "${CPU[@]}" -o "$WORK/joint_vs_dedicated_$RUN"
@@ -37,6 +31,6 @@ SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # tables IV-V: OOD detection on the joint model above; brain MR of another source and breast MR are OOD.
 # (with mcdropout in OOD_METHODS every method runs on the _dropout variant of the joint model, which it trains)
 [[ " $TABLES " != *" IV "* ]] || nnunet_mt experiment ood --train "${SOURCES[@]}" --ood 904 905 \
-    --method ${OOD_METHODS:-spectral entropy msp mahalanobis knn} --mc_samples 5 "${CPU[@]}" -o "$WORK/ood_$RUN" \
+    --method "${OOD_METHOD_LIST[@]}" --mc_samples 5 "${CPU[@]}" -o "$OOD_RUN" \
     ${ENSEMBLE_FOLDS:+--ensemble_folds $ENSEMBLE_FOLDS} \
     ${ENSEMBLE_SEEDS:+--ensemble_seeds $ENSEMBLE_SEEDS}  # ENSEMBLE_FOLDS=1 / ENSEMBLE_SEEDS=1: + fold / seed ensemble
