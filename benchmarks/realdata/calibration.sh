@@ -5,31 +5,34 @@
 #   BUDGET=15 TABLES=II bash benchmarks/realdata/run_experiments.sh      (same WORK, NORMALIZATION, SEED, SUBJECTS)
 # Writes $WORK/calibration_<normalization>_seed<N>_cap<BUDGET>[_subjects]/calibration.md (and a metrics.json per
 # row); each calibrate prints its held-out rule (the temperature it keeps, or T = 1 and why).
-# ID=<joint dataset id> and TR=<trainer> select other models (benchmarks/demo_calibration.sh: the demo data).
+# ID=<joint dataset id>, TR=<dedicated trainer> and JOINT_TR=<joint trainer, default TR (with SUBJECTS its _persource
+# variant)> select other models (benchmarks/demo_calibration.sh: the demo data).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BUDGET="${BUDGET:-15}"
 source "$HERE/common.sh"
-TR="${TR:-nnUNetTrainerMultiTaskCPU${SUBJECTS:+_persource}_${BUDGET}epochs_seed${SEED}}"
+TR="${TR:-nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}}"  # the dedicated models'
+JOINT_TR="${JOINT_TR:-${TR/nnUNetTrainerMultiTaskCPU/nnUNetTrainerMultiTaskCPU${SUBJECTS:+_persource}}}"  # per-source stop
+trainer_of() { [ "$1" = "$ID" ] && echo "$JOINT_TR" || echo "$TR"; }
 OUT="$WORK/calibration_$RUN"
 CPU=(-device cpu --disable_tta)
 score() {  # model id, test dataset folder, output folder, extra score options
   local model=$1 data=$2 out=$3; shift 3
   [ -f "$out/metrics.json" ] && return 0
-  nnunet_mt_ood score -i "$data/imagesTs" -o "$out" -d "$model" -c 3d_fullres -f 0 -tr "$TR" "${CPU[@]}" \
+  nnunet_mt_ood score -i "$data/imagesTs" -o "$out" -d "$model" -c 3d_fullres -f 0 -tr "$(trainer_of "$model")" "${CPU[@]}" \
       -npp 0 -nps 0 --save_probabilities "$@" > /dev/null
   nnunet_mt evaluate -ref "$data/labelsTs" -pred "$out" -prob "$out" -o "$out/metrics.json" --roi reference > /dev/null
 }
 fit_spectral() {  # model id: score needs the spectral signatures (per-source T picks each image's source by its
   # nearest one); the experiments train with nnUNet_mt_fit_after_training=0, so fit them here when missing
   local model_dir
-  model_dir=$(ls -d "$nnUNet_results"/Dataset"$1"_*/"${TR}__nnUNetPlans__3d_fullres")
+  model_dir=$(ls -d "$nnUNet_results"/Dataset"$1"_*/"$(trainer_of "$1")__nnUNetPlans__3d_fullres")
   [ -f "$model_dir/fold_0/spectral_signatures_last.json" ] || \
-    nnunet_mt_ood fit -d "$1" -c 3d_fullres -f 0 -tr "$TR" "${CPU[@]}" --method spectral > /dev/null
+    nnunet_mt_ood fit -d "$1" -c 3d_fullres -f 0 -tr "$(trainer_of "$1")" "${CPU[@]}" --method spectral > /dev/null
 }
 fit_spectral "$ID"
 start=$(date +%s)
-nnunet_mt calibrate -d "$ID" -f 0 -tr "$TR" "${CPU[@]}" --per_source
+nnunet_mt calibrate -d "$ID" -f 0 -tr "$JOINT_TR" "${CPU[@]}" --per_source
 echo "joint model calibrated in $(( $(date +%s) - start )) s"
 for dedicated in "$nnUNet_raw"/Dataset$((ID / 10))[1-9]_*; do
   name=$(basename "$dedicated"); name=${name#Dataset???_}; id=$(basename "$dedicated" | cut -c8-10)
