@@ -5,21 +5,27 @@ its bootstrap 95 % interval over subjects and the verdict (nnunet_mt.statistics)
     python benchmarks/realdata/pool_seeds.py WORK/joint_vs_dedicated_paper_seed0_cap60 \
         WORK/joint_vs_dedicated_paper_seed1_cap60 [-o pooled.md]
     python benchmarks/realdata/pool_seeds.py WORK/transfer_nnunet_seed0_cap60 WORK/transfer_nnunet_seed1_cap60
+    ... --subject_pattern '^(D903_mr)_crop[0-9]+$'   (test cases whose ids match in one group are one subject)
 
 Verdict rule (issue 30): each test image's difference joint - dedicated is averaged over the images of its subject
 (mirrors and crops count once) in each run (seed); the interval resamples runs and subjects (two-level bootstrap,
 nnunet_mt.statistics.paired_difference_over_runs), so it includes the training variation between seeds that one
 run's interval cannot see; "better" / "worse" only when it excludes 0, else "no difference detected". The per-run
-mean differences are shown beside.
+mean differences are shown beside. The subjects are those merge recorded (nnunet_mt evaluate's metrics.json);
+--subject_pattern regroups test cases the merge had to keep apart (crops of the one patient a source has, which
+could not be split into folds by subject), the first group (or whole match) of the regex on the case id.
 """
 import argparse
 import json
 import os
+import re
 from collections import defaultdict
+from typing import Optional
 
 import numpy as np
 
 from nnunet_mt.statistics import format_difference, paired_difference_over_runs
+from nnunet_mt.subjects import pattern_subject
 
 
 def table_name(run_dir: str) -> str:
@@ -30,8 +36,10 @@ def table_name(run_dir: str) -> str:
     raise SystemExit(f"{run_dir}: neither table_II.json nor table_III.json found")
 
 
-def per_case_values(run_dir: str) -> dict:
-    """{(method, data): {metric: [values per case]}} of one experiment folder (table_*.json + metrics files)."""
+def per_case_values(run_dir: str, subject_pattern: Optional[str] = None) -> dict:
+    """{(method, data): {metric: [values per case]}} of one experiment folder (table_*.json + metrics files);
+    subject_pattern: a case whose id it matches belongs to the subject of the match, not to the recorded one."""
+    regex = re.compile(subject_pattern) if subject_pattern else None
     with open(os.path.join(run_dir, table_name(run_dir) + ".json")) as f:
         table = json.load(f)
     values = {}
@@ -43,7 +51,8 @@ def per_case_values(run_dir: str) -> dict:
             cases = json.load(f)["per_case"]
         values[(row["method"], row["data"])] = {m: [c[m] for c in cases] for m in ("dice", "ece")} | {
             "case": [c.get("case", str(i)) for i, c in enumerate(cases)],
-            "subject": [c.get("subject", c.get("case", str(i))) for i, c in enumerate(cases)]}
+            "subject": [(pattern_subject(regex, c.get("case", "")) if regex else None) or
+                        c.get("subject", c.get("case", str(i))) for i, c in enumerate(cases)]}
     return values
 
 
@@ -79,12 +88,12 @@ def fmt(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def pooled_table(run_dirs) -> str:
+def pooled_table(run_dirs, subject_pattern: Optional[str] = None) -> str:
     """The pooled table of the runs' kind: table II with verdicts, table III one row per model and test data."""
     names = {table_name(d) for d in run_dirs}
     if len(names) != 1:
         raise SystemExit(f"mixed experiment folders ({', '.join(sorted(names))}): pool one table at a time")
-    runs = [per_case_values(d) for d in run_dirs]
+    runs = [per_case_values(d, subject_pattern) for d in run_dirs]
     pooled = pool(runs)
     header = (f"Pooled over {len(runs)} runs ({', '.join(os.path.basename(d.rstrip('/')) for d in run_dirs)}); "
               "mean ± std over test cases and runs.")
@@ -112,8 +121,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="joint_vs_dedicated_* (table II) or transfer_* (table III) folders of `nnunet_mt experiment`")
     parser.add_argument("-o", help="also write the table to this markdown file")
+    parser.add_argument("--subject_pattern", metavar="REGEX", help="test cases whose ids give the same match (first "
+                        "group, or the whole match) are one subject, whatever merge recorded")
     args = parser.parse_args(argv)
-    table = pooled_table(args.runs)
+    table = pooled_table(args.runs, args.subject_pattern)
     print(table)
     if args.o:
         with open(args.o, "w") as f:

@@ -55,6 +55,8 @@ def test_table_II_paired_intervals_over_subjects_and_mixed_folders(tmp_path):
     # interval reaches 0 (both draws seed 1, probability 1/4), so pooled over the seeds there is no verdict
     f = write_run(tmp_path / "jvd4b_seed1", "table_II", [("dedicated", "X", ded), ("joint", "X", ded)])
     assert "+0.050 [+0.000, +0.100], 2 subj. x 2 runs, no difference detected" in pool_seeds.pooled_table([c, f])
+    # the same runs with every case one subject by --subject_pattern ('c[0-9]' -> 'c'): no interval is left
+    assert "+0.050 (n=1 subj., no interval)" in pool_seeds.pooled_table([c, f], subject_pattern="^(c)[0-9]$")
     e = write_run(tmp_path / "transfer_seed0", "table_III", [("LiverMR", "LiverMR", [(0.96, 0.01)])])
     with pytest.raises(SystemExit, match="mixed experiment folders"):
         pool_seeds.pooled_table([a, e])
