@@ -1,6 +1,7 @@
 """Tables II and III pooled over seeds: mean +- std over test cases and seeds per model and dataset, from the
-per-case metrics of several runs; for table II also the paired difference joint - dedicated per dataset with
-its bootstrap 95 % interval over subjects and the verdict (nnunet_mt.statistics).
+per-case metrics of several runs; with it the paired differences with their bootstrap 95 % interval and verdict
+(nnunet_mt.statistics): table II joint - dedicated per dataset, table III each fine-tuned model minus training
+from scratch and minus the joint model.
 
     python benchmarks/realdata/pool_seeds.py WORK/joint_vs_dedicated_paper_seed0_cap60 \
         WORK/joint_vs_dedicated_paper_seed1_cap60 [-o pooled.md]
@@ -56,12 +57,12 @@ def per_case_values(run_dir: str, subject_pattern: Optional[str] = None) -> dict
     return values
 
 
-def paired_over_runs(runs, data: str, metric: str) -> dict:
-    """joint - dedicated on `data` per image and run, then paired_difference_over_runs: the interval resamples
+def paired_over_runs(runs, data: str, metric: str, method: str = "joint", baseline: str = "dedicated") -> dict:
+    """method - baseline on `data` per image and run, then paired_difference_over_runs: the interval resamples
     the runs (seeds) and the subjects, so a difference one seed shows and another does not is no verdict."""
     by_case, subject_of = defaultdict(dict), {}
     for r, run in enumerate(runs):
-        joint, dedicated = run[("joint", data)], run[("dedicated", data)]
+        joint, dedicated = run[(method, data)], run[(baseline, data)]
         ref = dict(zip(dedicated["case"], dedicated[metric]))
         for case, subject, value in zip(joint["case"], joint["subject"], joint[metric]):
             if case in ref:
@@ -101,6 +102,14 @@ def pooled_table(run_dirs, subject_pattern: Optional[str] = None) -> str:
         lines = [header, "", "| training | test data | n | DSC | ECE |", "|---|---|---|---|---|"]
         lines += [f"| {method} | {data} | {len(v['dice'])} | {fmt(v['dice'])} | {fmt(v['ece'])} |"
                   for (method, data), v in pooled.items()]
+        # each fine-tuned model (source -> data) against training on `data` from scratch and against the joint model
+        lines += ["", "| fine-tuned | minus | DSC difference | ECE difference |", "|---|---|---|---|"]
+        for method, data in [k for k in pooled if " -> " in k[0]]:
+            for baseline in (data, "joint"):
+                if (baseline, data) in pooled:
+                    lines.append(f"| {method} | {'scratch' if baseline == data else 'joint'} | "
+                                 f"{format_difference(paired_over_runs(runs, data, 'dice', method, baseline))} | "
+                                 f"{format_difference(paired_over_runs(runs, data, 'ece', method, baseline))} |")
         return "\n".join(lines) + "\n"
     datasets = sorted({data for _, data in pooled})
     lines = [header, "",

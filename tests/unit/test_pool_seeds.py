@@ -32,6 +32,16 @@ def test_table_III_rows_pool_cases_of_both_seeds(tmp_path):
     table = pool_seeds.pooled_table([a, b])
     # DSC 0.1 0.3 0.5 0.7: mean 0.4, population std sqrt((0.09+0.01)*2/4) = 0.2236; ECE 0.3 +- 0.1
     assert "| LiverMR -> LiverCT | LiverCT | 4 | 0.400 ± 0.224 | 0.300 ± 0.100 |" in table
+    # with the scratch and joint rows: fine-tuned minus each, per image, pooled over both seeds (two-level bootstrap)
+    rows = lambda ft, scratch: [("LiverCT", "LiverCT", scratch), ("LiverMR -> LiverCT", "LiverCT", ft),
+                                ("joint", "LiverCT", [(0.2, 0.3)] * 4)]
+    c = write_run(tmp_path / "t_seed0", "table_III", rows([(0.3, 0.2)] * 4, [(0.1, 0.2)] * 4))
+    d = write_run(tmp_path / "t_seed1", "table_III", rows([(0.3, 0.2)] * 4, [(0.1, 0.2)] * 4))
+    table = pool_seeds.pooled_table([c, d])
+    assert "| LiverMR -> LiverCT | scratch | +0.200 [+0.200, +0.200], 2 subj. x 2 runs, better | " \
+           "+0.000 [+0.000, +0.000], 2 subj. x 2 runs, no difference detected |" in table
+    assert "| LiverMR -> LiverCT | joint | +0.100 [+0.100, +0.100], 2 subj. x 2 runs, better | " \
+           "-0.100 [-0.100, -0.100], 2 subj. x 2 runs, better |" in table
 
 
 def test_table_II_paired_intervals_over_subjects_and_mixed_folders(tmp_path):
