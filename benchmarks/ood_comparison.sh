@@ -5,7 +5,7 @@
 # detector should flag, as a comparison of its own. Needs the model of `make demo` (its spectral, mcdropout,
 # mahalanobis, knn, msp and entropy fits); fits the rest. Then the fold ensemble (folds 0 + ENSEMBLE_FOLDS, default
 # 1) and the seed ensemble (seed 0 + ENSEMBLE_SEEDS, default 1) of the same recipe on the same images, training
-# their other members (set either to "" to leave it out). About 10 minutes on 2 cores, 20 more with the ensembles.
+# their other members (set either to "" to leave it out). About 6 minutes on 2 cores, 16 more with the ensembles.
 #   make demo && PATH=$PWD/.venv/bin:$PATH bash benchmarks/ood_comparison.sh   (DEMO_OUTPUT=... another demo folder)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
