@@ -42,6 +42,9 @@ def restrict_splits(splits: Sequence[Dict[str, List[str]]], cases: Sequence[str]
     keep no validation case (a dataset with fewer subjects than folds), and cannot be trained."""
     wanted = set(cases)
     required = range(len(splits)) if required_folds is None else required_folds
+    beyond = [f for f in required if not 0 <= f < len(splits)]
+    if beyond:
+        raise InputError(f"fold {beyond[0]}: the joint split has {len(splits)} folds (0-{len(splits) - 1})")
     out = []
     for fold, split in enumerate(splits):
         kept = {k: [c for c in split[k] if c in wanted] for k in ("train", "val")}

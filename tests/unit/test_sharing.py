@@ -47,3 +47,5 @@ def test_a_dataset_with_fewer_subjects_than_folds_is_shared_for_the_folds_it_can
     assert untrainable_folds(restricted[:2]) == []
     with pytest.raises(InputError, match="fold 2 .* no validation case"):
         restrict_splits(splits, cases, required_folds=[2])
+    with pytest.raises(InputError, match="fold 5: the joint split has 3 folds"):
+        restrict_splits(splits, cases, required_folds=[0, 5])
