@@ -31,19 +31,25 @@ python "$ROOT/benchmarks/shifted_images.py" -i "$nnUNet_raw/Dataset500_MultiTask
 step "3/6 score every method on each set"
 SETS=("$nnUNet_raw/Dataset500_MultiTask/imagesTs:id" "$nnUNet_raw/Dataset014_HippocampusMR/imagesTs:ood_hippocampus"
       "$nnUNet_raw/Dataset015_PancreasCT/imagesTs:ood_pancreas" "$WORK/shifted_images:shifted")
-for pair in "${SETS[@]}"; do
-  folder=${pair%%:*}; name=${pair##*:}
-  nnunet_mt_ood score -i "$folder" -o "$WORK/scores/$name" "${MODEL[@]}" -npp 0 -nps 0 --method "${METHODS[@]}"
-done
+score_sets() {  # scores folder, then the model selection and --method: every set scored the same way
+  local out=$1; shift
+  for pair in "${SETS[@]}"; do
+    nnunet_mt_ood score -i "${pair%%:*}" -o "$out/${pair##*:}" "$@" -npp 0 -nps 0
+  done
+}
+score_sets "$WORK/scores" "${MODEL[@]}" --method "${METHODS[@]}"
 
 step "4/6 evaluate: held-out datasets (with failure detection), then the harmless copies"
-nnunet_mt_ood evaluate "$WORK"/scores/{id,ood_hippocampus,ood_pancreas}/ood_scores.json --ood 'hippocampus*' 'pancreas*' \
-  -o "$WORK/ood" -ref "$nnUNet_raw"/{Dataset500_MultiTask,Dataset014_HippocampusMR,Dataset015_PancreasCT}/labelsTs
-# each kind of copy against the originals (ids ending in a digit); a copy is the same subject as its original
-for kind in crop pad scale; do
-  nnunet_mt_ood evaluate "$WORK"/scores/{id,shifted}/ood_scores.json --ood "*_$kind" --id '*[0-9]' \
-    --subject_pattern '^(D[0-9]+_[a-z]+_[0-9]+)' -o "$WORK/shifted_$kind"
-done
+evaluate_sets() {  # scores folder, suffix of the outputs ("" or _<ensemble>): $WORK/ood$2, $WORK/shifted_<kind>$2
+  nnunet_mt_ood evaluate "$1"/{id,ood_hippocampus,ood_pancreas}/ood_scores.json --ood 'hippocampus*' 'pancreas*' \
+    -o "$WORK/ood$2" -ref "$nnUNet_raw"/{Dataset500_MultiTask,Dataset014_HippocampusMR,Dataset015_PancreasCT}/labelsTs
+  # each kind of copy against the originals (ids ending in a digit); a copy is the same subject as its original
+  for kind in crop pad scale; do
+    nnunet_mt_ood evaluate "$1"/{id,shifted}/ood_scores.json --ood "*_$kind" --id '*[0-9]' \
+      --subject_pattern '^(D[0-9]+_[a-z]+_[0-9]+)' -o "$WORK/shifted_$kind$2"
+  done
+}
+evaluate_sets "$WORK/scores" ""
 
 # the ensembles: members trained without the end-of-training fit and validation (the ensembles fit their own)
 train() {  # fold, trainer: skipped when trained already
@@ -51,19 +57,12 @@ train() {  # fold, trainer: skipped when trained already
     nnUNet_n_proc_DA=0 nnUNet_mt_fit_after_training=0 nnUNet_mt_final_validation=0 \
       nnUNetv2_train 500 3d_fullres "$1" -tr "$2" -device cpu
 }
-ensemble() {  # name (ensemble | seed_ensemble), the members' selection: score and evaluate like the methods above
+ensemble() {  # name (ensemble | seed_ensemble), the members' selection: fit, then score and evaluate as above
   local name=$1; shift
-  local selection=(-d 500 -c 3d_fullres -tr "$TRAINER" -device cpu --disable_tta "$@")
-  nnunet_mt_ood fit "${selection[@]}" --method "$name"
-  for pair in "${SETS[@]}"; do
-    nnunet_mt_ood score -i "${pair%%:*}" -o "$WORK/scores_$name/${pair##*:}" "${selection[@]}" -npp 0 -nps 0 --method "$name"
-  done
-  nnunet_mt_ood evaluate "$WORK/scores_$name"/{id,ood_hippocampus,ood_pancreas}/ood_scores.json --ood 'hippocampus*' 'pancreas*' \
-    -o "$WORK/ood_$name" -ref "$nnUNet_raw"/{Dataset500_MultiTask,Dataset014_HippocampusMR,Dataset015_PancreasCT}/labelsTs
-  for kind in crop pad scale; do
-    nnunet_mt_ood evaluate "$WORK/scores_$name"/{id,shifted}/ood_scores.json --ood "*_$kind" --id '*[0-9]' \
-      --subject_pattern '^(D[0-9]+_[a-z]+_[0-9]+)' -o "$WORK/shifted_${kind}_$name"
-  done
+  local selection=(-d 500 -c 3d_fullres -tr "$TRAINER" -device cpu --disable_tta "$@" --method "$name")
+  nnunet_mt_ood fit "${selection[@]}"
+  score_sets "$WORK/scores_$name" "${selection[@]}"
+  evaluate_sets "$WORK/scores_$name" "_$name"
 }
 if [ -n "$ENSEMBLE_FOLDS" ]; then
   step "5/6 the fold ensemble (folds 0 $ENSEMBLE_FOLDS): train, fit on the images its folds trained on, score, evaluate"

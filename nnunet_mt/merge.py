@@ -65,6 +65,12 @@ class Source:
         return f"D{self.dataset_id:03d}_"
 
 
+def source_case_id(merged_id: str) -> str:
+    """The id a merged case has in its source dataset: 'D011_case' -> 'case' (Source.prefix removed); an id
+    without that prefix is returned as it is."""
+    return re.sub(r"^D\d{3}_", "", merged_id)
+
+
 def resolve_folder(dataset: str, raw_dir: str) -> str:
     candidates, pattern = [], dataset
     if dataset.isdigit():

@@ -74,11 +74,12 @@ def case_subject(case: str, pattern: Optional[str], mapping: Optional[Dict[str, 
     with nothing (one scored folder per dataset); else its entry in `mapping` (nnunet_mt merge's --subject_map:
     the scored id, or for a merged test case 'D011_x' the source's id 'x'); else the case itself."""
     import re
+    from nnunet_mt.merge import source_case_id
     from nnunet_mt.subjects import pattern_subject
     matched = pattern_subject(re.compile(pattern), case) if pattern else None
     if matched is not None:
         return matched
-    for key in (case, re.sub(r"^D\d{3}_", "", case)) if mapping else ():
+    for key in (case, source_case_id(case)) if mapping else ():
         if key in mapping:
             return mapping[key]
     return case

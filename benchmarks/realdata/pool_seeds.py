@@ -62,9 +62,9 @@ def paired_over_runs(runs, data: str, metric: str, method: str = "joint", baseli
     the runs (seeds) and the subjects, so a difference one seed shows and another does not is no verdict."""
     by_case, subject_of = defaultdict(dict), {}
     for r, run in enumerate(runs):
-        joint, dedicated = run[(method, data)], run[(baseline, data)]
-        ref = dict(zip(dedicated["case"], dedicated[metric]))
-        for case, subject, value in zip(joint["case"], joint["subject"], joint[metric]):
+        arm, base = run[(method, data)], run[(baseline, data)]
+        ref = dict(zip(base["case"], base[metric]))
+        for case, subject, value in zip(arm["case"], arm["subject"], arm[metric]):
             if case in ref:
                 by_case[case][r] = value - ref[case]
                 subject_of[case] = subject
