@@ -3,7 +3,7 @@
 # global T and with one T per source; each dedicated model without and with its T. Test cases only, ECE,
 # MCE, NLL and Brier over the reference's box + 5 voxels (the same voxels for every row). Run after
 #   BUDGET=15 TABLES=II bash benchmarks/realdata/run_experiments.sh      (same WORK, NORMALIZATION, SEED, SUBJECTS)
-# Writes $WORK/calibration_<normalization>_seed<N>_cap<BUDGET>[_subjects]/calibration.md (and a metrics.json per
+# Writes $WORK/calibration_<normalization>_seed<N>_cap<BUDGET>[_joint<JOINT_BUDGET>][_subjects]/calibration.md (and a metrics.json per
 # row); each calibrate prints its held-out rule (the temperature it keeps, or T = 1 and why).
 # ID=<joint dataset id>, TR=<dedicated trainer> and JOINT_TR=<joint trainer, default TR (with SUBJECTS its _persource
 # variant)> select other models (benchmarks/demo_calibration.sh: the demo data).
@@ -13,6 +13,7 @@ BUDGET="${BUDGET:-15}"
 source "$HERE/common.sh"
 TR="${TR:-nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}}"  # the dedicated models'
 JOINT_TR="${JOINT_TR:-${TR/nnUNetTrainerMultiTaskCPU/nnUNetTrainerMultiTaskCPU${SUBJECTS:+_persource}}}"  # per-source stop
+JOINT_TR="${JOINT_TR/_${BUDGET}epochs/_${JOINT_BUDGET:-$BUDGET}epochs}"  # JOINT_BUDGET: the joint model's own cap
 trainer_of() { [ "$1" = "$ID" ] && echo "$JOINT_TR" || echo "$TR"; }
 OUT="$WORK/calibration_$RUN"
 CPU=(-device cpu --disable_tta)

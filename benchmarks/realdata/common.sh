@@ -11,6 +11,7 @@ export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 [ -z "${SUBJECTS:-}" ] || ID=$((ID + 40))
 OOD_METHOD_LIST=(${OOD_METHODS:-spectral entropy msp mahalanobis knn})
 OOD_TR="nnUNetTrainerMultiTaskCPU$([[ " ${OOD_METHOD_LIST[*]} " != *" mcdropout "* ]] || echo _dropout)"
-OOD_TR+="${SUBJECTS:+_persource}${BUDGET:+_${BUDGET}epochs}_seed${SEED}"
-RUN="${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}${SUBJECTS:+_subjects}"  # e.g. paper_seed0_cap15: run folders end in it
+JOINT_CAP="${JOINT_BUDGET:-${BUDGET:-}}"  # the joint model's cap (JOINT_BUDGET=N: --joint_budget N)
+OOD_TR+="${SUBJECTS:+_persource}${JOINT_CAP:+_${JOINT_CAP}epochs}_seed${SEED}"
+RUN="${NORMALIZATION}_seed${SEED}${BUDGET:+_cap$BUDGET}${JOINT_BUDGET:+_joint$JOINT_BUDGET}${SUBJECTS:+_subjects}"  # e.g. paper_seed0_cap15: run folders end in it
 OOD_RUN="$WORK/ood_$RUN"

@@ -3,6 +3,7 @@
 #   bash benchmarks/realdata/run_experiments.sh            (WORK=folder to use another scratch folder)
 #   NORMALIZATION=nnunet SEED=1 TABLES="II" bash benchmarks/realdata/run_experiments.sh
 #   SUBJECTS=1 BUDGET=60 SEED=0 TABLES="II" bash benchmarks/realdata/run_experiments.sh   (mirrors as subjects, per-source stop)
+#   SUBJECTS=1 BUDGET=20 JOINT_BUDGET=80 TABLES="II" bash ...   (the joint model capped at 80 epochs, the dedicated ones at 20)
 # Every model trains until the paper's convergence rule stops it (CPU window: 200 iterations), capped at the
 # CPU trainer's 25 epochs (BUDGET=N for another cap; the output folders then end in _capN). Resumable: rerun after an interruption and finished
 # steps are skipped.
@@ -22,6 +23,7 @@ SUBJECT_PATTERN='^(.*?)m?$'
 CPU=(-tr nnUNetTrainerMultiTaskCPU -device cpu -npp 0 -nps 0 -np 1 --disable_tta --id "$ID"
      --normalization "$NORMALIZATION" --seed "$SEED")
 [ -z "${BUDGET:-}" ] || CPU+=(--budget "$BUDGET")
+[ -z "${JOINT_BUDGET:-}" ] || CPU+=(--joint_budget "$JOINT_BUDGET")  # e.g. 4 x BUDGET: each of the 4 sources a dedicated model's iterations
 [ -z "${SUBJECTS:-}" ] || CPU+=(--subject_pattern "$SUBJECT_PATTERN" --convergence per_source)
 SOURCES=(901 902 903 906)  # brain tumour MR, liver CT, liver MR, lung tumour CT
 # table II: joint model on all sources vs one model each (shared plans, folds and calibration region)

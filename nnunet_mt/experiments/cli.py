@@ -51,6 +51,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=COUNT, metavar="EPOCHS", help="cap in epochs for every model, on top of the "
                    "paper's convergence rule (trainer variant <tr>_<EPOCHS>epochs; default: the trainer's own cap); "
                    "the tables report where each model stopped and why")
+    p.add_argument("--joint_budget", type=COUNT, metavar="EPOCHS", help="cap in epochs for the joint model only "
+                   "(default: --budget); e.g. --budget times the number of sources gives each source, on average, "
+                   "the iterations a dedicated model gets")
     p.add_argument("--seed", type=SEED, help="seed of every model's initialization and draws (trainer variant "
                    "<tr>_seed<N>; default: the trainer's seed 0); rerun with another seed and -o for repeats")
     p.add_argument("--normalization", choices=["paper", "nnunet"], default="paper",
@@ -95,7 +98,8 @@ def _setup(args):
         raise InputError(f"--id {args.id}: the experiment also writes datasets up to id {last_id}; nnU-Net ids end "
                          f"at 999 (use --id {999 - (last_id - args.id)} or lower)")
     setup = Setup(raw=folders["nnUNet_raw"], preprocessed=folders["nnUNet_preprocessed"],
-                  results=folders["nnUNet_results"], output="", trainer=args.tr, budget=args.budget, seed=args.seed,
+                  results=folders["nnUNet_results"], output="", trainer=args.tr, budget=args.budget,
+                  joint_budget=args.joint_budget, seed=args.seed,
                   normalization=args.normalization, configuration=args.c, fold=args.f, device=args.device,
                   npp=args.npp, nps=args.nps, num_processes=args.np, disable_tta=args.disable_tta, parts=args.parts,
                   first_id=args.id, convergence=args.convergence, subject_pattern=args.subject_pattern,
@@ -120,6 +124,8 @@ def run_experiment(args) -> None:
     else:
         jobs, result = protocols.ood(setup, args.train, args.ood, args.method, mc_samples=args.mc_samples,
                                      ensemble_folds=args.ensemble_folds, ensemble_seeds=args.ensemble_seeds)
+    if args.kind != "ood":
+        protocols.claim_prediction_folders(setup.output, rows, record=False)
     if args.print_jobs:
         if args.kind != "ood":  # the last job writes the tables from the finished steps
             argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print_jobs"] + ["--tables_only"]
@@ -128,6 +134,8 @@ def run_experiment(args) -> None:
         return
     if not args.tables_only:
         os.makedirs(setup.output, exist_ok=True)
+        if args.kind != "ood":
+            protocols.claim_prediction_folders(setup.output, rows, record=True)
         print(f"nnunet_mt experiment {args.kind}: {len(jobs)} steps, {sum(j.done() for j in jobs)} done already; "
               f"results in {setup.output}", flush=True)
         run_jobs(jobs, log=lambda m: print(m, flush=True))

@@ -31,6 +31,8 @@ class Setup:
     output: str  # the experiment's folder: predictions, scores, tables
     trainer: str = "nnUNetTrainerMultiTask"
     budget: Optional[int] = None  # cap in epochs on top of the paper's convergence rule; None = the trainer's cap
+    joint_budget: Optional[int] = None  # the joint model's cap (e.g. budget x sources: each source the dedicated
+                                        # models' iterations on average); None = budget
     seed: Optional[int] = None  # trainer variant _seed<N>: another initialization and draw order
     normalization: str = "paper"  # nnunet_mt merge --normalization
     configuration: str = "3d_fullres"
@@ -52,7 +54,8 @@ class Setup:
         sources, the only one whose convergence rule setup.convergence changes."""
         name = self.trainer + ("_dropout" if dropout else "") + ("_finetune" if finetune else "")
         name += "_persource" if joint and self.convergence == "per_source" else ""
-        return name + (f"_{self.budget}epochs" if self.budget else "") + \
+        budget = self.joint_budget if joint and self.joint_budget else self.budget
+        return name + (f"_{budget}epochs" if budget else "") + \
             (f"_seed{self.seed}" if self.seed is not None else "")
 
 
@@ -220,6 +223,32 @@ def segmentation_jobs(setup: Setup, model: Model, dataset: MergedDataset, label:
     jobs = predict_jobs(setup, model, layout.images_folder(raw, "Ts"), out, dataset.cases("test"))
     jobs.append(evaluate_job(layout.labels_folder(raw, "Ts"), out))
     return jobs, os.path.join(out, "metrics.json")
+
+
+PREDICTION_MODELS = "prediction_models.json"  # in an experiment folder: prediction folder -> the model that made it
+
+
+def claim_prediction_folders(output: str, rows: Sequence[dict], record: bool) -> None:
+    """Refuses an experiment folder whose prediction folders hold another model's predictions: an -o reused
+    with another --budget, --joint_budget, --seed or --convergence would otherwise take them as done.
+    record: adds this run's folders and models to the folder's PREDICTION_MODELS."""
+    path = os.path.join(output, PREDICTION_MODELS)
+    try:
+        with open(path) as f:
+            owners = json.load(f)
+    except FileNotFoundError:
+        owners = {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable ({e}); delete it only if every prediction folder beside it is "
+                         f"this run's")
+    mine = {os.path.relpath(os.path.dirname(r["metrics"]), output): r["model"] for r in rows}
+    for folder, model in sorted(mine.items()):
+        if owners.get(folder, model) != model:
+            raise InputError(f"{os.path.join(output, folder)}: predictions of {owners[folder]}, not of this run's "
+                             f"model {model}; use another -o")
+    if record and any(owners.get(k) != v for k, v in mine.items()):
+        from nnunet_mt.atomic import write_text_atomic
+        write_text_atomic(path, json.dumps({**owners, **mine}, indent=1, sort_keys=True) + "\n")
 
 
 def dedicated_datasets(setup: Setup, sources: List[Source]) -> List[MergedDataset]:

@@ -103,6 +103,11 @@ ROWS = [
      ["afile", "exists"]),
     ("experiment-unknown-dataset", DEMO, lambda ws: ["nnunet_mt", "experiment", "joint-vs-dedicated", "-d", "12", "77",
                                                "-o", str(ws / "exp")], ["Dataset077_*", "no nnU-Net raw dataset"]),
+    ("experiment-predictions-of-another-model", DEMO, lambda ws: (  # an -o reused with another --budget or seed
+        (ws / "exp").mkdir(), (ws / "exp/prediction_models.json").write_text(
+            '{"predictions/dedicated/CorticalPlateMR": "/elsewhere/T_5epochs__nnUNetPlans__3d_fullres/fold_0"}'),
+        ["nnunet_mt", "experiment", "joint-vs-dedicated", "-d", "12", "-o", str(ws / "exp")])[2],
+     ["exp/predictions/dedicated/CorticalPlateMR", "predictions of /elsewhere/T_5epochs", "use another -o"]),
     ("experiment-bad-chain", DEMO, lambda ws: ["nnunet_mt", "experiment", "transfer", "-d", "12", "--chains", "12,99",
                                          "-o", str(ws / "exp")], ["--chains 12,99", "'99'"]),
     ("ood-fit-no-checkpoint", DEMO, lambda ws: ["nnunet_mt_ood", "fit", "-d", "12", "-c", "3d_fullres", "-tr",
@@ -230,6 +235,7 @@ ROWS = [
         ("nnunet_mt", EVALUATE + ["-np", "0"], "-np", "outside"),
         ("nnunet_mt", JVD + ["--seed", "-3"], "--seed", "outside"),
         ("nnunet_mt", JVD + ["--budget", "0"], "--budget", "outside"),
+        ("nnunet_mt", JVD + ["--joint_budget", "0"], "--joint_budget", "outside"),
         ("nnunet_mt", JVD + ["--id", "1000"], "--id", "outside [1, 999]"),
         ("nnunet_mt", JVD + ["--id", "999"], "--id 999", "up to id 1001"),  # derived ids: the dedicated datasets' too
         ("nnunet_mt", JVD + ["--parts", "0"], "--parts", "outside"),

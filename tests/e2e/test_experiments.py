@@ -168,6 +168,15 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
                        "--id", "540", "-f", "1", "--print_jobs").stdout
     shares = [line for line in fresh.splitlines() if "nnunet_mt share-plans " in line]
     assert len(shares) == 2 and all(" -s 540 " in line and line.endswith(" -c 3d_fullres -f 1") for line in shares)
+    # --joint_budget caps the joint model alone: only it trains again (a variant of its own), the dedicated
+    # models are reused; the folder of the first run holds the other joint model's predictions and is refused
+    refused = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--joint_budget",
+                         "4", "--print_jobs", check=False)
+    assert refused.returncode == 2 and f"{out}/predictions/joint/CorticalPlateMR: predictions of " in refused.stderr
+    joint_cap = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(root / "exp_joint_cap"), *FAST,
+                           "--joint_budget", "4", "--print_jobs").stdout
+    trainings = [line for line in joint_cap.splitlines() if "nnUNetv2_train " in line]
+    assert len(trainings) == 1 and f" 500 3d_fullres 0 -tr {TRAINER}_4epochs " in trainings[0] + " "
 
 
 def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
