@@ -1,6 +1,6 @@
 """Tables II and III pooled over seeds: mean +- std over test cases and seeds per model and dataset, from the
 per-case metrics of several runs; with it the paired differences with their bootstrap 95 % interval and verdict
-(nnunet_mt.statistics): table II joint - dedicated per dataset, table III each fine-tuned model minus training
+(nnunet_mt.statistics): table II joint - dedicated per dataset (DSC, ECE, HD95, ASSD), table III each fine-tuned model minus training
 from scratch and minus the joint model.
 
     python benchmarks/realdata/pool_seeds.py WORK/joint_vs_dedicated_paper_seed0_cap60 \
@@ -28,6 +28,8 @@ import numpy as np
 from nnunet_mt.statistics import format_difference, paired_difference_over_runs
 from nnunet_mt.subjects import pattern_subject
 
+PAIRED = ("dice", "ece", "hd95", "assd")  # per-case metrics read; higher is better for dice only
+
 
 def table_name(run_dir: str) -> str:
     """"table_II" (joint-vs-dedicated folder) or "table_III" (transfer folder)."""
@@ -50,7 +52,7 @@ def per_case_values(run_dir: str, subject_pattern: Optional[str] = None) -> dict
             path = os.path.join(run_dir, path[path.index("predictions" + os.sep):])
         with open(path) as f:
             cases = json.load(f)["per_case"]
-        values[(row["method"], row["data"])] = {m: [c[m] for c in cases] for m in ("dice", "ece")} | {
+        values[(row["method"], row["data"])] = {m: [c.get(m, np.nan) for c in cases] for m in PAIRED} | {
             "case": [c.get("case", str(i)) for i, c in enumerate(cases)],
             "subject": [(pattern_subject(regex, c.get("case", "")) if regex else None) or
                         c.get("subject", c.get("case", str(i))) for i, c in enumerate(cases)]}
@@ -65,8 +67,9 @@ def paired_over_runs(runs, data: str, metric: str, method: str = "joint", baseli
         arm, base = run[(method, data)], run[(baseline, data)]
         ref = dict(zip(base["case"], base[metric]))
         for case, subject, value in zip(arm["case"], arm["subject"], arm[metric]):
-            if case in ref:
-                by_case[case][r] = value - ref[case]
+            if case in ref:  # an infinite distance (empty mask) is left out, as in the tables' paired differences
+                difference = value - ref[case]
+                by_case[case][r] = difference if np.isfinite(difference) else np.nan
                 subject_of[case] = subject
     cases = sorted(by_case)
     differences = [[by_case[c].get(r, np.nan) for c in cases] for r in range(len(runs))]
@@ -83,6 +86,11 @@ def pool(runs) -> dict:
                 if m in ("dice", "ece"):
                     pooled[key][m].extend(v)
     return pooled
+
+
+def distance_cell(result: dict) -> str:
+    """A surface-distance difference in mm, or '-' where no image has a finite distance in both arms."""
+    return format_difference(result, digits=2) if result["n_subjects"] else "-"
 
 
 def fmt(values) -> str:
@@ -114,15 +122,18 @@ def pooled_table(run_dirs, subject_pattern: Optional[str] = None) -> str:
     datasets = sorted({data for _, data in pooled})
     lines = [header, "",
              "| test data | n | DSC dedicated | DSC joint | DSC joint - dedicated | ECE dedicated | ECE joint | "
-             "ECE joint - dedicated | per-run mean DSC joint - dedicated |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "ECE joint - dedicated | per-run mean DSC joint - dedicated | HD95 joint - dedicated (mm) | "
+             "ASSD joint - dedicated (mm) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for data in datasets:
         d, j = pooled[("dedicated", data)], pooled[("joint", data)]
         per_run = ", ".join(f"{np.mean(r[('joint', data)]['dice']) - np.mean(r[('dedicated', data)]['dice']):+.3f}"
                             for r in runs)
         lines.append(f"| {data} | {len(d['dice'])} | {fmt(d['dice'])} | {fmt(j['dice'])} | "
                      f"{format_difference(paired_over_runs(runs, data, 'dice'))} | {fmt(d['ece'])} | {fmt(j['ece'])} | "
-                     f"{format_difference(paired_over_runs(runs, data, 'ece'))} | {per_run} |")
+                     f"{format_difference(paired_over_runs(runs, data, 'ece'))} | {per_run} | "
+                     f"{distance_cell(paired_over_runs(runs, data, 'hd95'))} | "
+                     f"{distance_cell(paired_over_runs(runs, data, 'assd'))} |")
     return "\n".join(lines) + "\n"
 
 

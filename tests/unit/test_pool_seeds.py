@@ -70,3 +70,28 @@ def test_table_II_paired_intervals_over_subjects_and_mixed_folders(tmp_path):
     e = write_run(tmp_path / "transfer_seed0", "table_III", [("LiverMR", "LiverMR", [(0.96, 0.01)])])
     with pytest.raises(SystemExit, match="mixed experiment folders"):
         pool_seeds.pooled_table([a, e])
+
+
+def test_table_II_surface_distances_pooled_with_infinite_left_out(tmp_path):
+    """HD95 and ASSD joint - dedicated in mm, pooled like DSC; an infinite distance (an empty prediction) leaves
+    that image out; folders without distances show '-'."""
+    def run(folder, joint_hd95):
+        entries = []
+        for method, hd95 in (("dedicated", [4.0, 6.0, 2.0, 2.0]), ("joint", joint_hd95)):
+            metrics = folder / method / "metrics.json"
+            metrics.parent.mkdir(parents=True)
+            metrics.write_text(json.dumps({"per_case": [
+                {"case": f"c{j}", "subject": f"s{j // 2}", "dice": 0.5, "ece": 0.1, "hd95": h, "assd": h / 2}
+                for j, h in enumerate(hd95)]}))
+            entries.append({"method": method, "data": "X", "metrics_file": str(metrics)})
+        (folder / "table_II.json").write_text(json.dumps(entries))
+        return str(folder)
+    # seed 0: differences -1, -3 (s0), -1, inf (s1: only -1 kept); seed 1 the same: subject means -2 and -1
+    a = run(tmp_path / "a_seed0", [3.0, 3.0, 1.0, float("inf")])
+    b = run(tmp_path / "a_seed1", [3.0, 3.0, 1.0, float("inf")])
+    row = next(line for line in pool_seeds.pooled_table([a, b]).splitlines() if line.startswith("| X |"))
+    hd95, assd = row.split(" | ")[-2:]
+    assert hd95 == "-1.50 [-2.00, -1.00], 2 subj. x 2 runs, better"
+    assert assd == "-0.75 [-1.00, -0.50], 2 subj. x 2 runs, better |"
+    no_distances = write_run(tmp_path / "b_seed0", "table_II", [("dedicated", "X", [(0.5, 0.1)]), ("joint", "X", [(0.6, 0.1)])])
+    assert pool_seeds.pooled_table([no_distances]).splitlines()[-1].endswith("| +0.100 | - | - |")
