@@ -12,8 +12,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 BUDGET="${BUDGET:-15}"
 source "$HERE/common.sh"
 TR="${TR:-nnUNetTrainerMultiTaskCPU_${BUDGET}epochs_seed${SEED}}"  # the dedicated models'
-JOINT_TR="${JOINT_TR:-${TR/nnUNetTrainerMultiTaskCPU/nnUNetTrainerMultiTaskCPU${SUBJECTS:+_persource}}}"  # per-source stop
-JOINT_TR="${JOINT_TR/_${BUDGET}epochs/_${JOINT_BUDGET:-$BUDGET}epochs}"  # JOINT_BUDGET: the joint model's own cap
+JOINT_DEFAULT="${TR/nnUNetTrainerMultiTaskCPU/nnUNetTrainerMultiTaskCPU${SUBJECTS:+_persource}}"  # per-source stop
+JOINT_TR="${JOINT_TR:-${JOINT_DEFAULT/_${BUDGET}epochs/_${JOINT_CAP}epochs}}"  # JOINT_BUDGET: the joint model's own cap
 trainer_of() { [ "$1" = "$ID" ] && echo "$JOINT_TR" || echo "$TR"; }
 OUT="$WORK/calibration_$RUN"
 CPU=(-device cpu --disable_tta)

@@ -25,10 +25,9 @@ from typing import Optional
 
 import numpy as np
 
+from nnunet_mt.experiments.tables import PAIRED  # the paired metrics of the tables: name -> higher is better
 from nnunet_mt.statistics import format_difference, paired_difference_over_runs
 from nnunet_mt.subjects import pattern_subject
-
-PAIRED = ("dice", "ece", "hd95", "assd")  # per-case metrics read; higher is better for dice only
 
 
 def table_name(run_dir: str) -> str:
@@ -74,7 +73,7 @@ def paired_over_runs(runs, data: str, metric: str, method: str = "joint", baseli
     cases = sorted(by_case)
     differences = [[by_case[c].get(r, np.nan) for c in cases] for r in range(len(runs))]
     return paired_difference_over_runs(differences, [subject_of[c] for c in cases],
-                                       higher_is_better=metric == "dice")
+                                       higher_is_better=PAIRED[metric])
 
 
 def pool(runs) -> dict:

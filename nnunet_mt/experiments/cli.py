@@ -124,8 +124,8 @@ def run_experiment(args) -> None:
     else:
         jobs, result = protocols.ood(setup, args.train, args.ood, args.method, mc_samples=args.mc_samples,
                                      ensemble_folds=args.ensemble_folds, ensemble_seeds=args.ensemble_seeds)
-    if args.kind != "ood":
-        protocols.claim_prediction_folders(setup.output, rows, record=False)
+    if args.kind != "ood":  # checked for every mode, recorded only by a run that predicts
+        protocols.claim_prediction_folders(setup.output, rows, record=not (args.print_jobs or args.tables_only))
     if args.print_jobs:
         if args.kind != "ood":  # the last job writes the tables from the finished steps
             argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print_jobs"] + ["--tables_only"]
@@ -134,8 +134,6 @@ def run_experiment(args) -> None:
         return
     if not args.tables_only:
         os.makedirs(setup.output, exist_ok=True)
-        if args.kind != "ood":
-            protocols.claim_prediction_folders(setup.output, rows, record=True)
         print(f"nnunet_mt experiment {args.kind}: {len(jobs)} steps, {sum(j.done() for j in jobs)} done already; "
               f"results in {setup.output}", flush=True)
         run_jobs(jobs, log=lambda m: print(m, flush=True))

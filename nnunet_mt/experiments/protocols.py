@@ -248,6 +248,7 @@ def claim_prediction_folders(output: str, rows: Sequence[dict], record: bool) ->
                              f"model {model}; use another -o")
     if record and any(owners.get(k) != v for k, v in mine.items()):
         from nnunet_mt.atomic import write_text_atomic
+        os.makedirs(output, exist_ok=True)
         write_text_atomic(path, json.dumps({**owners, **mine}, indent=1, sort_keys=True) + "\n")
 
 
