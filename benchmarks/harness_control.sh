@@ -14,7 +14,8 @@
 # make: without it 4 cases already teach the plate (DSC 0.997 at 30 epochs) and no control can show a gain.
 # Each control is `nnunet_mt experiment joint-vs-dedicated --targets 12` (dedicated model for the target only),
 # with the per-source convergence rule for the joint model, once per seed; then the paired differences over
-# subjects, pooled over seeds (benchmarks/realdata/pool_seeds.py). Resumable: finished steps are skipped.
+# subjects, pooled over seeds (benchmarks/realdata/pool_seeds.py). Resumable: finished steps are skipped; each
+# budget has its own experiment folders (WORK/<control>_seed<N>_cap<BUDGET>), so another BUDGET never meets them.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 WORK="${WORK:-$HERE/work_control}"
@@ -36,12 +37,12 @@ CPU=(-tr nnUNetTrainerMultiTaskCPU -device cpu -npp 0 -nps 0 -np 1 --disable_tta
      --convergence per_source --targets 12)
 for seed in $SEEDS; do
   [[ " $CONTROLS " != *" positive "* ]] ||
-    nnunet_mt experiment joint-vs-dedicated -d 12 16 --id 700 "${CPU[@]}" --seed "$seed" -o "$WORK/positive_seed$seed"
+    nnunet_mt experiment joint-vs-dedicated -d 12 16 --id 700 "${CPU[@]}" --seed "$seed" -o "$WORK/positive_seed${seed}_cap$BUDGET"
   [[ " $CONTROLS " != *" neutral "* ]] ||
-    nnunet_mt experiment joint-vs-dedicated -d 12 "$NEUTRAL" --id 710 "${CPU[@]}" --seed "$seed" -o "$WORK/neutral_seed$seed"
+    nnunet_mt experiment joint-vs-dedicated -d 12 "$NEUTRAL" --id 710 "${CPU[@]}" --seed "$seed" -o "$WORK/neutral_seed${seed}_cap$BUDGET"
 done
 for control in $CONTROLS; do
   echo "== $control control, pooled over seeds $SEEDS =="
-  python "$HERE/realdata/pool_seeds.py" $(for s in $SEEDS; do echo "$WORK/${control}_seed$s"; done) \
-      -o "$WORK/${control}_pooled.md"
+  python "$HERE/realdata/pool_seeds.py" $(for s in $SEEDS; do echo "$WORK/${control}_seed${s}_cap$BUDGET"; done) \
+      -o "$WORK/${control}_cap${BUDGET}_pooled.md"
 done
