@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     k.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]", help="source datasets, as for merge")
     k.add_argument("--targets", nargs="+", default=[], metavar="DATASET", help="only these of the -d datasets get a "
                    "dedicated model and are evaluated (default: all), e.g. a control whose other source only helps")
+    k.add_argument("--external_test", nargs="+", default=[], metavar="TARGET=DATASET", help="also evaluate "
+                   "TARGET's dedicated model and the joint model on the labelled test cases of DATASET (same labels, "
+                   "nothing trains on it: another site, or new subjects), e.g. 12=17; rows '<target>@DatasetEEE'")
     _common(k)
     k = kinds.add_parser("transfer", help="table III: sequential deep fine-tuning vs the joint model")
     k.add_argument("-d", nargs="+", required=True, metavar="DATASET[:LABELS]", help="source datasets, as for merge")
@@ -93,7 +96,8 @@ def _setup(args):
     if not os.path.isdir(folders["nnUNet_raw"]):
         raise InputError(f"{folders['nnUNet_raw']}: nnUNet_raw folder not found")
     datasets = args.d if args.kind != "ood" else args.train + ["vs"] + args.ood
-    last_id = args.id + (len(args.d) if args.kind != "ood" else 0)  # dedicated / transfer datasets follow the joint one
+    # dedicated / transfer datasets, then external test sets, follow the joint one
+    last_id = args.id + (len(args.d) + len(getattr(args, "external_test", [])) if args.kind != "ood" else 0)
     if last_id > 999:
         raise InputError(f"--id {args.id}: the experiment also writes datasets up to id {last_id}; nnU-Net ids end "
                          f"at 999 (use --id {999 - (last_id - args.id)} or lower)")
@@ -118,7 +122,7 @@ def run_experiment(args) -> None:
     refuse_prediction_temperature("nnunet_mt experiment (it trains and predicts with nnU-Net's commands)")
     setup = _setup(args)
     if args.kind == "joint-vs-dedicated":
-        jobs, rows = protocols.joint_vs_dedicated(setup, args.d, args.targets)
+        jobs, rows = protocols.joint_vs_dedicated(setup, args.d, args.targets, args.external_test)
     elif args.kind == "transfer":
         jobs, rows = protocols.transfer(setup, args.d, args.chains)
     else:

@@ -216,9 +216,11 @@ def evaluate_job(labels_dir: str, prediction_dir: str) -> Job:
                [metrics])
 
 
-def segmentation_jobs(setup: Setup, model: Model, dataset: MergedDataset, label: str) -> Tuple[List[Job], str]:
-    """Predicts and evaluates the test cases of a (single-source) dataset; returns the jobs and metrics.json."""
-    out = os.path.join(setup.output, "predictions", label, dataset.label)
+def segmentation_jobs(setup: Setup, model: Model, dataset: MergedDataset, label: str,
+                      data: Optional[str] = None) -> Tuple[List[Job], str]:
+    """Predicts and evaluates the test cases of a (single-source) dataset; returns the jobs and metrics.json
+    (in predictions/<label>/<data>, data: the dataset's label unless given)."""
+    out = os.path.join(setup.output, "predictions", label, data or dataset.label)
     raw = os.path.join(setup.raw, dataset.folder_name)
     jobs = predict_jobs(setup, model, layout.images_folder(raw, "Ts"), out, dataset.cases("test"))
     jobs.append(evaluate_job(layout.labels_folder(raw, "Ts"), out))
@@ -257,29 +259,63 @@ def dedicated_datasets(setup: Setup, sources: List[Source]) -> List[MergedDatase
             for i, s in enumerate(sources)]
 
 
-def joint_vs_dedicated(setup: Setup, specs: Sequence[str], targets: Sequence[str] = ()) -> Tuple[List[Job], List[dict]]:
+def joint_vs_dedicated(setup: Setup, specs: Sequence[str], targets: Sequence[str] = (),
+                       external: Sequence[str] = ()) -> Tuple[List[Job], List[dict]]:
     """Jobs of table II and the rows (method, dataset, metrics.json) its table is made of. targets: the
-    datasets (as in specs) that get a dedicated model and are evaluated; default all."""
+    datasets (as in specs) that get a dedicated model and are evaluated; default all. external: 'T=E' pairs,
+    the labelled test cases of dataset E as a further test set of target T (external_test_sets)."""
     sources = load_sources(setup.raw, specs)
     joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
     dedicated = dedicated_datasets(setup, sources)
-    if targets:
-        positions = {_position(t, specs) for t in targets}
-        dedicated = [d for i, d in enumerate(dedicated) if i in positions]
+    positions = {_position(t, specs) for t in targets} if targets else set(range(len(sources)))
+    dedicated = [d for i, d in enumerate(dedicated) if i in positions]
+    tests = [(d, d, d.label) for d in dedicated] + external_test_sets(setup, specs, sources, positions, external)
     jobs, rows = [], []
     for dataset in [joint] + dedicated:
         jobs += prepare_jobs(setup, dataset, plans_of=None if dataset is joint else joint)
+    jobs += [prepare_jobs(setup, test)[0] for own, test, _ in tests if test is not own]  # a merge: nothing trains on it
     models = {d.folder_name: Model(d.folder_name, setup.trainer_name(joint=d is joint), setup.results)
               for d in [joint] + dedicated}
     for dataset in [joint] + dedicated:
         jobs.append(train_job(setup, models[dataset.folder_name], dataset))
     for method, model_of in (("dedicated", lambda d: models[d.folder_name]), ("joint", lambda d: models[joint.folder_name])):
-        for dataset in dedicated:
-            more, metrics = segmentation_jobs(setup, model_of(dataset), dataset, method)
+        for own, test, data in tests:
+            more, metrics = segmentation_jobs(setup, model_of(own), test, method, data)
             jobs += more
-            rows.append({"method": method, "data": dataset.label, "metrics": metrics,
-                         "model": model_of(dataset).fold_dir(setup)})
+            rows.append({"method": method, "data": data, "source": own.label, "metrics": metrics,
+                         "model": model_of(own).fold_dir(setup)})
     return jobs, rows
+
+
+def external_test_sets(setup: Setup, specs: Sequence[str], sources: List[Source], positions: set,
+                       pairs: Sequence[str]) -> List[Tuple[MergedDataset, MergedDataset, str]]:
+    """(target's dedicated dataset, test dataset, data label) per --external_test T=E: E's labelled test cases,
+    merged alone with T's foreground labels (ids after the dedicated datasets', nothing trains on them), as a
+    further test set of the target's dedicated model and of the joint model, e.g. another site or new subjects.
+    The data label is '<target label>@DatasetEEE'."""
+    out = []
+    dedicated = dedicated_datasets(setup, sources)
+    for k, pair in enumerate(pairs):
+        target, sep, other = pair.partition("=")
+        if not sep or not other:
+            raise InputError(f"--external_test {pair}: give TARGET=DATASET, e.g. 12=17")
+        t = _position(target, specs, f"--external_test {pair}")
+        if t not in positions:
+            raise InputError(f"--external_test {pair}: {sources[t].name} is not evaluated (see --targets)")
+        labels = specs[t].partition(":")[2]
+        source = load_source(SourceSpec.parse(other + (":" + labels if labels else "")), setup.raw)
+        if source.name in {s.name for s in sources}:
+            raise InputError(f"--external_test {pair}: {source.name} is a training source of this experiment")
+        names = [{v: n for n, v in s.dataset_json.get("labels", {}).items() if isinstance(v, int)}
+                 for s in (sources[t], source)]
+        if [names[0].get(v) for v in sources[t].foreground] != [names[1].get(v) for v in source.foreground]:
+            raise InputError(f"--external_test {pair}: {source.folder}: foreground labels "
+                             f"{[names[1].get(v) for v in source.foreground]} are not "
+                             f"{sources[t].name}'s {[names[0].get(v) for v in sources[t].foreground]}")
+        test = merged_dataset(setup, setup.first_id + 1 + len(sources) + k, f"{dedicated[t].name}Test{source.dataset_id:03d}",
+                              [source])
+        out.append((dedicated[t], test, f"{dedicated[t].label}@Dataset{source.dataset_id:03d}"))
+    return out
 
 
 def default_chains(n: int) -> List[Tuple[int, ...]]:

@@ -86,7 +86,7 @@ def segmentation_table(rows: Sequence[dict], stem: str, title: str, log=print,
         method = r["method"] if r["method"] != previous else ""
         previous = r["method"]
         md.append(f"| {method} | {r['data']} | {r['n_cases']} | " + " | ".join(cell(r[m], m, "±") for m in metrics) +
-                  f" | {stopped(r['training'])} | {iterations_on(r['training'], r['data'])} |")
+                  f" | {stopped(r['training'])} | {iterations_on(r['training'], r.get('source', r['data']))} |")
     md += ["", "stopped: epochs trained, and whether the paper's convergence rule (conv.) or the epoch cap (cap) "
                "ended training (from each model's convergence.json); it. on data: training iterations spent on the "
                "test data's source (a joint model's iterations times that source's sampling share).",

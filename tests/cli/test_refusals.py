@@ -31,6 +31,15 @@ SCORE = ["score", "-i", "{ws}/in", "-o", "{ws}/out", *MODEL]
 EVALUATE = ["evaluate", "-ref", "{ws}/in", "-pred", "{ws}/in"]
 
 
+def _copy_source(ws, dataset_id, labels=None):
+    """A copy of the demo source under another id (its labels replaced when given): a further dataset."""
+    target = ws / "raw" / f"Dataset{dataset_id:03d}_CorticalPlateMR"
+    shutil.copytree(ws / "raw" / SOURCE, target)
+    if labels is not None:
+        meta = json.loads((target / "dataset.json").read_text())
+        (target / "dataset.json").write_text(json.dumps(dict(meta, labels=labels)))
+
+
 def _line(*command):
     """A fixed command line, {ws} standing for the workspace."""
     return lambda ws: [a.format(ws=ws) for a in command]
@@ -108,6 +117,23 @@ ROWS = [
             '{"predictions/dedicated/CorticalPlateMR": "/elsewhere/T_5epochs__nnUNetPlans__3d_fullres/fold_0"}'),
         ["nnunet_mt", "experiment", "joint-vs-dedicated", "-d", "12", "-o", str(ws / "exp")])[2],
      ["exp/predictions/dedicated/CorticalPlateMR", "predictions of /elsewhere/T_5epochs", "use another -o"]),
+    # --external_test T=E: E's test cases as a further test set of target T (same labels, not a training source)
+    ("experiment-external-test-without-target", DEMO, _line("nnunet_mt", *JVD[:4], "--external_test", "17",
+                                                            "-o", "{ws}/exp"), ["--external_test 17", "TARGET=DATASET"]),
+    ("experiment-external-test-training-source", DEMO, _line("nnunet_mt", *JVD[:4], "--external_test", "12=12",
+                                                             "-o", "{ws}/exp"),
+     ["--external_test 12=12", "Dataset012_CorticalPlateMR is a training source"]),
+    ("experiment-external-test-unknown-dataset", DEMO, _line("nnunet_mt", *JVD[:4], "--external_test", "12=77",
+                                                             "-o", "{ws}/exp"), ["Dataset077_*", "no nnU-Net raw dataset"]),
+    ("experiment-external-test-target-not-evaluated", DEMO, lambda ws: (_copy_source(ws, 17), _copy_source(ws, 18), [
+        "nnunet_mt", *JVD[:4], "17", "--targets", "17", "--external_test", "12=18", "-o", str(ws / "exp")])[2],
+     ["--external_test 12=18", "Dataset012_CorticalPlateMR is not evaluated"]),
+    ("experiment-external-test-other-labels", DEMO, lambda ws: (_copy_source(ws, 17, {"background": 0, "lesion": 1}), [
+        "nnunet_mt", *JVD[:4], "--external_test", "12=17", "-o", str(ws / "exp")])[1],
+     ["Dataset017_CorticalPlateMR: foreground labels ['lesion']", "Dataset012_CorticalPlateMR's ['cortical_plate']"]),
+    ("experiment-external-test-id-range", DEMO, lambda ws: (_copy_source(ws, 17), [
+        "nnunet_mt", *JVD[:4], "--external_test", "12=17", "--id", "998", "-o", str(ws / "exp")])[1],
+     ["--id 998", "up to id 1000"]),
     ("experiment-bad-chain", DEMO, lambda ws: ["nnunet_mt", "experiment", "transfer", "-d", "12", "--chains", "12,99",
                                          "-o", str(ws / "exp")], ["--chains 12,99", "'99'"]),
     ("ood-fit-no-checkpoint", DEMO, lambda ws: ["nnunet_mt_ood", "fit", "-d", "12", "-c", "3d_fullres", "-tr",

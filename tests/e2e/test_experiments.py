@@ -179,6 +179,37 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
     assert len(trainings) == 1 and f" 500 3d_fullres 0 -tr {TRAINER}_4epochs " in trainings[0] + " "
 
 
+def test_external_test_set(joint_vs_dedicated):
+    """--external_test 12=17: Dataset017's test cases (new subjects of Dataset012's generator) as a further test
+    set of the target's dedicated model and of the joint model; the trained models are reused, and the rows'
+    Dice is that of the prediction files against Dataset017's own labels."""
+    root, env, _, _ = joint_vs_dedicated
+    run([os.path.join(BIN, "nnunet_mt"), "demo-data", "-d", "12", "--as_id", "17", "--n_train", "5", "--n_test", "3"],
+        env)
+    out = root / "exp_external"
+    result = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "--targets", "12", "--external_test", "12=17",
+                        "-o", str(out), *FAST)
+    assert "nnUNetv2_train" not in result.stdout  # the models of the first run
+    table = {(r["method"], r["data"]): r for r in json.loads((out / "table_II.json").read_text())}
+    assert sorted(table) == [(m, d) for m in ("dedicated", "joint") for d in ("CorticalPlateMR",
+                                                                                "CorticalPlateMR@Dataset017")]
+    owners = json.loads((out / "prediction_models.json").read_text())
+    labels = root / "raw/Dataset017_CorticalPlateMR/labelsTs"
+    for method, model in (("dedicated", "Dataset501_CorticalPlateMR"), ("joint", "Dataset500_MultiTask")):
+        row = table[(method, "CorticalPlateMR@Dataset017")]
+        assert row["n_cases"] == 3 and row["source"] == "CorticalPlateMR"
+        assert owners[f"predictions/{method}/CorticalPlateMR@Dataset017"].startswith(str(root / "res" / model))
+        per_case = json.loads(open(row["metrics_file"]).read())["per_case"]
+        for case in per_case:  # D017_corticalplatemr_005 ... against the source's own label file
+            ref = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / (case["case"][5:] + ".nii.gz")))) == 1
+            pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / method /
+                                                             "CorticalPlateMR@Dataset017" / (case["case"] + ".nii.gz"))))
+            assert case["dice"] == pytest.approx(_dice(ref, pred == 1), abs=1e-6)
+    md = (out / "table_II.md").read_text()
+    # iterations on the external rows are those on the target's source (4 training cases of 8 in fold 0: half)
+    assert "| CorticalPlateMR@Dataset017 | 3 |" in md and md.count("| 2 ep., cap | 5 |") == 2
+
+
 def test_transfer_job_list_run_by_hand(joint_vs_dedicated):
     """The printed job list, run by bash, finishes the experiment: the in-process run then has nothing left."""
     root, env, _, _ = joint_vs_dedicated
