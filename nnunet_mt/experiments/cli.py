@@ -128,8 +128,9 @@ def run_experiment(args) -> None:
     else:
         jobs, result = protocols.ood(setup, args.train, args.ood, args.method, mc_samples=args.mc_samples,
                                      ensemble_folds=args.ensemble_folds, ensemble_seeds=args.ensemble_seeds)
-    if args.kind != "ood":  # checked for every mode, recorded only by a run that predicts
-        protocols.claim_prediction_folders(setup.output, rows, record=not (args.print_jobs or args.tables_only))
+    owners = result["owners"] if args.kind == "ood" else protocols.prediction_owners(setup.output, rows)
+    # checked for every mode, recorded only by a run that makes outputs
+    protocols.claim_output_folders(setup.output, owners, record=not (args.print_jobs or args.tables_only))
     if args.print_jobs:
         if args.kind != "ood":  # the last job writes the tables from the finished steps
             argv = ["nnunet_mt"] + [a for a in args.argv if a != "--print_jobs"] + ["--tables_only"]

@@ -227,27 +227,32 @@ def segmentation_jobs(setup: Setup, model: Model, dataset: MergedDataset, label:
     return jobs, os.path.join(out, "metrics.json")
 
 
-PREDICTION_MODELS = "prediction_models.json"  # in an experiment folder: prediction folder -> the model that made it
+OUTPUT_MODELS = "output_models.json"  # in an experiment folder: output folder -> the model (and methods) that made it
 
 
-def claim_prediction_folders(output: str, rows: Sequence[dict], record: bool) -> None:
-    """Refuses an experiment folder whose prediction folders hold another model's predictions: an -o reused
-    with another --budget, --joint_budget, --seed or --convergence would otherwise take them as done.
-    record: adds this run's folders and models to the folder's PREDICTION_MODELS."""
-    path = os.path.join(output, PREDICTION_MODELS)
+def prediction_owners(output: str, rows: Sequence[dict]) -> Dict[str, str]:
+    """{prediction folder relative to output: the model folder that predicts it} of tables II/III's rows."""
+    return {os.path.relpath(os.path.dirname(r["metrics"]), output): r["model"] for r in rows}
+
+
+def claim_output_folders(output: str, mine: Dict[str, str], record: bool) -> None:
+    """Refuses an experiment folder whose output folders (predictions, scores, tables) another model made:
+    an -o reused with another --budget, --joint_budget, --seed, --convergence or (ood) --method would
+    otherwise take them as done. mine: {folder relative to output: what makes it in this run}; record: adds
+    them to the folder's OUTPUT_MODELS."""
+    path = os.path.join(output, OUTPUT_MODELS)
     try:
         with open(path) as f:
             owners = json.load(f)
     except FileNotFoundError:
         owners = {}
     except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable ({e}); delete it only if every prediction folder beside it is "
+        raise InputError(f"{path}: unreadable ({e}); delete it only if every output folder beside it is "
                          f"this run's")
-    mine = {os.path.relpath(os.path.dirname(r["metrics"]), output): r["model"] for r in rows}
     for folder, model in sorted(mine.items()):
         if owners.get(folder, model) != model:
-            raise InputError(f"{os.path.join(output, folder)}: predictions of {owners[folder]}, not of this run's "
-                             f"model {model}; use another -o")
+            raise InputError(f"{os.path.join(output, folder)}: made by {owners[folder]}, not by this run's "
+                             f"{model}; use another -o")
     if record and any(owners.get(k) != v for k, v in mine.items()):
         from nnunet_mt.atomic import write_text_atomic
         os.makedirs(output, exist_ok=True)
@@ -462,20 +467,24 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
                     ["nnunet_mt_ood", "evaluate"] + score_files + ["--ood"] + ood_lists + references + subjects +
                     ["-o", prefix],
                     [prefix + ".json"]))
-    result = {"evaluation": prefix + ".json", "scores": score_files, "model": model}
+    scorer = f"{model.fold_dir(setup)} --method {' '.join(methods)}"
+    owners = {os.path.relpath(os.path.dirname(f), setup.output): scorer for f in score_files}
+    owners["table_IV"] = f"{scorer} --ood {' '.join(name for name, _ in outliers)}"
+    result = {"evaluation": prefix + ".json", "scores": score_files, "model": model, "owners": owners}
     if ensemble_folds:
-        jobs += _ensemble_jobs(setup, model, joint, groups, references, ensemble_folds=ensemble_folds)
+        jobs += _ensemble_jobs(setup, model, joint, groups, references, owners, ensemble_folds=ensemble_folds)
         result["ensemble_evaluation"] = os.path.join(setup.output, "table_IV_ensemble.json")
     if ensemble_seeds:
-        jobs += _ensemble_jobs(setup, model, joint, groups, references, ensemble_seeds=ensemble_seeds)
+        jobs += _ensemble_jobs(setup, model, joint, groups, references, owners, ensemble_seeds=ensemble_seeds)
         result["seed_ensemble_evaluation"] = os.path.join(setup.output, "table_IV_seed_ensemble.json")
     return jobs, result
 
 
-def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, references,
+def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, references, owners: Dict[str, str],
                    ensemble_folds: Sequence[str] = (), ensemble_seeds: Sequence[int] = ()) -> List[Job]:
     """An ensemble baseline on the same images: train its other members (the model's other folds, or the
-    experiment's fold with other seeds), fit, score, evaluate (table_IV_ensemble / table_IV_seed_ensemble)."""
+    experiment's fold with other seeds), fit, score, evaluate (table_IV_ensemble / table_IV_seed_ensemble).
+    Adds its score folders and table to owners (claim_output_folders)."""
     from nnunet_mt_ood.model import seed_trainers
     if ensemble_folds:
         members = list(dict.fromkeys([setup.fold, *ensemble_folds]))
@@ -487,6 +496,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
         selection = ["-f", *members]
         fit_dir = os.path.dirname(model.fold_dir(setup))
         fitted_on = "the images all its folds trained on"
+        maker = f"{os.path.dirname(model.fold_dir(setup))} folds {' '.join(members)}"
     else:
         seeds = list(ensemble_seeds)
         trainers = seed_trainers(model.trainer, seeds)  # refuses -tr's own seed and repeats
@@ -496,6 +506,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
         selection = ["-f", setup.fold, "--seeds", *map(str, seeds)]
         fit_dir = model.fold_dir(setup)
         fitted_on = "the fold's training images"
+        maker = f"{model.fold_dir(setup)} seeds {' '.join(map(str, seeds))}"
     common = ["-d", joint.folder_name, "-c", setup.configuration, "-tr", model.trainer, "-p", setup.plans,
               *selection, "-device", setup.device] + (["--disable_tta"] if setup.disable_tta else [])
     jobs.append(Job(f"fit {what} on {fitted_on}", ["nnunet_mt_ood", "fit"] + common + ["--method", method.name],
@@ -508,9 +519,11 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
                 (["-nps", str(setup.nps)] if setup.nps is not None else [])
         files.append(os.path.join(out, "ood_scores.json"))
         jobs.append(Job(f"score {input_dir} with {what}", argv, [files[-1]], model.env(setup)))
+        owners[os.path.relpath(out, setup.output)] = maker
         if name != "in_distribution":
             ood_lists.append(os.path.join(out, "ood_scores.csv"))
     prefix = os.path.join(setup.output, f"table_IV_{method.name}")
+    owners[os.path.basename(prefix)] = f"{maker} --ood {' '.join(name for name, _ in groups[1:])}"
     jobs.append(Job(f"evaluate {what}" + (" and its failure detection" if references else ""),
                     ["nnunet_mt_ood", "evaluate"] + files + ["--ood"] + ood_lists + references +
                     subject_arguments(setup) + ["-o", prefix],

@@ -113,10 +113,10 @@ ROWS = [
     ("experiment-unknown-dataset", DEMO, lambda ws: ["nnunet_mt", "experiment", "joint-vs-dedicated", "-d", "12", "77",
                                                "-o", str(ws / "exp")], ["Dataset077_*", "no nnU-Net raw dataset"]),
     ("experiment-predictions-of-another-model", DEMO, lambda ws: (  # an -o reused with another --budget or seed
-        (ws / "exp").mkdir(), (ws / "exp/prediction_models.json").write_text(
+        (ws / "exp").mkdir(), (ws / "exp/output_models.json").write_text(
             '{"predictions/dedicated/CorticalPlateMR": "/elsewhere/T_5epochs__nnUNetPlans__3d_fullres/fold_0"}'),
         ["nnunet_mt", "experiment", "joint-vs-dedicated", "-d", "12", "-o", str(ws / "exp")])[2],
-     ["exp/predictions/dedicated/CorticalPlateMR", "predictions of /elsewhere/T_5epochs", "use another -o"]),
+     ["exp/predictions/dedicated/CorticalPlateMR", "made by /elsewhere/T_5epochs", "use another -o"]),
     # --external_test T=E: E's test cases as a further test set of target T (same labels, not a training source)
     ("experiment-external-test-without-target", DEMO, _line("nnunet_mt", *JVD[:4], "--external_test", "17",
                                                             "-o", "{ws}/exp"), ["--external_test 17", "TARGET=DATASET"]),
@@ -134,6 +134,13 @@ ROWS = [
     ("experiment-external-test-id-range", DEMO, lambda ws: (_copy_source(ws, 17), [
         "nnunet_mt", *JVD[:4], "--external_test", "12=17", "--id", "998", "-o", str(ws / "exp")])[1],
      ["--id 998", "up to id 1000"]),
+    ("experiment-ood-scores-of-other-methods", DEMO, lambda ws: (  # an -o reused with another --method or model
+        _copy_source(ws, 17), (ws / "exp").mkdir(), (ws / "exp/output_models.json").write_text(
+            '{"scores/in_distribution": "/elsewhere/T__nnUNetPlans__3d_fullres/fold_0 --method entropy"}'),
+        ["nnunet_mt", "experiment", "ood", "--train", "12", "--ood", "17", "--method", "spectral", "-o",
+         str(ws / "exp")])[3],
+     ["exp/scores/in_distribution", "made by /elsewhere/T__nnUNetPlans__3d_fullres/fold_0 --method entropy",
+      "--method spectral; use another -o"]),
     ("experiment-bad-chain", DEMO, lambda ws: ["nnunet_mt", "experiment", "transfer", "-d", "12", "--chains", "12,99",
                                          "-o", str(ws / "exp")], ["--chains 12,99", "'99'"]),
     ("ood-fit-no-checkpoint", DEMO, lambda ws: ["nnunet_mt_ood", "fit", "-d", "12", "-c", "3d_fullres", "-tr",

@@ -172,7 +172,7 @@ def test_rerun_is_idempotent(joint_vs_dedicated):
     # models are reused; the folder of the first run holds the other joint model's predictions and is refused
     refused = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(out), *FAST, "--joint_budget",
                          "4", "--print_jobs", check=False)
-    assert refused.returncode == 2 and f"{out}/predictions/joint/CorticalPlateMR: predictions of " in refused.stderr
+    assert refused.returncode == 2 and f"{out}/predictions/joint/CorticalPlateMR: made by " in refused.stderr
     joint_cap = experiment(env, "joint-vs-dedicated", "-d", "12", "13:1,2", "-o", str(root / "exp_joint_cap"), *FAST,
                            "--joint_budget", "4", "--print_jobs").stdout
     trainings = [line for line in joint_cap.splitlines() if "nnUNetv2_train " in line]
@@ -193,7 +193,7 @@ def test_external_test_set(joint_vs_dedicated):
     table = {(r["method"], r["data"]): r for r in json.loads((out / "table_II.json").read_text())}
     assert sorted(table) == [(m, d) for m in ("dedicated", "joint") for d in ("CorticalPlateMR",
                                                                                 "CorticalPlateMR@Dataset017")]
-    owners = json.loads((out / "prediction_models.json").read_text())
+    owners = json.loads((out / "output_models.json").read_text())
     labels = root / "raw/Dataset017_CorticalPlateMR/labelsTs"
     for method, model in (("dedicated", "Dataset501_CorticalPlateMR"), ("joint", "Dataset500_MultiTask")):
         row = table[(method, "CorticalPlateMR@Dataset017")]
@@ -280,6 +280,16 @@ def test_ood_experiment(joint_vs_dedicated):
     for evaluate in evaluations:
         assert f"-ref {root}/raw/Dataset530_MultiTask/labelsTs {root}/raw/Dataset014_HippocampusMR/labelsTs" in evaluate
         assert "--subject_pattern '^(.*)_00[0-9]$'" in evaluate
+    # the folder's scores and table are spectral's and entropy's of this model: another method set is refused
+    # (the mcdropout of the default scores with the _dropout variant), not answered with these scores as done
+    refused = experiment(env, *args, "--print_jobs", check=False)
+    assert refused.returncode == 2 and f"{out}/scores/Dataset014_HippocampusMR: made by {root}/res/Dataset500_MultiTask/" \
+        f"{TRAINER}__nnUNetPlans__3d_fullres/fold_0 --method spectral entropy, not by this run's " in refused.stderr
+    owners = json.loads((out / "output_models.json").read_text())
+    assert sorted(owners) == ["scores/Dataset014_HippocampusMR", "scores/in_distribution", "table_IV"]
+    assert owners["table_IV"].endswith("--method spectral entropy --ood Dataset014_HippocampusMR")
+    out = root / "exp_ood_jobs"
+    args = ["ood", "--train", "12", "13:1,2", "--ood", "14", "-o", str(out), *FAST]
     # with mcdropout (the default) the experiment trains the _dropout variant and fits it: the job list
     jobs = experiment(env, *args, "--print_jobs").stdout
     assert f"nnUNetv2_train 500 3d_fullres 0 -tr {TRAINER}_dropout -device cpu --c" in jobs
