@@ -300,6 +300,8 @@ def external_test_sets(setup: Setup, specs: Sequence[str], sources: List[Source]
     The data label is '<target label>@DatasetEEE'."""
     out = []
     dedicated = dedicated_datasets(setup, sources)
+    if len(set(pairs)) != len(pairs):
+        raise InputError(f"--external_test {' '.join(pairs)}: a pair is listed twice")
     for k, pair in enumerate(pairs):
         target, sep, other = pair.partition("=")
         if not sep or not other:

@@ -131,6 +131,9 @@ ROWS = [
     ("experiment-external-test-other-labels", DEMO, lambda ws: (_copy_source(ws, 17, {"background": 0, "lesion": 1}), [
         "nnunet_mt", *JVD[:4], "--external_test", "12=17", "-o", str(ws / "exp")])[1],
      ["Dataset017_CorticalPlateMR: foreground labels ['lesion']", "Dataset012_CorticalPlateMR's ['cortical_plate']"]),
+    ("experiment-external-test-twice", DEMO, lambda ws: (_copy_source(ws, 17), [
+        "nnunet_mt", *JVD[:4], "--external_test", "12=17", "12=17", "-o", str(ws / "exp")])[1],
+     ["--external_test 12=17 12=17", "listed twice"]),
     ("experiment-external-test-id-range", DEMO, lambda ws: (_copy_source(ws, 17), [
         "nnunet_mt", *JVD[:4], "--external_test", "12=17", "--id", "998", "-o", str(ws / "exp")])[1],
      ["--id 998", "up to id 1000"]),
