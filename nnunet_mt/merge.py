@@ -64,6 +64,12 @@ class Source:
     def prefix(self) -> str:
         return f"D{self.dataset_id:03d}_"
 
+    @property
+    def foreground_names(self) -> Tuple[str, ...]:
+        """dataset.json's names of the foreground labels, in the order of `foreground`."""
+        names = {int(v): k for k, v in self.dataset_json["labels"].items()}
+        return tuple(names[v] for v in self.foreground)
+
 
 def source_case_id(merged_id: str) -> str:
     """The id a merged case has in its source dataset: 'D011_case' -> 'case' (Source.prefix removed); an id

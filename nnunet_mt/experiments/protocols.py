@@ -271,10 +271,11 @@ def joint_vs_dedicated(setup: Setup, specs: Sequence[str], targets: Sequence[str
     the labelled test cases of dataset E as a further test set of target T (external_test_sets)."""
     sources = load_sources(setup.raw, specs)
     joint = merged_dataset(setup, setup.first_id, "MultiTask", sources)
-    dedicated = dedicated_datasets(setup, sources)
+    every_dedicated = dedicated_datasets(setup, sources)
     positions = {_position(t, specs) for t in targets} if targets else set(range(len(sources)))
-    dedicated = [d for i, d in enumerate(dedicated) if i in positions]
-    tests = [(d, d, d.label) for d in dedicated] + external_test_sets(setup, specs, sources, positions, external)
+    dedicated = [d for i, d in enumerate(every_dedicated) if i in positions]
+    tests = [(d, d, d.label) for d in dedicated] + \
+        external_test_sets(setup, specs, sources, every_dedicated, positions, external)
     jobs, rows = [], []
     for dataset in [joint] + dedicated:
         jobs += prepare_jobs(setup, dataset, plans_of=None if dataset is joint else joint)
@@ -292,14 +293,13 @@ def joint_vs_dedicated(setup: Setup, specs: Sequence[str], targets: Sequence[str
     return jobs, rows
 
 
-def external_test_sets(setup: Setup, specs: Sequence[str], sources: List[Source], positions: set,
-                       pairs: Sequence[str]) -> List[Tuple[MergedDataset, MergedDataset, str]]:
+def external_test_sets(setup: Setup, specs: Sequence[str], sources: List[Source], dedicated: List[MergedDataset],
+                       positions: set, pairs: Sequence[str]) -> List[Tuple[MergedDataset, MergedDataset, str]]:
     """(target's dedicated dataset, test dataset, data label) per --external_test T=E: E's labelled test cases,
     merged alone with T's foreground labels (ids after the dedicated datasets', nothing trains on them), as a
     further test set of the target's dedicated model and of the joint model, e.g. another site or new subjects.
-    The data label is '<target label>@DatasetEEE'."""
+    dedicated: one per source, as sources; positions: the evaluated ones. The data label is '<T's label>@DatasetEEE'."""
     out = []
-    dedicated = dedicated_datasets(setup, sources)
     if len(set(pairs)) != len(pairs):
         raise InputError(f"--external_test {' '.join(pairs)}: a pair is listed twice")
     for k, pair in enumerate(pairs):
@@ -313,12 +313,10 @@ def external_test_sets(setup: Setup, specs: Sequence[str], sources: List[Source]
         source = load_source(SourceSpec.parse(other + (":" + labels if labels else "")), setup.raw)
         if source.name in {s.name for s in sources}:
             raise InputError(f"--external_test {pair}: {source.name} is a training source of this experiment")
-        names = [{v: n for n, v in s.dataset_json.get("labels", {}).items() if isinstance(v, int)}
-                 for s in (sources[t], source)]
-        if [names[0].get(v) for v in sources[t].foreground] != [names[1].get(v) for v in source.foreground]:
+        if source.foreground_names != sources[t].foreground_names:
             raise InputError(f"--external_test {pair}: {source.folder}: foreground labels "
-                             f"{[names[1].get(v) for v in source.foreground]} are not "
-                             f"{sources[t].name}'s {[names[0].get(v) for v in sources[t].foreground]}")
+                             f"{list(source.foreground_names)} are not {sources[t].name}'s "
+                             f"{list(sources[t].foreground_names)}")
         test = merged_dataset(setup, setup.first_id + 1 + len(sources) + k, f"{dedicated[t].name}Test{source.dataset_id:03d}",
                               [source])
         out.append((dedicated[t], test, f"{dedicated[t].label}@Dataset{source.dataset_id:03d}"))
@@ -473,20 +471,21 @@ def ood(setup: Setup, train_specs: Sequence[str], ood_specs: Sequence[str], meth
     owners = {os.path.relpath(os.path.dirname(f), setup.output): scorer for f in score_files}
     owners["table_IV"] = f"{scorer} --ood {' '.join(name for name, _ in outliers)}"
     result = {"evaluation": prefix + ".json", "scores": score_files, "model": model, "owners": owners}
-    if ensemble_folds:
-        jobs += _ensemble_jobs(setup, model, joint, groups, references, owners, ensemble_folds=ensemble_folds)
-        result["ensemble_evaluation"] = os.path.join(setup.output, "table_IV_ensemble.json")
-    if ensemble_seeds:
-        jobs += _ensemble_jobs(setup, model, joint, groups, references, owners, ensemble_seeds=ensemble_seeds)
-        result["seed_ensemble_evaluation"] = os.path.join(setup.output, "table_IV_seed_ensemble.json")
+    for key, members in (("ensemble_evaluation", {"ensemble_folds": ensemble_folds}),
+                         ("seed_ensemble_evaluation", {"ensemble_seeds": ensemble_seeds})):
+        if any(members.values()):
+            more, made, result[key] = _ensemble_jobs(setup, model, joint, groups, references, **members)
+            jobs += more
+            owners.update(made)
     return jobs, result
 
 
-def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, references, owners: Dict[str, str],
-                   ensemble_folds: Sequence[str] = (), ensemble_seeds: Sequence[int] = ()) -> List[Job]:
+def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, references,
+                   ensemble_folds: Sequence[str] = (), ensemble_seeds: Sequence[int] = ()
+                   ) -> Tuple[List[Job], Dict[str, str], str]:
     """An ensemble baseline on the same images: train its other members (the model's other folds, or the
     experiment's fold with other seeds), fit, score, evaluate (table_IV_ensemble / table_IV_seed_ensemble).
-    Adds its score folders and table to owners (claim_output_folders)."""
+    Returns the jobs, what makes each of its outputs (claim_output_folders) and the evaluation's .json."""
     from nnunet_mt_ood.model import seed_trainers
     if ensemble_folds:
         members = list(dict.fromkeys([setup.fold, *ensemble_folds]))
@@ -513,7 +512,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
               *selection, "-device", setup.device] + (["--disable_tta"] if setup.disable_tta else [])
     jobs.append(Job(f"fit {what} on {fitted_on}", ["nnunet_mt_ood", "fit"] + common + ["--method", method.name],
                     [method.paths(fit_dir, "last", members)[1]], model.env(setup)))
-    files, ood_lists = [], []
+    files, ood_lists, owners = [], [], {}
     for name, input_dir in groups:
         out = os.path.join(setup.output, f"scores_{method.name}", name)
         argv = ["nnunet_mt_ood", "score", "-i", input_dir, "-o", out] + common + ["--method", method.name]
@@ -530,7 +529,7 @@ def _ensemble_jobs(setup: Setup, model: Model, joint: MergedDataset, groups, ref
                     ["nnunet_mt_ood", "evaluate"] + files + ["--ood"] + ood_lists + references +
                     subject_arguments(setup) + ["-o", prefix],
                     [prefix + ".json"]))
-    return jobs
+    return jobs, owners, prefix + ".json"
 
 
 def subject_arguments(setup: Setup) -> List[str]:
